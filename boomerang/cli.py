@@ -1,0 +1,145 @@
+"""Command line: ``python -m boomerang <command>`` (also installed as ``boomerang``).
+
+Each command parses its arguments into the same config objects and calls the same backend
+functions as the dashboard. Bad input ends with one sentence on stderr and exit code 2, never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import BoomerangError
+
+# name -> (add_arguments, run). Each command registers itself below with @command.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register ``run(args) -> int | None`` as the subcommand ``name``."""
+
+    def register(run: Callable):
+        COMMANDS[name] = (help, add_arguments, run)
+        return run
+
+    return register
+
+
+def add_pair_arguments(p: argparse.ArgumentParser) -> None:
+    """--pair / --teacher / --student / --device, shared by every command that loads a pair."""
+    p.add_argument("--pair", help="a bundled pair: demo or smollm2")
+    p.add_argument("--teacher", help="teacher folder or hub id")
+    p.add_argument("--student", help="student folder or hub id (or, with --pair demo, an ablation)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+
+
+def pair_from_args(args: argparse.Namespace):
+    """Load the pair named by :func:`add_pair_arguments`' options."""
+    from .loading import load_pair
+
+    if args.pair is None and args.teacher is None and args.student is None:
+        args.pair = "demo"
+    return load_pair(args.pair, teacher=args.teacher, student=args.student, device=args.device)
+
+
+def parse_layers(text: str | None) -> list[int]:
+    """'1,2, 5' -> [1, 2, 5]; one clear error for anything that is not a list of numbers."""
+    if text is None or not text.strip():
+        return []
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.lstrip("-").isdigit():
+            raise BoomerangError(f"'{item}' is not a layer number; write e.g. --patched 1,2,5.")
+        out.append(int(item))
+    return out
+
+
+# ---- info ----------------------------------------------------------------------------------
+
+
+def _info_args(p: argparse.ArgumentParser) -> None:
+    add_pair_arguments(p)
+
+
+@command("info", "show the mapping: student layer -> teacher block, with parameter counts", _info_args)
+def _info(args: argparse.Namespace) -> int:
+    pair = pair_from_args(args)
+    parts = pair.parts
+    t_layers, s_layers = parts.layer_list(pair.teacher), parts.layer_list(pair.student)
+    count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+    print(f"pair: {pair.name}   ({type(pair.teacher).__name__})")
+    print(f"teacher: {pair.mapping.num_teacher_layers} layers, {pair.teacher.num_parameters():,} params")
+    print(f"student: {pair.mapping.num_student_layers} layers, {pair.student.num_parameters():,} params")
+    print(f"{'student':>7}  {'teacher block':<16}{'student params':>16}{'block params':>16}")
+    for i, block in enumerate(pair.mapping.blocks):
+        b = f"{block[0]}" if len(block) == 1 else f"{block[0]}-{block[-1]}"
+        block_params = sum(count(t_layers[j]) for j in block)
+        print(f"{i:>7}  {b:<16}{count(s_layers[i]):>16,}{block_params:>16,}")
+    return 0
+
+
+# ---- patch ---------------------------------------------------------------------------------
+
+
+def _patch_args(p: argparse.ArgumentParser) -> None:
+    add_pair_arguments(p)
+    p.add_argument("--patched", help="student layers to patch, e.g. 1,2")
+    p.add_argument("--order", choices=["last-to-first", "first-to-last"])
+    p.add_argument("--k", type=int, help="with --order: how many student layers to patch")
+    p.add_argument("--out", required=True, help="folder for the standalone checkpoint")
+
+
+@command("patch", "build an intermediate model and save it as a standalone HF checkpoint", _patch_args)
+def _patch(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    if args.patched is not None and args.order is not None:
+        raise BoomerangError("Give either --patched or --order with --k, not both.")
+    if args.order is not None and args.k is None:
+        raise BoomerangError("--order needs --k, the number of student layers to patch.")
+    patched = parse_layers(args.patched)
+    pair = pair_from_args(args)
+    if args.order is not None:
+        model = pair.build(order=args.order, k=args.k)
+    else:
+        model = pair.build(patched=patched)
+    out = export_model(model, args.out, tokenizer=pair.tokenizer)
+    print(f"wrote {model.config.num_hidden_layers}-layer model ({model.num_parameters():,} params, "
+          f"patched {list(model.boomerang_patched)}) to {out}")
+    return 0
+
+
+# ---- entry point ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with every registered command."""
+    parser = argparse.ArgumentParser(
+        prog="boomerang", description="Boomerang distillation and model size interpolation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for bad input, with one sentence on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except BoomerangError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
