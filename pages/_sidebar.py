@@ -1,0 +1,261 @@
+"""Shared sidebar and helpers of the dashboard pages: pair, data, device; URL state; caches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+import torch
+
+from boomerang import dashboard as dash
+from boomerang.errors import BoomerangError
+from boomerang.pair import BoomerangPair
+
+FOLDERS = "folders"
+DEFAULT_DATA = "demo"
+
+
+@dataclass
+class Context:
+    """What every page gets: the loaded pair, its evaluation blocks and the cache keys."""
+
+    spec: dash.PairSpec | None = None
+    pair: BoomerangPair | None = None
+    device: str = "cpu"
+    data: str = DEFAULT_DATA
+    seq_len: int = 128
+    n_blocks: int = 16
+    split: str = "validation"
+    pair_key: str = ""
+    error: str | None = None
+
+    @property
+    def data_key(self) -> str:
+        return f"{self.data}|{self.split}|{self.seq_len}|{self.n_blocks}"
+
+
+# ---- URL <-> session state -------------------------------------------------------------------
+
+
+def url_default(key: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
+    """The value of ``key`` for this session: kept value, else the URL's, else ``default``."""
+    keep = f"_keep_{key}"
+    if keep in st.session_state:
+        return st.session_state[keep]
+    raw = st.query_params.get(key)
+    if raw is not None:
+        try:
+            return cast(raw)
+        except (TypeError, ValueError):
+            pass
+    return default
+
+
+def bind(key: str, default: Any, cast: Callable[[str], Any] = str) -> None:
+    """Give widget ``key`` its value from the URL/kept state before the widget is drawn.
+
+    Streamlit forgets a widget's value when its page is left; the kept copy brings it back.
+    """
+    if key not in st.session_state:
+        st.session_state[key] = url_default(key, default, cast)
+
+
+def keep(key: str, value: Any, url: bool = True) -> None:
+    """Remember a widget value across pages and (``url``) write it to the URL (shareable state)."""
+    st.session_state[f"_keep_{key}"] = value
+    if url and st.query_params.get(key) != str(value):
+        st.query_params[key] = str(value)
+
+
+def parse_layers(text: str) -> list[int]:
+    """'1,3,5' -> [1, 3, 5] (URL form of a patched set)."""
+    return [int(t) for t in text.split(",") if t.strip() != ""]
+
+
+def fmt_layers(patched) -> str:
+    return ",".join(str(i) for i in sorted(patched))
+
+
+# ---- cached resources ------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _load_pair(key: str, _spec: dash.PairSpec, device: str) -> BoomerangPair:
+    pair = _spec.load(device)
+    for m in (pair.teacher, pair.student):
+        m.eval().requires_grad_(False)
+    return pair
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _eval_blocks(pair_key: str, data_key: str, _pair: BoomerangPair, source: str, seq_len: int,
+                 n: int, split: str) -> torch.Tensor:
+    return dash.load_eval_blocks(_pair, source, seq_len, n, split)
+
+
+def eval_blocks(ctx: Context) -> torch.Tensor:
+    """The evaluation blocks of the sidebar's data (cached)."""
+    with st.spinner(f"Tokenizing {ctx.data} ({ctx.split})…"):
+        return _eval_blocks(ctx.pair_key, ctx.data_key, ctx.pair, ctx.data, ctx.seq_len,
+                            ctx.n_blocks, ctx.split)
+
+
+def calib_ids(ctx: Context) -> torch.Tensor:
+    """Training blocks to choose data-driven orders on (cached)."""
+    key = ("calib", ctx.pair_key, ctx.data, ctx.seq_len)
+    return dash.RESULTS.get_or_compute(
+        key, lambda: dash.calibration_ids(ctx.pair, ctx.data, ctx.seq_len))
+
+
+def computed(key: tuple, label: str, fn: Callable[[dash.Progress], Any]) -> Any:
+    """``fn(progress)`` cached under ``key``; on a miss, shows an expanding status with a bar."""
+    hit = dash.RESULTS.get(key)
+    if hit is not None:
+        return hit
+    with st.status(label, expanded=False) as status:
+        bar = st.progress(0.0)
+
+        def progress(done: int, total: int, msg: str) -> None:
+            bar.progress(min(1.0, done / max(total, 1)), text=msg)
+
+        value = fn(progress)
+        status.update(label=f"{label} — done", state="complete")
+    return dash.RESULTS.put(key, value)
+
+
+def show_error(e: Exception) -> None:
+    """One sentence the user can act on."""
+    if isinstance(e, BoomerangError):
+        st.error(str(e), icon=":material/error:")
+    else:
+        st.error(f"Something went wrong: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                 "Try another pair or smaller settings; if it persists, report it with this message.",
+                 icon=":material/error:")
+
+
+# ---- the sidebar -----------------------------------------------------------------------------
+
+
+def _spec_from_choice(choice: str, teacher: str, student: str) -> dash.PairSpec | None:
+    if choice == FOLDERS:
+        if not student.strip():
+            return None
+        return dash.PairSpec.from_query({"pair": FOLDERS, "teacher": teacher.strip(),
+                                         "student": student.strip()})
+    return dash.PairSpec.from_query({"pair": choice})
+
+
+def sidebar() -> Context:
+    """Draw the shared sidebar (pair, data, device), load the pair, and return the context."""
+    ctx = Context()
+    pairs = dash.discover_pairs()
+    options = [p.key if p.kind != FOLDERS else f"{FOLDERS}:{p.student}" for p in pairs]
+    labels = {o: p.title for o, p in zip(options, pairs)}
+    labels[FOLDERS] = "Other folders or hub ids…"
+    options.append(FOLDERS)
+
+    # The URL may name a pair that is not in the list (folders, hub ids, a pair built later).
+    url_pair = st.query_params.get("pair")
+    url_student = st.query_params.get("student", "")
+    first = url_default("pair_choice", None)
+    if first is None:
+        if url_pair == FOLDERS and f"{FOLDERS}:{url_student}" in options and not st.query_params.get("teacher"):
+            first = f"{FOLDERS}:{url_student}"
+        elif url_pair in options:
+            first = url_pair
+        elif url_pair in (FOLDERS, "local", "hub") or (url_pair is None and url_student):
+            first = FOLDERS
+        else:
+            first = options[0]
+    if st.session_state.get("pair_choice") not in options:
+        st.session_state["pair_choice"] = first if first in options else options[0]
+    bind("teacher_ref", st.query_params.get("teacher", ""))
+    bind("student_ref", url_student if first == FOLDERS else "")
+
+    with st.sidebar:
+        st.markdown("### :material/family_restroom: Model pair")
+        choice = st.selectbox("Teacher + student", options, key="pair_choice",
+                              format_func=lambda o: labels.get(o, o), label_visibility="collapsed")
+        if choice == FOLDERS:
+            st.text_input("Student folder or hub id", key="student_ref",
+                          placeholder="runs/my-run/student or org/name")
+            st.text_input("Teacher folder or hub id (optional)", key="teacher_ref",
+                          help="Leave empty when the student's student_config.json names its teacher.")
+        if not pairs and choice == FOLDERS and not st.session_state.get("student_ref"):
+            st.caption("No bundled demo found. Point at a student folder, or train one on the Train page.")
+        devs = dash.devices()
+        bind("device", devs[0])
+        if st.session_state["device"] not in devs:
+            st.session_state["device"] = devs[0]
+        ctx.device = st.selectbox("Device", devs, key="device")
+
+        with st.expander(":material/dataset: Evaluation data", expanded=False):
+            bind("data", DEFAULT_DATA)
+            ctx.data = st.text_input("Text source", key="data",
+                                     help="'demo' (the bundled corpus), a .txt file or folder, or a "
+                                          "Hugging Face dataset id ('name' or 'name:config').").strip() or DEFAULT_DATA
+            bind("split", "validation")
+            ctx.split = st.selectbox("Split", ["validation", "test", "train"], key="split")
+            c1, c2 = st.columns(2)
+            bind("seq_len", 128, int)
+            ctx.seq_len = int(c1.number_input("Tokens per block", 16, 4096, step=16, key="seq_len"))
+            bind("blocks", 16, int)
+            ctx.n_blocks = int(c2.number_input("Blocks", 1, 1024, key="blocks"))
+
+    spec = _spec_from_choice(choice, st.session_state.get("teacher_ref", ""),
+                             st.session_state.get("student_ref", ""))
+    keep("pair_choice", choice, url=False)
+    if spec is not None:
+        for k, v in spec.to_query().items():
+            if st.query_params.get(k) != v:
+                st.query_params[k] = v
+        if spec.kind != FOLDERS:
+            for k in ("student", "teacher"):
+                if k in st.query_params:
+                    del st.query_params[k]
+    for k in ("device", "data", "split", "seq_len", "blocks"):
+        keep(k, st.session_state[k])
+    st.session_state["_keep_teacher_ref"] = st.session_state.get("teacher_ref", "")
+    st.session_state["_keep_student_ref"] = st.session_state.get("student_ref", "")
+
+    ctx.spec = spec
+    if spec is None:
+        ctx.error = "Choose a model pair in the sidebar (a student folder, or a demo student)."
+        return ctx
+    ctx.pair_key = dash.pair_fingerprint(spec, ctx.device)
+    try:
+        with st.spinner(f"Loading {spec.title} on {ctx.device}…"):  # shown only when slow
+            ctx.pair = _load_pair(ctx.pair_key, spec, ctx.device)
+    except BoomerangError as e:
+        ctx.error = str(e)
+    except (OSError, ValueError, RuntimeError) as e:
+        ctx.error = f"Could not load {spec.title}: {str(e).splitlines()[0]}"
+    previous = st.session_state.get("_pair_key")
+    if previous is not None and previous != ctx.pair_key:
+        dash.release_memory()  # the old pair's last reference may just have gone
+    st.session_state["_pair_key"] = ctx.pair_key
+
+    with st.sidebar:
+        if ctx.pair is not None:
+            s = pair_summary(ctx)
+            st.caption(f"**{s['architecture']}** · student {s['student_layers']} layers "
+                       f"({s['student_params'] / 1e6:.2f} M) → teacher {s['teacher_layers']} layers "
+                       f"({s['teacher_params'] / 1e6:.2f} M)")
+        elif ctx.error:
+            st.error(ctx.error, icon=":material/error:")
+    return ctx
+
+
+def pair_summary(ctx: Context) -> dict[str, Any]:
+    return dash.RESULTS.get_or_compute(("summary", ctx.pair_key), lambda: dash.pair_summary(ctx.pair))
+
+
+def context() -> Context:
+    """The context the sidebar built for this run; stops the page with a message if no pair."""
+    ctx: Context = st.session_state.get("_ctx") or Context(error="No pair loaded.")
+    if ctx.pair is None:
+        st.info(ctx.error or "Choose a model pair in the sidebar.", icon=":material/info:")
+        st.stop()
+    return ctx

@@ -1,0 +1,90 @@
+"""Interpolate: drag from the student to the teacher and watch quality, size and speed."""
+
+import streamlit as st
+
+from boomerang import dashboard as dash
+from boomerang import plots
+from pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, pair_summary, show_error
+
+ctx = context()
+pair = ctx.pair
+n = pair.mapping.num_student_layers
+summary = pair_summary(ctx)
+
+st.title("Interpolate", anchor=False)
+st.caption(f"{summary['name']}: no training between the ends — each size is the student with some "
+           "layers swapped for the teacher blocks they were distilled to imitate.")
+
+orders = dash.available_orders()
+c_order, c_x = st.columns([3, 2])
+bind("order", orders[0])
+if st.session_state["order"] not in orders:
+    st.session_state["order"] = orders[0]
+order = c_order.segmented_control("Patch order", orders, key="order", help=(
+    "Which student layers are replaced first as the model grows. last-to-first patches from the "
+    "output end, first-to-last from the input end; the others are chosen from data."))
+order = order or orders[0]
+bind("x", "params")
+x_axis = c_x.segmented_control("x axis", ["params", "layers"], key="x",
+                               format_func=plots.X_TITLES.get) or "params"
+keep("order", order)
+keep("x", x_axis)
+
+try:
+    blocks = eval_blocks(ctx)
+    calib = calib_ids(ctx) if order not in dash.SEQUENTIAL_ORDERS else None
+    df = computed(("curve", ctx.pair_key, ctx.data_key, order), f"Evaluating the {order} curve",
+                  lambda progress: dash.curve(pair, order, blocks, calib, progress))
+    sets = [frozenset(p) for p in df["patched"]]
+    lat = computed(("latency", ctx.pair_key, order), "Timing generation at every size",
+                   lambda progress: dash.latency_profile(pair, sets))
+except Exception as e:  # noqa: BLE001
+    show_error(e)
+    st.stop()
+
+bind("k", 0, int)
+if not 0 <= st.session_state["k"] <= n:
+    st.session_state["k"] = 0
+
+
+def _label(k: int) -> str:
+    r = df.iloc[k]
+    end = " · student" if k == 0 else " · teacher" if k == n else ""
+    return f"{int(r['layers'])} layers{end}"
+
+
+k = st.select_slider("Model size (student → teacher)", options=list(range(n + 1)), key="k",
+                     format_func=_label)
+keep("k", k)
+row = df.iloc[k]
+base, top = df.iloc[0], df.iloc[-1]
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Perplexity", f"{row['perplexity']:.2f}",
+          delta=None if k == 0 else f"{row['perplexity'] - base['perplexity']:+.2f} vs student",
+          delta_color="inverse")
+m2.metric("Parameters", f"{row['params'] / 1e6:.2f} M",
+          delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off")
+m3.metric("Decoder layers", f"{int(row['layers'])}",
+          delta=f"{k} of {n} student layers patched", delta_color="off")
+m4.metric("Latency", f"{lat[k]:.1f} ms/token", delta="greedy, batch 1", delta_color="off")
+
+st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400),
+                width="stretch", key="curve")
+st.plotly_chart(plots.strip_figure(dash.strip_cells(pair, row["patched"]), dash.layer_labels(pair)),
+                width="stretch", key="strip")
+
+st.subheader("Talk to this model", anchor=False)
+with st.form("generate", border=False):
+    c1, c2, c3 = st.columns([6, 1, 1])
+    prompt = c1.text_input("Prompt", value="The king said", label_visibility="collapsed")
+    max_new = c2.number_input("Tokens", 8, 512, 60, step=8, label_visibility="collapsed",
+                              help="new tokens to generate")
+    go = c3.form_submit_button("Generate", type="primary", width="stretch")
+temperature = 0.8
+if go:
+    try:
+        model = pair.build(patched=row["patched"])
+        st.write_stream(dash.stream_generate(model, pair.tokenizer, prompt, int(max_new), temperature))
+    except Exception as e:  # noqa: BLE001
+        show_error(e)
