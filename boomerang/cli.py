@@ -112,6 +112,43 @@ def _patch(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- distill -------------------------------------------------------------------------------
+
+
+def _distill_args(p: argparse.ArgumentParser) -> None:
+    from .distill import DistillConfig
+
+    DistillConfig.add_cli_arguments(p)
+
+
+@command("distill", "train a boomerang student (or an ablation) from a teacher", _distill_args)
+def _distill(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .distill import DistillConfig, distill
+
+    config = DistillConfig.from_cli_args(args)
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: checkpoint and stop; second: abort
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        out = distill(config, should_stop=stop, show_progress_bar=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop.is_set():
+        print(f"stopped; checkpoint {out}; continue with the same command plus --resume")
+        return 130
+    print(f"wrote student to {out}")
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------
 
 
@@ -131,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, with one sentence on stderr)."""
     args = build_parser().parse_args(argv)
+    import transformers
+
+    # The CLI shows its own progress (tqdm); transformers' per-load bars and warnings are noise.
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     try:
         return int(args._run(args) or 0)
     except BoomerangError as e:

@@ -1,0 +1,136 @@
+"""The CLI: info and patch on a saved tiny pair, and one clear sentence for every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import boomerang as bm
+from boomerang.cli import main
+from conftest import make_pair
+from tiny import tiny_model, tokens
+
+
+@pytest.fixture(scope="module")
+def saved_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    pair = make_pair("llama")
+    pair.teacher.save_pretrained(root / "teacher")
+    bm.save_student(pair.student, pair.mapping, root / "student", teacher=str(root / "teacher"))
+    return root, pair
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_info_prints_the_mapping_table(saved_pair, capsys):
+    root, pair = saved_pair
+    code, out, _ = run(["info", "--teacher", root / "teacher", "--student", root / "student"], capsys)
+    assert code == 0
+    assert "8 layers" in out and "5 layers" in out
+    assert "1-2" in out and "5-6" in out  # blocks of student layers 2 and 3
+
+
+def test_student_alone_finds_its_teacher(saved_pair, capsys):
+    root, _ = saved_pair
+    code, out, _ = run(["info", "--student", root / "student"], capsys)
+    assert code == 0 and "student: 5 layers" in out
+
+
+@pytest.mark.parametrize("how", [["--patched", "1,3"], ["--order", "last-to-first", "--k", "2"]])
+def test_patch_writes_a_standalone_checkpoint(saved_pair, tmp_path, capsys, how):
+    root, pair = saved_pair
+    out_dir = tmp_path / "out"
+    code, _, err = run(["patch", "--teacher", root / "teacher", "--student", root / "student",
+                        *how, "--out", out_dir], capsys)
+    assert code == 0, err
+    patched = [1, 3] if how[0] == "--patched" else [3, 4]
+    model = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager").eval()
+    x = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, pair.build(patched=patched)(x).logits,
+                                   rtol=0, atol=1e-6)
+
+
+def _corrupt(root, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(root / "student", bad)
+    f = next(bad.glob("*.safetensors"))
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return bad
+
+
+def _garbage(root, tmp_path):
+    import shutil
+
+    bad = tmp_path / "garbage"
+    shutil.copytree(root / "student", bad)
+    next(bad.glob("*.safetensors")).write_bytes(b"\xff" * 64)
+    return bad
+
+
+def _other_teacher(root, tmp_path):
+    other = tmp_path / "other"
+    tiny_model("llama", 6).save_pretrained(other)
+    return other
+
+
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing", "No such"),
+        ("truncated", "truncated"),
+        ("garbage", "corrupt"),
+        ("incompatible", "mapping"),
+        ("out_of_range", "out of range"),
+        ("not_a_number", "not a layer number"),
+    ],
+)
+def test_bad_input_gives_one_sentence_and_exit_2(saved_pair, tmp_path, capsys, case, pattern):
+    root, _ = saved_pair
+    teacher, student, extra = root / "teacher", root / "student", ["--patched", "1"]
+    if case == "missing":
+        student = tmp_path / "nope"
+    elif case == "truncated":
+        student = _corrupt(root, tmp_path)
+    elif case == "garbage":
+        student = _garbage(root, tmp_path)
+    elif case == "incompatible":
+        teacher = _other_teacher(root, tmp_path)
+    elif case == "out_of_range":
+        extra = ["--patched", "9"]
+    elif case == "not_a_number":
+        extra = ["--patched", "1,x"]
+    code, _, err = run(["patch", "--teacher", teacher, "--student", student, *extra,
+                        "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and pattern in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_unsupported_architecture_in_the_cli(tmp_path, capsys):
+    from transformers import BertConfig, BertForMaskedLM
+
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, vocab_size=50, is_decoder=True)
+    BertForMaskedLM(cfg).save_pretrained(tmp_path / "bert")
+    bm.save_student(BertForMaskedLM(cfg), bm.LayerMapping.from_rule(2, 0, 1, 0), tmp_path / "s")
+    code, _, err = run(["info", "--teacher", tmp_path / "bert", "--student", tmp_path / "s"], capsys)
+    assert code == 2 and "error: " in err and "Traceback" not in err
+
+
+def test_module_entry_point_runs(saved_pair):
+    root, _ = saved_pair
+    proc = subprocess.run([sys.executable, "-m", "boomerang", "info", "--student", root / "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: No such") and "Traceback" not in proc.stderr
