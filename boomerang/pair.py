@@ -76,7 +76,7 @@ def _clone_shell(module: nn.Module, config: PretrainedConfig | None) -> nn.Modul
     if config is not None and isinstance(d.get("config"), PretrainedConfig):
         d["config"] = config
     d["_modules"] = {}
-    new.__dict__ = d
+    object.__setattr__(new, "__dict__", d)  # nn.Module.__setattr__ is slow and not needed here
     return new
 
 
