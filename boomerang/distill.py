@@ -483,23 +483,10 @@ def _stop_requested(stop: StopSignal) -> bool:
 
 
 def _load_teacher(name: str) -> tuple[nn.Module, Any]:
-    """Teacher model and tokenizer (tokenizer may be None) from a directory or hub id."""
-    try:
-        from .loading import load_model
-    except ImportError:  # the loading module is optional for this function
-        load_model = None
-    if load_model is not None:
-        return load_model(name)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Teacher model (fp32, CPU; Accelerate moves it) and tokenizer (or None)."""
+    from .loading import load_model
 
-    if not (Path(name).is_dir() or "/" in name):
-        raise BoomerangError(f"Teacher {name!r} is neither a model directory nor a hub id.")
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except Exception:  # noqa: BLE001 - a teacher without a tokenizer is fine with given blocks
-        tokenizer = None
-    return model, tokenizer
+    return load_model(name, device="cpu", dtype=torch.float32)
 
 
 class _DropTiedWarning(logging.Filter):

@@ -1,0 +1,418 @@
+"""Distillation: the loss terms, the hidden-state alignment, the modes, resume after kill -9,
+the CLI, and the paper's headline claim on a tiny scale (a boomerang student interpolates
+better than a random-init one). Tiny seeded models; one CPU thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from boomerang import cli
+from boomerang.arch import find_parts
+from boomerang.distill import (
+    DistillConfig,
+    LossWeights,
+    alignment_pairs,
+    distill,
+    distill_loss,
+    forward_states,
+)
+from boomerang.errors import BoomerangError
+from boomerang.loading import load_pair
+from boomerang.mapping import LayerMapping
+from boomerang.student import init_student
+
+from tiny import FAMILIES, perturb, tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+V = 64  # vocabulary of the synthetic language
+
+torch.set_num_threads(1)  # two cores are shared with other work; oversubscription is very slow
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+
+def _llama(num_layers: int = 6, vocab: int = V, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _markov_blocks(n: int, seq_len: int, seed: int) -> torch.LongTensor:
+    """Samples of a fixed random Markov chain: each token has 3 possible successors."""
+    g = torch.Generator().manual_seed(1234)  # the language itself is fixed
+    succ = torch.stack([torch.randperm(V, generator=g)[:3] for _ in range(V)])  # [V, 3]
+    probs = torch.softmax(torch.randn(V, 3, generator=g) * 1.5, dim=-1)  # [V, 3]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.empty(n, seq_len, dtype=torch.long)
+    x[:, 0] = torch.randint(0, V, (n,), generator=g)
+    for t in range(1, seq_len):
+        c = torch.multinomial(probs[x[:, t - 1]], 1, generator=g).squeeze(1)
+        x[:, t] = succ[x[:, t - 1], c]
+    return x
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> dict:
+    """A tiny teacher trained briefly on the Markov language, saved to disk, plus data."""
+    root = tmp_path_factory.mktemp("synth")
+    train, held = _markov_blocks(512, 32, seed=1), _markov_blocks(64, 32, seed=2)
+    teacher = _llama(6).train()
+    opt = torch.optim.AdamW(teacher.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        b = train[torch.randint(0, len(train), (16,), generator=g)]
+        teacher(input_ids=b, labels=b).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    teacher.eval().save_pretrained(root / "teacher")
+    return {"root": root, "teacher": str(root / "teacher"), "train": train, "held": held}
+
+
+@pytest.fixture(scope="module")
+def text_teacher(tmp_path_factory) -> dict:
+    """A tiny random teacher with a real (trained BPE) tokenizer, and a text file to train on."""
+    from boomerang.demo import train_tokenizer
+
+    root = tmp_path_factory.mktemp("text")
+    os.environ.setdefault("BOOMERANG_CACHE", str(root / "cache"))
+    words = ("the king and queen of the land went to see a ship on the sea while the lord "
+             "spoke of love and war and the night was long and cold").split()
+    g = torch.Generator().manual_seed(0)
+    paras = []
+    for _ in range(400):
+        idx = torch.randint(0, len(words), (int(torch.randint(20, 60, (1,), generator=g)),), generator=g)
+        paras.append(" ".join(words[i] for i in idx).capitalize() + ".")
+    text = "\n\n".join(paras) + "\n"
+    (root / "corpus.txt").write_text(text)
+    tok = train_tokenizer(paras, root / "tok", vocab_size=320)
+    model = _llama(4, vocab=len(tok))
+    model.save_pretrained(root / "teacher")
+    tok.save_pretrained(root / "teacher")
+    return {"root": root, "teacher": str(root / "teacher"), "data": str(root / "corpus.txt")}
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+# ---- hidden states -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gpt_neox", "gpt2"])
+def test_forward_states_match_hooks(family):
+    """Pin transformers' hidden_states layout and our N + 2 states against hooks on the modules.
+
+    ``output_hidden_states`` gives N + 1 entries whose last one is the *final-normed* output
+    (not the last layer's output); forward_states returns [emb, out_0 .. out_{N-1}, normed].
+    """
+    model = tiny_model(family, num_layers=4)
+    parts = find_parts(model)
+    layers, norm = parts.layer_list(model), parts.norm_module(model)
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [layers[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.__setitem__("emb", a[0] if a else kw["hidden_states"]), with_kwargs=True)]
+    for i, layer in enumerate(layers):
+        hooks.append(layer.register_forward_hook(
+            lambda m, a, o, i=i: seen.__setitem__(f"out{i}", o[0] if isinstance(o, tuple) else o)))
+    hooks.append(norm.register_forward_hook(lambda m, a, o: seen.__setitem__("norm", o)))
+    ids = torch.randint(3, 96, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hf = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+        by_hooks = dict(seen)
+        st = forward_states(model, ids)
+    for h in hooks:
+        h.remove()
+    n = len(layers)
+    assert len(hf) == n + 1
+    assert torch.equal(hf[0], by_hooks["emb"])
+    for i in range(n - 1):
+        assert torch.equal(hf[i + 1], by_hooks[f"out{i}"])
+    assert torch.equal(hf[n], by_hooks["norm"])  # replaced by the normed output ...
+    assert not torch.allclose(hf[n], by_hooks[f"out{n - 1}"])  # ... so the last layer's is missing
+    assert len(st.states) == n + 2
+    expected = [seen["emb"]] + [seen[f"out{i}"] for i in range(n)] + [seen["norm"]]
+    for a, b in zip(st.states, expected):
+        assert torch.equal(a, b)
+
+
+def test_alignment_pairs_follow_block_ends():
+    m = LayerMapping.from_rule(8, keep_first=1, every=3, keep_last=1)  # blocks (0,)(1,2,3)(4,5,6)(7,)
+    assert m.blocks == ((0,), (1, 2, 3), (4, 5, 6), (7,))
+    assert alignment_pairs(m) == [(0, 0), (1, 1), (2, 4), (3, 7), (4, 8), (5, 9)]
+
+
+# ---- the loss ------------------------------------------------------------------------------
+
+
+def _pair(num_layers: int = 6):
+    teacher = _llama(num_layers)
+    mapping = LayerMapping.from_rule(num_layers)
+    student = init_student(teacher, mapping)
+    perturb(student, scale=0.05)
+    return teacher, student, mapping
+
+
+def test_loss_terms_match_direct_computation():
+    teacher, student, mapping = _pair()
+    ids = torch.randint(0, V, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        s, t = forward_states(student, ids), forward_states(teacher, ids)
+    w = LossWeights(kl=0.3, tau=2.0, cos=0.25)
+    terms = distill_loss(s, t, ids, None, mapping, w)
+
+    ce = student(input_ids=ids, labels=ids).loss  # transformers' own shifted CE
+    assert torch.allclose(terms["ce"], ce, atol=1e-5)
+    V_ = s.logits.shape[-1]
+    kl = F.kl_div(F.log_softmax(s.logits.reshape(-1, V_) / 2.0, -1),
+                  F.log_softmax(t.logits.reshape(-1, V_) / 2.0, -1),
+                  reduction="batchmean", log_target=True) * 4.0
+    assert torch.allclose(terms["kl"], kl, atol=1e-6)
+
+    # Cosine: states from hooks, block ends from the mapping, torch's CosineEmbeddingLoss.
+    def states(model):
+        parts, got = find_parts(model), []
+        layers = parts.layer_list(model)
+        hs = [layers[0].register_forward_pre_hook(lambda m, a, kw: got.append(a[0] if a else kw["hidden_states"]), with_kwargs=True)]
+        hs += [l.register_forward_hook(lambda m, a, o: got.append(o)) for l in layers]
+        hs.append(parts.norm_module(model).register_forward_hook(lambda m, a, o: got.append(o)))
+        with torch.no_grad():
+            model(input_ids=ids)
+        for h in hs:
+            h.remove()
+        return got
+
+    hs_s, hs_t = states(student), states(teacher)
+    targets = [0] + [b[-1] + 1 for b in mapping.blocks] + [len(hs_t) - 1]
+    one = torch.ones(ids.numel())
+    cos = sum(F.cosine_embedding_loss(hs_s[j].reshape(-1, 32), hs_t[k].reshape(-1, 32), one)
+              for j, k in enumerate(targets))
+    assert len(targets) == mapping.num_student_layers + 2 == len(terms["cos_states"])
+    assert torch.allclose(terms["cos"], cos, atol=1e-5)
+    assert torch.allclose(terms["loss"], ce + 0.3 * kl + 0.25 * cos, atol=1e-5)
+
+
+def test_padding_is_masked_in_every_term():
+    teacher, student, mapping = _pair()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, V, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # right padding
+    mask[2, 10:] = 0
+    w = LossWeights(kl=0.5, cos=0.3)
+
+    def loss(ids_):
+        labels = ids_.masked_fill(mask == 0, -100)
+        with torch.no_grad():
+            s = forward_states(student, ids_, mask)
+            t = forward_states(teacher, ids_, mask)
+        return s, t, distill_loss(s, t, labels, mask, mapping, w)
+
+    s, t, a = loss(ids)
+    ids2 = ids.clone()
+    ids2[mask == 0] = torch.randint(0, V, (int((mask == 0).sum()),), generator=g)
+    _, _, b = loss(ids2)
+    for k in ("loss", "ce", "kl", "cos"):
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    # Garbage logits / states at padded positions change nothing either.
+    pad = (mask == 0)[..., None]
+    s2 = s._replace(logits=s.logits.masked_fill(pad, 30.0),
+                    states=[h.masked_fill(pad, -7.0) for h in s.states])
+    t2 = t._replace(logits=t.logits.masked_fill(pad, -30.0))
+    c = distill_loss(s2, t2, ids.masked_fill(mask == 0, -100), mask, mapping, w)
+    for k in ("loss", "ce", "kl", "cos"):
+        assert torch.allclose(a[k], c[k], atol=1e-6), k
+    # ... while the same change on a real position does change it.
+    s3 = s._replace(logits=s.logits.clone())
+    s3.logits[0, 3] += torch.randn(s3.logits.shape[-1], generator=g)
+    assert not torch.allclose(distill_loss(s3, t, ids, mask, mapping, w)["kl"], a["kl"])
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(synth) -> dict:
+    """Boomerang and random-init students of the synthetic teacher, same budget."""
+    outs = {}
+    for mode in ("boomerang", "random-init"):
+        cfg = DistillConfig(teacher=synth["teacher"], out=str(synth["root"] / mode), steps=40,
+                            seq_len=32, batch_size=8, lr=3e-3, warmup=8, mode=mode, log_every=4,
+                            save_every=1000, seed=0)
+        outs[mode] = distill(cfg, blocks=synth["train"])
+    return outs
+
+
+def test_kl_and_cosine_fall(trained):
+    boom, rand = _log(trained["boomerang"].parent), _log(trained["random-init"].parent)
+    assert [r["step"] for r in boom] == list(range(4, 41, 4))
+    mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+    # The boomerang student starts next to its teacher: KL stays small, the cosine gap closes.
+    assert mean(boom[-3:], "cos") < 0.8 * mean(boom[:3], "cos")
+    assert mean(boom, "kl") < 0.5 * mean(rand, "kl")
+    # A random-init student starts far away: both fall steeply.
+    for k in ("kl", "cos"):
+        assert mean(rand[-3:], k) < 0.6 * mean(rand[:3], k), k
+    assert all(r["tokens_per_s"] > 0 and r["lr"] > 0 for r in boom + rand)
+
+
+def test_boomerang_interpolates_better_than_random_init(synth, trained):
+    held = synth["held"]
+
+    def curve(student_dir):
+        pair = load_pair(teacher=synth["teacher"], student=student_dir, device="cpu")
+        n = pair.num_student_layers
+        with torch.no_grad():
+            return [pair.build(order="last-to-first", k=k)(input_ids=held, labels=held).loss.item()
+                    for k in range(n + 1)]
+
+    boom, rand = curve(trained["boomerang"]), curve(trained["random-init"])
+    assert boom[-1] == pytest.approx(rand[-1], abs=1e-6)  # all patched = the teacher in both
+    mid_b, mid_r = sum(boom[1:-1]) / len(boom[1:-1]), sum(rand[1:-1]) / len(rand[1:-1])
+    assert mid_b < mid_r - 0.03, (boom, rand)
+    assert max(boom[1:-1]) < min(rand[0], max(rand[1:-1]))
+
+
+@pytest.mark.parametrize("mode", ["boomerang", "no-align", "ce-only", "random-init"])
+def test_each_mode_runs(mode, synth, tmp_path):
+    seen = []
+    cfg = DistillConfig(teacher=synth["teacher"], out=str(tmp_path / mode), steps=3, seq_len=16,
+                        batch_size=2, mode=mode, log_every=1, save_every=2, warmup=1)
+    out = distill(cfg, progress=seen.append, blocks=synth["train"])
+    assert out == tmp_path / mode / "student" and (out / "model.safetensors").is_file()
+    assert [p.step for p in seen if p.event != "done"] == [1, 2, 3] and seen[-1].event == "done"
+    assert seen[1].event == "checkpoint" and seen[0].eta_s is not None
+    log = _log(tmp_path / mode)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    for r in log:  # every mode reports KL and cosine to the teacher, trained on or not
+        assert all(r[k] == r[k] for k in ("ce", "kl", "cos"))  # not NaN
+        if mode == "ce-only":
+            assert r["loss"] == pytest.approx(r["ce"], rel=1e-6)
+        elif mode == "no-align":
+            assert r["loss"] == pytest.approx(r["ce"] + 0.1 * r["kl"], rel=1e-5)
+        else:
+            assert r["loss"] == pytest.approx(r["ce"] + 0.1 * r["kl"] + 2 / 6 * r["cos"], rel=1e-5)
+    pair = load_pair(teacher=synth["teacher"], student=out, device="cpu")
+    teacher_l0 = pair.teacher.model.layers[0].mlp.up_proj.weight
+    diff = (pair.student.model.layers[0].mlp.up_proj.weight - teacher_l0).abs().max().item()
+    assert (diff > 0.05) if mode == "random-init" else (diff < 0.05)
+
+
+def test_stop_then_resume(synth, tmp_path):
+    cfg = DistillConfig(teacher=synth["teacher"], out=str(tmp_path / "run"), steps=6, seq_len=16,
+                        batch_size=2, log_every=1, save_every=100, warmup=1)
+    seen, stop = [], threading.Event()
+
+    def progress(p):
+        seen.append(p)
+        if p.step == 2:
+            stop.set()  # e.g. the dashboard's Stop button; the loop stops after its next step
+
+    ck = distill(cfg, progress=progress, should_stop=stop, blocks=synth["train"])
+    assert ck.name == "step-00000003" and seen[-1].event == "stopped"
+    assert seen[-2].event == "checkpoint" and seen[-2].checkpoint == ck
+    with pytest.raises(BoomerangError, match="--resume"):
+        distill(cfg, blocks=synth["train"])
+    cfg.resume = True
+    out = distill(cfg, blocks=synth["train"])
+    assert out.name == "student"
+    assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    torch.set_num_threads(1)
+    from boomerang.distill import DistillConfig, distill
+    cfg = DistillConfig.from_file(sys.argv[1])
+    distill(cfg, progress=lambda p: time.sleep(0.03))
+""")
+
+
+def test_resume_after_kill_9(text_teacher, tmp_path):
+    """A run SIGKILLed after its first checkpoint resumes to the same final student."""
+    out = tmp_path / "run"
+    cfg = DistillConfig(teacher=text_teacher["teacher"], data=text_teacher["data"], out=str(out),
+                        steps=40, seq_len=16, batch_size=2, log_every=1, save_every=10, warmup=2,
+                        lr=1e-3, threads=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    (tmp_path / "kill.py").write_text(_KILL_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "kill.py"), str(tmp_path / "cfg.json")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = out / "checkpoints" / "step-00000010" / "trainer_state.json"
+    deadline = time.time() + 60
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.01)
+    time.sleep(0.15)  # a few more logged steps that the resume must drop
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "student").exists(), "the run finished before it could be killed"
+    killed_at = max(r["step"] for r in _log(out))
+    assert 10 <= killed_at < 40
+
+    cfg.resume = True
+    student = distill(cfg)
+    steps = [r["step"] for r in _log(out)]
+    assert steps == list(range(1, 41))  # continuous, no duplicates
+
+    ref = distill(DistillConfig(**{**cfg.to_dict(), "out": str(tmp_path / "ref"), "resume": False}))
+    a = load_pair(teacher=cfg.teacher, student=student, device="cpu").student.state_dict()
+    b = load_pair(teacher=cfg.teacher, student=ref, device="cpu").student.state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    ref_log = _log(tmp_path / "ref")
+    assert [r["loss"] for r in _log(out)] == pytest.approx([r["loss"] for r in ref_log], rel=1e-5)
+
+
+# ---- config and CLI ------------------------------------------------------------------------
+
+
+def test_config_from_file_and_flags(tmp_path):
+    (tmp_path / "c.yaml").write_text("teacher: t\nsteps: 7\nlr: 0.001\nweights: {kl: 0.5}\n")
+    ns = cli.build_parser().parse_args(
+        ["distill", "--config", str(tmp_path / "c.yaml"), "--steps", "9", "--w-cos", "0.2", "--out", "o"])
+    cfg = DistillConfig.from_cli_args(ns)
+    assert (cfg.teacher, cfg.steps, cfg.lr, cfg.out) == ("t", 9, 0.001, "o")
+    assert (cfg.weights.kl, cfg.weights.cos, cfg.resume) == (0.5, 0.2, False)
+    assert DistillConfig.from_dict(cfg.to_dict()) == cfg
+    (tmp_path / "bad.json").write_text(json.dumps({"stepz": 3}))
+    with pytest.raises(BoomerangError, match="stepz"):
+        DistillConfig.from_file(tmp_path / "bad.json")
+    assert cfg.effective_weights(8).cos == 0.2
+    assert DistillConfig(mode="ce-only").effective_weights(8) == LossWeights(kl=0.0, cos=0.0)
+    assert DistillConfig().effective_weights(8).cos == 0.25
+
+
+def test_cli_distill_and_errors(text_teacher, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["distill", "--teacher", text_teacher["teacher"], "--data", text_teacher["data"],
+            "--seq-len", "16", "--batch-size", "2", "--save-every", "2",
+            "--log-every", "1", "--out", str(out), "--threads", "1", "--steps"]
+    assert cli.main(args + ["4"]) == 0
+    assert "wrote student" in capsys.readouterr().out
+    pair = load_pair(teacher=text_teacher["teacher"], student=out / "student", device="cpu")
+    assert pair.tokenizer is not None and pair.mapping.num_student_layers == 3
+    assert cli.main(args + ["4"]) == 2  # checkpoints exist and no --resume
+    err = capsys.readouterr().err
+    assert "--resume" in err and err.count("\n") == 1
+    assert cli.main(args + ["6", "--resume"]) == 0
+    assert [r["step"] for r in _log(out)] == [1, 2, 3, 4, 5, 6]
+    assert cli.main(["distill", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "nope" in capsys.readouterr().err
