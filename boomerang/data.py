@@ -336,7 +336,7 @@ def _pack(texts: Iterable[str], tokenizer: Any, seq_len: int, max_tokens: int | 
 
     def flush() -> None:
         nonlocal total
-        ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]
         flat = [t for doc in ids for t in (*doc, eos)]
         parts.append(torch.tensor(flat, dtype=torch.long))
         total += len(flat)

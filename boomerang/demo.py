@@ -206,21 +206,25 @@ class TeacherConfig:
     """Size and training recipe of the demo teacher (a deep, narrow Llama trained from scratch)."""
 
     num_layers: int = 12
-    hidden_size: int = 160
+    hidden_size: int = 96
     num_heads: int = 4
-    intermediate_size: int = 480
-    vocab_size: int = 4096
+    intermediate_size: int = 256
+    vocab_size: int = 2048
     seq_len: int = 128
-    batch_size: int = 32
-    max_steps: int = 3000
-    lr: float = 2e-3
+    batch_size: int = 16
+    max_steps: int = 6000
+    #: If set, ``max_steps`` is re-estimated from the measured step time (every
+    #: ``calibration_steps`` steps during the first half of the run) so training fits this wall time.
+    time_budget_s: float | None = None
+    calibration_steps: int = 20
+    lr: float = 3e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_blocks: int = 64
-    checkpoint_every: int = 250
+    eval_every: int = 100
+    eval_blocks: int = 32
+    checkpoint_every: int = 100
     seed: int = 0
     num_threads: int | None = 2
     source: str = "demo"
@@ -323,6 +327,8 @@ def train_teacher(
     optim = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    # The schedule reads cfg.max_steps at every step, so a time budget can still shorten it
+    # before the cosine decay starts.
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: cosine_lr(s + start_step, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio))
 
@@ -334,11 +340,20 @@ def train_teacher(
         return train[perm[i * cfg.batch_size: (i + 1) * cfg.batch_size]]
 
     log_path = out / "log.jsonl"
+    max_steps_cap = cfg.max_steps
     t0 = time.time()
-    bar = tqdm(range(start_step, cfg.max_steps), initial=start_step, total=cfg.max_steps, desc="teacher")
+    bar = tqdm(initial=start_step, total=cfg.max_steps, desc="teacher")
     model.train()
     loss_ema = None
-    for step in bar:
+    step = start_step
+    while step < cfg.max_steps:
+        ran = step - start_step
+        if cfg.time_budget_s and ran and ran % cfg.calibration_steps == 0 and step < cfg.max_steps / 2:
+            # The CPU is shared, so the step time drifts; the cosine schedule follows the
+            # new length (a small jump in LR while it is still near its peak).
+            per_step = (time.time() - t0) / ran
+            cfg.max_steps = min(max_steps_cap, start_step + int(cfg.time_budget_s / per_step))
+            bar.total = cfg.max_steps
         batch = batch_at(step)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -362,6 +377,9 @@ def train_teacher(
             progress(done, cfg.max_steps, record)
         if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
             _atomic_save_model(model, tokenizer, ckpt, {"step": done, "config": asdict(cfg)})
+        bar.update(1)
+        step = done
+    bar.close()
     wall = time.time() - t0
     summary = {
         "steps": cfg.max_steps,
@@ -369,6 +387,7 @@ def train_teacher(
         "train_blocks": len(train),
         "wall_time_s": round(wall, 1),
         "val_ppl": round(block_perplexity(model, val), 3),
+        "torch_threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": asdict(cfg),
     }
