@@ -280,16 +280,11 @@ def load_eval_blocks(pair: BoomerangPair, source: str, seq_len: int, max_blocks:
 def calibration_ids(pair: BoomerangPair, source: str, seq_len: int, n: int = 8) -> torch.Tensor:
     """A few training blocks to choose data-driven orders on (never the evaluation blocks)."""
     try:
-        from . import orders
-
-        fn = getattr(orders, "calibration_ids", None)
-        if fn is not None:
-            try:
-                return fn(pair, source=source, seq_len=seq_len, max_blocks=n)
-            except TypeError:
-                return fn(pair)
+        from .orders import calibration_ids as backend_calibration_ids
     except ImportError:
-        pass
+        backend_calibration_ids = None
+    if backend_calibration_ids is not None:
+        return backend_calibration_ids(pair, n=n, seq_len=seq_len, source=source)
     from .data import load_blocks
 
     return load_blocks(source, pair.tokenizer, seq_len, split="train", max_blocks=n)
@@ -332,29 +327,31 @@ def evaluate_point(pair: BoomerangPair, patched: Iterable[int], blocks: torch.Te
     return {"patched": tuple(sorted(patched)), "perplexity": ppl, "nll": nll, **size_of(pair, patched)}
 
 
-def available_orders() -> list[str]:
-    """Patch orders the installed backend can compute (sequential ones always)."""
+def available_orders(pair: BoomerangPair | None = None) -> list[str]:
+    """Patch orders the installed backend can compute for ``pair`` (sequential ones always)."""
     try:
         from . import orders
-
-        names = getattr(orders, "ORDER_NAMES", None) or getattr(orders, "ORDERS", None)
-        if names:
-            return [o for o in ALL_ORDERS if o in set(names)]
-        return [o for o in ALL_ORDERS if o != "custom"]
     except ImportError:
         return list(SEQUENTIAL_ORDERS)
+    names = set(getattr(orders, "ORDER_NAMES", SEQUENTIAL_ORDERS))
+    out = [o for o in ALL_ORDERS if o in names]
+    limit = getattr(orders, "MAX_EXHAUSTIVE_LAYERS", 12)
+    if pair is not None and pair.mapping.num_student_layers > limit and "optimal" in out:
+        out.remove("optimal")  # 2^n subsets: shortest-path stands in for it
+    return out
 
 
 def available_baselines() -> list[str]:
     """Pruning baselines the backend's sweep knows."""
-    try:
-        from . import evaluate  # noqa: F401
-
-        import boomerang as bm
-
-        return list(BASELINES) if hasattr(bm, "sweep") else []
-    except ImportError:
+    ev = _evaluate_module()
+    if ev is None or not hasattr(ev, "sweep"):
         return []
+    return list(getattr(ev, "BASELINES", BASELINES))
+
+
+def needs_calibration(order: str) -> bool:
+    """True for orders and baselines chosen from data."""
+    return order not in (*SEQUENTIAL_ORDERS, "custom", "naive-pruning")
 
 
 def order_sets(pair: BoomerangPair, order: str, calib: torch.Tensor | None = None) -> list[frozenset]:
@@ -372,9 +369,41 @@ def order_sets(pair: BoomerangPair, order: str, calib: torch.Tensor | None = Non
     return sets
 
 
+def _as_tuple(p: Any) -> tuple[int, ...]:
+    """A patched set in any of the backend's spellings ("[0, 5]", "", frozenset, list) as a tuple."""
+    if isinstance(p, str):
+        return tuple(sorted(int(i) for i in json.loads(p))) if p.strip() else ()
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ()
+    return tuple(sorted(int(i) for i in p))
+
+
+def normalize_sweep(df: pd.DataFrame) -> pd.DataFrame:
+    """A sweep frame with ``patched`` as sorted tuples (baseline rows: empty)."""
+    df = df.copy()
+    if "patched" in df:
+        df["patched"] = df["patched"].map(_as_tuple)
+    return df
+
+
+def _sweep_fn():
+    ev = _evaluate_module()
+    return getattr(ev, "sweep", None) if ev is not None else None
+
+
+def _two_arg(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total, *_: progress(done, total, f"{label}: {done}/{total}")
+
+
 def curve(pair: BoomerangPair, order: str, blocks: torch.Tensor, calib: torch.Tensor | None = None,
           progress: Progress | None = None) -> pd.DataFrame:
     """One order's curve: a row per size k (order, k, patched, layers, params, perplexity, nll)."""
+    fn = _sweep_fn()
+    if fn is not None:
+        return normalize_sweep(fn(pair, [order], data=blocks, calib_ids=calib,
+                                  progress=_two_arg(progress, order)))
     sets = order_sets(pair, order, calib)
     rows = []
     for k, s in enumerate(sets):
@@ -390,26 +419,28 @@ def curve(pair: BoomerangPair, order: str, blocks: torch.Tensor, calib: torch.Te
     return pd.DataFrame(rows)[cols]
 
 
-def sweep(pair: BoomerangPair, orders: list[str], blocks: torch.Tensor, source: str,
-          calib: torch.Tensor | None = None, progress: Progress | None = None) -> pd.DataFrame:
-    """Several orders' curves (and baselines) in one frame; uses ``bm.sweep`` when present."""
-    import boomerang as bm
+def available_metrics() -> list[str]:
+    """Metrics a sweep can report: perplexity, and the offline lm-eval tasks when supported."""
+    ev = _evaluate_module()
+    tasks = list(getattr(ev, "OFFLINE_TASKS", ())) if ev is not None and hasattr(ev, "accuracy") else []
+    return ["perplexity"] + tasks
 
-    if hasattr(bm, "sweep"):
-        try:
-            df = bm.sweep(pair, orders=list(orders), data=blocks,
-                          progress=(lambda d, t, *a: progress(d, t, "sweeping")) if progress else None)
-            return df
-        except TypeError:
-            pass
-    frames = []
-    for i, o in enumerate(orders):
-        if o in BASELINES:
-            continue  # baselines need the backend's sweep
-        def sub(d: int, t: int, msg: str, i: int = i) -> None:
-            if progress:
-                progress(i * 100 + int(100 * d / max(t, 1)), 100 * len(orders), msg)
-        frames.append(curve(pair, o, blocks, calib, sub))
+
+def sweep(pair: BoomerangPair, orders: list[str], blocks: torch.Tensor, calib: torch.Tensor | None = None,
+          progress: Progress | None = None, metric: str = "perplexity",
+          limit: int | None = None) -> pd.DataFrame:
+    """Several orders' curves (and pruning baselines) in one frame.
+
+    ``metric`` is "perplexity" (columns perplexity, nll) or an lm-eval task name (a column with
+    its accuracy, ``limit`` examples).
+    """
+    fn = _sweep_fn()
+    if fn is not None:
+        return normalize_sweep(fn(pair, list(orders), data=blocks, metrics=[metric], calib_ids=calib,
+                                  limit=limit, progress=_two_arg(progress, ", ".join(orders))))
+    if metric != "perplexity":
+        raise BoomerangError("Accuracy sweeps need boomerang.evaluate, which is not installed yet.")
+    frames = [curve(pair, o, blocks, calib, progress) for o in orders if o not in BASELINES]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -15,7 +15,7 @@ st.title("Interpolate", anchor=False)
 st.caption(f"{summary['name']}: no training between the ends — each size is the student with some "
            "layers swapped for the teacher blocks they were distilled to imitate.")
 
-orders = dash.available_orders()
+orders = dash.available_orders(pair)
 c_order, c_x = st.columns([3, 2])
 bind("order", orders[0])
 if st.session_state["order"] not in orders:

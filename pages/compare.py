@@ -1,0 +1,86 @@
+"""Compare orders: which layers to patch first, against pruning baselines and the optimum."""
+
+import streamlit as st
+
+from boomerang import dashboard as dash
+from boomerang import plots
+from pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, show_error
+
+ctx = context()
+pair = ctx.pair
+
+st.title("Compare orders", anchor=False)
+st.caption("Each order grows the model from the student to the teacher one patched layer at a "
+           "time. Baselines shrink the teacher by dropping layers instead (no student at all).")
+
+choices = dash.available_orders(pair) + dash.available_baselines()
+bind("orders", ",".join(choices[:2]))
+picked_default = [o for o in str(st.session_state.get("_keep_orders", st.session_state["orders"])).split(",")
+                  if o in choices]
+if "orders_pick" not in st.session_state:
+    st.session_state["orders_pick"] = picked_default or choices[:2]
+c1, c2, c3 = st.columns([4, 2, 2])
+picked = c1.multiselect("Orders and baselines", choices, key="orders_pick")
+keep("orders", ",".join(picked))
+x_axis = c2.segmented_control("x axis", ["params", "layers"], default="params",
+                              format_func=plots.X_TITLES.get, key="compare_x") or "params"
+metrics = dash.available_metrics()
+metric = c3.selectbox("Metric", metrics, key="compare_metric", format_func=lambda m: m if m == "perplexity"
+                      else f"accuracy: {m}", help="Perplexity on the sidebar's data, or zero-shot accuracy "
+                      "on an offline lm-eval task (slow: limited to a sample of examples).")
+limit = None
+if metric != "perplexity":
+    limit = st.slider("Examples per size", 20, 500, 100, step=20, key="compare_limit")
+
+if not picked:
+    st.info("Pick at least one order.", icon=":material/info:")
+    st.stop()
+
+try:
+    blocks = eval_blocks(ctx)
+    calib = calib_ids(ctx) if any(dash.needs_calibration(o) for o in picked) else None
+    frames = [computed(("sweep", ctx.pair_key, ctx.data_key, o, metric, limit), f"Evaluating {o}",
+                       lambda progress, o=o: dash.sweep(pair, [o], blocks, calib, progress, metric, limit))
+              for o in picked]
+except Exception as e:  # noqa: BLE001
+    show_error(e)
+    st.stop()
+
+import pandas as pd  # noqa: E402
+
+df = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+if metric not in df:
+    st.warning(f"The backend returned no '{metric}' column; showing perplexity.", icon=":material/warning:")
+    metric = "perplexity"
+fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity")
+st.plotly_chart(fig, width="stretch", key="compare_curve")
+
+# The gap each order leaves to the best order at the same size.
+table = df.copy()
+if "patched" in table:
+    table["patched"] = table["patched"].map(lambda p: ", ".join(map(str, p)) if isinstance(p, (tuple, list, frozenset, set)) else p)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"params": st.column_config.NumberColumn("params", format="compact"),
+                            "perplexity": st.column_config.NumberColumn(format="%.3f"),
+                            "nll": st.column_config.NumberColumn(format="%.4f"),
+                            "seconds": st.column_config.NumberColumn(format="%.2f")})
+
+d1, d2, d3, _ = st.columns([1, 1, 1, 3])
+d1.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",
+                   mime="text/csv", icon=":material/download:", width="stretch")
+d2.download_button("Figure (HTML)", fig.to_html(include_plotlyjs="cdn").encode(),
+                   file_name="boomerang-orders.html", mime="text/html", icon=":material/download:",
+                   width="stretch")
+sig = (tuple(picked), x_axis, metric, ctx.pair_key, ctx.data_key)
+if d3.button("Figure (PNG)", icon=":material/image:", width="stretch"):
+    with st.spinner("Rendering PNG with kaleido…"):
+        png, why = plots.figure_png(fig)
+    st.session_state["_png"] = (sig, png, why)
+png = st.session_state.get("_png")
+png = png[1:] if png is not None and png[0] == sig else None
+if png is not None:
+    if png[0] is not None:
+        st.download_button("Download PNG", png[0], file_name="boomerang-orders.png", mime="image/png",
+                           icon=":material/download:")
+    else:
+        st.warning(png[1], icon=":material/warning:")

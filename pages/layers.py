@@ -1,0 +1,132 @@
+"""Layer picker: hand-pick which student layers run as their teacher blocks."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from boomerang import dashboard as dash
+from boomerang import plots
+from pages._sidebar import (
+    calib_ids,
+    computed,
+    context,
+    eval_blocks,
+    fmt_layers,
+    keep,
+    parse_layers,
+    show_error,
+    url_default,
+)
+
+ctx = context()
+pair = ctx.pair
+n = pair.mapping.num_student_layers
+labels = dash.layer_labels(pair)
+
+st.title("Layer picker", anchor=False)
+st.caption("Toggle a student layer to replace it by the teacher block it stands for. Every "
+           "combination is a valid model; the plot shows where yours lands.")
+
+# Toggle state: one checkbox per student layer, seeded from the URL (?patched=1,3).
+if "_picked_init" not in st.session_state or st.session_state.get("_picked_pair") != ctx.pair_key:
+    try:
+        start = pair.mapping.check_patched(parse_layers(url_default("patched", "")))
+    except Exception:  # noqa: BLE001 - a bad URL just starts empty
+        start = frozenset()
+    for i in range(n):
+        st.session_state[f"pick_{i}"] = i in start
+    st.session_state["_picked_init"] = True
+    st.session_state["_picked_pair"] = ctx.pair_key
+for i in range(n):  # restore after visiting another page
+    st.session_state.setdefault(f"pick_{i}", i in set(parse_layers(url_default("patched", ""))))
+
+
+def _set_all(value: bool) -> None:
+    for i in range(n):
+        st.session_state[f"pick_{i}"] = value
+
+
+def _invert() -> None:
+    for i in range(n):
+        st.session_state[f"pick_{i}"] = not st.session_state[f"pick_{i}"]
+
+
+b1, b2, b3, _ = st.columns([1, 1, 1, 5])
+b1.button("Student", on_click=_set_all, args=(False,), width="stretch", help="patch nothing")
+b2.button("Teacher", on_click=_set_all, args=(True,), width="stretch", help="patch everything")
+b3.button("Invert", on_click=_invert, width="stretch")
+
+per_row = min(n, 8)
+for r0 in range(0, n, per_row):
+    cols = st.columns(per_row)
+    for j, i in enumerate(range(r0, min(n, r0 + per_row))):
+        with cols[j].container(border=True):
+            st.toggle(f"**S{i}**", key=f"pick_{i}", help=f"student layer {i} stands for teacher "
+                      f"layers {list(pair.mapping.blocks[i])}")
+            st.caption(labels[i].split(" → ")[1])
+
+patched = frozenset(i for i in range(n) if st.session_state[f"pick_{i}"])
+keep("patched", fmt_layers(patched))
+
+st.plotly_chart(plots.strip_figure(dash.strip_cells(pair, patched), labels), width="stretch",
+                key="strip")
+
+try:
+    blocks = eval_blocks(ctx)
+    with st.spinner("Evaluating your model…"):
+        point = dash.RESULTS.get_or_compute(
+            ("point", ctx.pair_key, ctx.data_key, tuple(sorted(patched))),
+            lambda: dash.evaluate_point(pair, patched, blocks))
+    curves = [computed(("curve", ctx.pair_key, ctx.data_key, o), f"Evaluating the {o} curve",
+                       lambda progress, o=o: dash.curve(pair, o, blocks, None, progress))
+              for o in dash.SEQUENTIAL_ORDERS]
+except Exception as e:  # noqa: BLE001
+    show_error(e)
+    st.stop()
+
+student = curves[0].iloc[0]
+m1, m2, m3 = st.columns(3)
+m1.metric("Perplexity", f"{point['perplexity']:.2f}",
+          delta=f"{point['perplexity'] - student['perplexity']:+.2f} vs student", delta_color="inverse")
+m2.metric("Parameters", f"{point['params'] / 1e6:.2f} M")
+m3.metric("Decoder layers", f"{point['layers']}", delta=f"{len(patched)} of {n} patched",
+          delta_color="off")
+
+import pandas as pd  # noqa: E402
+
+frames = list(curves)
+show_opt = "optimal" in dash.available_orders() and st.toggle(
+    "Show the optimal curve (best subset at every size; computed once, may take a while)",
+    key="show_optimal")
+if show_opt:
+    try:
+        frames.append(computed(("curve", ctx.pair_key, ctx.data_key, "optimal"), "Searching the optimal subsets",
+                               lambda progress: dash.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
+    except Exception as e:  # noqa: BLE001
+        show_error(e)
+x_axis = st.segmented_control("x axis", ["params", "layers"], default="params",
+                              format_func=plots.X_TITLES.get, key="layers_x") or "params"
+st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x=x_axis,
+                                   extra=[{**point, "name": "your pick"}]),
+                width="stretch", key="curve")
+
+st.subheader("Export this model", anchor=False)
+default_dir = dash.RUNS_DIR / "exports" / (
+    f"{(ctx.spec.key.split('|')[-1] if ctx.spec else 'pair').replace('/', '_').replace(':', '-')}"
+    f"-patched-{'_'.join(map(str, sorted(patched))) or 'none'}")
+c1, c2 = st.columns([4, 1])
+out_dir = c1.text_input("Folder", value=str(default_dir), label_visibility="collapsed",
+                        key=f"export_dir_{fmt_layers(patched)}")
+if c2.button("Export", type="primary", width="stretch"):
+    try:
+        with st.spinner("Writing safetensors…"):
+            path = dash.export_patched(pair, patched, out_dir)
+            st.session_state["_export"] = (str(path), dash.zip_folder(path))
+    except Exception as e:  # noqa: BLE001
+        show_error(e)
+exp = st.session_state.get("_export")
+if exp is not None:
+    st.success(f"Saved to `{exp[0]}` — reload it with `AutoModelForCausalLM.from_pretrained(...)`.",
+               icon=":material/check_circle:")
+    st.download_button("Download as zip", exp[1], file_name=f"{Path(exp[0]).name}.zip",
+                       mime="application/zip", icon=":material/download:")
