@@ -501,9 +501,24 @@ def _quiet_tied_weight_warning() -> None:
         lg.addFilter(_DropTiedWarning())
 
 
+_ACTIVE_RUNS = 0  # distill() calls running in this process (threads of the dashboard)
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _active_run() -> Iterator[None]:
+    global _ACTIVE_RUNS
+    with _ACTIVE_LOCK:
+        _ACTIVE_RUNS += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE_RUNS -= 1
+
+
 def _make_accelerator(config: DistillConfig):
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration  # noqa: F401 - import check only
 
     if config.precision == "bf16":
         mp = "bf16"
@@ -513,6 +528,18 @@ def _make_accelerator(config: DistillConfig):
         mp = None  # `accelerate launch` decided
     else:
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    from accelerate.state import AcceleratorState, PartialState
+
+    shared = AcceleratorState._shared_state
+    if shared and mp is not None and shared.get("_mixed_precision") != mp:
+        # Accelerate keeps one precision per process. An earlier run in this process (a
+        # dashboard session, a test) may have set another: reset it, unless a run is active.
+        if _ACTIVE_RUNS > 1 or PartialState().num_processes > 1:
+            raise BoomerangError(
+                f"Another run in this process trains with precision {shared.get('_mixed_precision')!r}; "
+                f"wait for it to finish or use the same precision."
+            )
+        AcceleratorState._reset_state()
     return Accelerator(
         mixed_precision=mp,
         gradient_accumulation_steps=config.grad_accum,
@@ -536,6 +563,17 @@ def distill(
     continues from it. ``blocks`` (``[n, seq_len]`` token ids) replaces ``config.data`` for
     callers that already tokenized their corpus.
     """
+    with _active_run():
+        return _distill(config, progress, should_stop, blocks, show_progress_bar)
+
+
+def _distill(
+    config: DistillConfig,
+    progress: Callable[[DistillProgress], None] | None,
+    should_stop: StopSignal,
+    blocks: torch.Tensor | None,
+    show_progress_bar: bool,
+) -> Path:
     from accelerate.utils import DistributedType, set_seed
     from tqdm.auto import tqdm
 

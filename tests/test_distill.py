@@ -416,3 +416,14 @@ def test_cli_distill_and_errors(text_teacher, tmp_path, capsys):
     assert [r["step"] for r in _log(out)] == [1, 2, 3, 4, 5, 6]
     assert cli.main(["distill", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_bf16_run_after_fp32_run_in_one_process(synth, tmp_path):
+    """Accelerate keeps one precision per process; a later run may pick another (CPU bf16 here)."""
+    base = dict(teacher=synth["teacher"], steps=2, seq_len=16, batch_size=2, log_every=1, warmup=1)
+    distill(DistillConfig(out=str(tmp_path / "a"), precision="fp32", **base), blocks=synth["train"])
+    out = distill(DistillConfig(out=str(tmp_path / "b"), precision="bf16", **base), blocks=synth["train"])
+    log = _log(out.parent)
+    assert len(log) == 2 and all(r["loss"] == r["loss"] for r in log)
+    pair = load_pair(teacher=synth["teacher"], student=out, device="cpu")
+    assert next(pair.student.parameters()).dtype == torch.float32  # master weights stay fp32
