@@ -149,6 +149,120 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- sweep / similarity (evaluation) -------------------------------------------------------
+
+
+def _tqdm_progress(desc: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar, and the bar (close it after)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="step", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress, bar
+
+
+def _calib_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib-data", default="demo",
+                   help="text source for calibration ids (training split; default demo)")
+    p.add_argument("--calib-n", type=int, default=8, help="calibration sequences (default 8)")
+    p.add_argument("--calib-len", type=int, default=128, help="calibration sequence length (default 128)")
+
+
+def _calib_from_args(pair, args: argparse.Namespace):
+    from .orders import calibration_ids
+
+    return calibration_ids(pair, n=args.calib_n, seq_len=args.calib_len, source=args.calib_data)
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    add_pair_arguments(p)
+    p.add_argument("--orders", default="last-to-first",
+                   help="comma-separated: last-to-first, first-to-last, custom, similarity, klpatch, "
+                        "optimal, shortest-path, naive-pruning, block-influence")
+    p.add_argument("--custom", help="with --orders custom: the patching sequence, e.g. 6,5,0,1,2,3,4")
+    p.add_argument("--data", default="demo", help="text source: demo, a .txt file, a folder or a dataset id")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "test", "all"])
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-blocks", type=int, default=64)
+    p.add_argument("--metrics", default="perplexity",
+                   help="comma-separated: perplexity and/or lm-eval tasks (bbc_news, demo_cloze, ...)")
+    p.add_argument("--limit", type=float, help="examples per lm-eval task (an int, or a fraction < 1)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
+    _calib_arguments(p)
+    p.add_argument("--out", required=True, help="CSV file for the results")
+
+
+@command("sweep", "perplexity / accuracy of every size of one or more patch orders (and baselines)", _sweep_args)
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate import sweep
+
+    orders = [o.strip() for o in args.orders.split(",") if o.strip()]
+    custom = parse_layers(args.custom) if args.custom else None
+    if "custom" in orders and not custom:
+        raise BoomerangError("--orders custom needs --custom, the patching sequence, e.g. 6,5,0,1,2,3,4.")
+    limit = args.limit
+    if limit is not None and limit >= 1:
+        limit = int(limit)
+    pair = pair_from_args(args)
+    needs_calib = any(o not in ("last-to-first", "first-to-last", "custom", "naive-pruning") for o in orders)
+    calib = _calib_from_args(pair, args) if needs_calib else None
+    progress, bar = _tqdm_progress("sweep")
+    try:
+        frame = sweep(pair, orders, data=args.data, metrics=args.metrics, split=args.split,
+                      seq_len=args.seq_len, max_blocks=args.max_blocks, calib_ids=calib,
+                      progress=progress, custom=custom, limit=limit, batch_size=args.batch_size,
+                      use_cache=not args.no_cache)
+    finally:
+        bar.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    shown = [c for c in frame.columns if c not in ("kept", "seconds")]
+    print(frame[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"wrote {len(frame)} rows to {out}")
+    return 0
+
+
+def _similarity_args(p: argparse.ArgumentParser) -> None:
+    add_pair_arguments(p)
+    _calib_arguments(p)
+    p.add_argument("--blocks-out", help="also write the per-student-layer table (block_similarity) here")
+    p.add_argument("--out", required=True, help="CSV file for the student x teacher cosine matrix")
+
+
+@command("similarity", "cosine similarity of student vs teacher hidden states (and per-layer table)",
+         _similarity_args)
+def _similarity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .similarity import block_similarity, similarity_matrix
+
+    pair = pair_from_args(args)
+    calib = _calib_from_args(pair, args)
+    sim = similarity_matrix(pair, calib)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sim.to_csv(out)
+    print(sim.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"wrote {sim.shape[0]}x{sim.shape[1]} matrix to {out}")
+    if args.blocks_out:
+        table = block_similarity(pair, calib)
+        Path(args.blocks_out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.blocks_out, index=False)
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(f"wrote per-layer table to {args.blocks_out}")
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------
 
 

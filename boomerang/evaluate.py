@@ -318,19 +318,24 @@ def generate_text(
 # lm-eval accuracy
 
 
-_TASK_MANAGER = None
+_TASK_MANAGERS: dict[bool, Any] = {}
 _TM_LOCK = threading.Lock()
 
 
-def task_manager():
-    """An lm-eval ``TaskManager`` that also knows boomerang's offline tasks (built once)."""
-    global _TASK_MANAGER
+def task_manager(offline_only: bool = False):
+    """An lm-eval ``TaskManager`` that knows boomerang's offline tasks (built once per kind).
+
+    ``offline_only`` indexes only :data:`OFFLINE_TASKS` (instant); the full manager also
+    indexes every task lm-eval ships, which takes a while on a slow CPU.
+    """
     with _TM_LOCK:
-        if _TASK_MANAGER is None:
+        if offline_only not in _TASK_MANAGERS:
             from lm_eval.tasks import TaskManager
 
-            _TASK_MANAGER = TaskManager(include_path=str(TASKS_DIR), verbosity="ERROR")
-        return _TASK_MANAGER
+            _TASK_MANAGERS[offline_only] = TaskManager(
+                include_path=str(TASKS_DIR), include_defaults=not offline_only
+            )
+        return _TASK_MANAGERS[offline_only]
 
 
 def _primary_metric(entry: dict[str, Any]) -> float | None:
@@ -366,7 +371,7 @@ def accuracy(
         raise BoomerangError("Give at least one lm-eval task name, e.g. bbc_news.")
     if tokenizer is None:
         raise BoomerangError("lm-eval accuracy needs a tokenizer; this pair has none.")
-    tm = task_manager()
+    tm = task_manager(offline_only=all(t in OFFLINE_TASKS for t in tasks))
     unknown = [t for t in tasks if t not in tm.all_tasks]
     if unknown:
         raise BoomerangError(
@@ -382,7 +387,7 @@ def accuracy(
         for i, task in enumerate(tasks):
             res = simple_evaluate(
                 model=lm, tasks=[task], limit=limit, task_manager=tm, log_samples=False,
-                bootstrap_iters=0, verbosity="ERROR",
+                bootstrap_iters=0,
             )
             for name, entry in (res or {}).get("results", {}).items():
                 value = _primary_metric(entry)

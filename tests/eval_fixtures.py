@@ -29,11 +29,11 @@ def tiny_config(family: str = "llama", layers: int = 6, hidden: int = 32, vocab:
 
 
 def tiny_pair(family: str = "llama", teacher_layers: int = 6, keep_last: int = 2, seed: int = 0,
-              perturb: float = 0.05) -> bm.BoomerangPair:
+              perturb: float = 0.05, vocab: int = VOCAB) -> bm.BoomerangPair:
     """A random teacher and a student initialised from it, its weights nudged so that the
     student is not exactly its teacher's kept layers (and orders have something to choose)."""
     torch.manual_seed(seed)
-    teacher: PreTrainedModel = AutoModelForCausalLM.from_config(tiny_config(family, teacher_layers))
+    teacher: PreTrainedModel = AutoModelForCausalLM.from_config(tiny_config(family, teacher_layers, vocab=vocab))
     teacher.eval()
     mapping = bm.LayerMapping.from_rule(teacher_layers, keep_first=0, every=2, keep_last=keep_last)
     student = bm.init_student(teacher, mapping)
@@ -50,3 +50,20 @@ def random_ids(n: int = 6, seq_len: int = 16, seed: int = 0, vocab: int = VOCAB)
     """``[n, seq_len]`` random token ids."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (n, seq_len), generator=g)
+
+
+def tiny_tokenizer(vocab_size: int = 300):
+    """A byte-level BPE trained in milliseconds on a few sentences (EOS ``<|endoftext|>``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = ["The quick brown fox jumps over the lazy dog.", "To be, or not to be: that is the question.",
+            "In the beginning God created the heaven and the earth.", "Shares rose on takeover talk."] * 20
+    tok.train_from_iterator(text, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>", bos_token="<|endoftext|>")
