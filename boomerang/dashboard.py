@@ -461,12 +461,21 @@ def single_layer_gains(pair: BoomerangPair, blocks: torch.Tensor,
 
 
 def similarity_tables(pair: BoomerangPair, calib: torch.Tensor) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(student x teacher cosine-similarity matrix, per-layer similarity to its own block)."""
+    """(student x teacher cosine-similarity matrix, one row per student layer with its gains)."""
     try:
         from . import similarity
     except ImportError:
         raise BoomerangError("Similarity maps need boomerang.similarity, which is not installed yet.") from None
-    return similarity.similarity_matrix(pair, calib), similarity.block_similarity(pair, calib)
+    per_layer = similarity.block_similarity(pair, calib).copy()
+    per_layer["label"] = [f"S{i} → {block_label(b)}" for i, b in enumerate(pair.mapping.blocks)]
+    return similarity.similarity_matrix(pair, calib), per_layer
+
+
+def mapping_cells(pair: BoomerangPair) -> list[tuple[str, str]]:
+    """(row, column) labels of the similarity matrix where each student state should match."""
+    cells = [("emb", "emb")]
+    cells += [(f"s{i}", f"t{b[-1]}") for i, b in enumerate(pair.mapping.blocks)]
+    return cells
 
 
 @torch.inference_mode()

@@ -104,20 +104,23 @@ def strip_figure(cells: list[dict[str, Any]], labels: Sequence[str] | None = Non
     return fig
 
 
-def heatmap_figure(sim: pd.DataFrame, blocks: Sequence[Sequence[int]] | None = None,
-                   title: str | None = None, height: int = 420) -> go.Figure:
-    """Student (rows) x teacher (columns) cosine similarity; each layer's own block is outlined."""
+def heatmap_figure(sim: pd.DataFrame, outline: Sequence[tuple[str, str]] = (),
+                   title: str | None = None, height: int = 440) -> go.Figure:
+    """Student (rows) x teacher (columns) cosine similarity; ``outline`` cells (row, column labels)
+    are framed — the mapping's student-layer/block-end pairs."""
+    rows, cols = [str(r) for r in sim.index], [str(c) for c in sim.columns]
     fig = go.Figure(go.Heatmap(
-        z=sim.values, x=[str(c) for c in sim.columns], y=[str(r) for r in sim.index],
-        colorscale="Viridis", zmin=float(min(0.0, sim.values.min())), zmax=1.0,
-        colorbar=dict(title="cos"), hovertemplate="student %{y}<br>teacher %{x}<br>cos %{z:.3f}<extra></extra>",
+        z=sim.values, x=cols, y=rows, colorscale="Viridis",
+        zmin=float(min(0.0, sim.values.min())), zmax=1.0, colorbar=dict(title="cos"),
+        hovertemplate="student %{y}<br>teacher %{x}<br>cos %{z:.3f}<extra></extra>",
     ))
-    if blocks is not None:
-        for i, b in enumerate(blocks):
-            fig.add_shape(type="rect", x0=b[-1] - 0.5, x1=b[-1] + 0.5, y0=i - 0.5, y1=i + 0.5,
-                          line=dict(color="white", width=2), xref="x", yref="y")
-    fig.update_layout(height=height, title=title, xaxis_title="teacher layer output",
-                      yaxis_title="student layer output", **_LAYOUT)
+    for r, c in outline:
+        if r in rows and c in cols:
+            i, j = rows.index(r), cols.index(c)
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                          line=dict(color="white", width=2.5))
+    fig.update_layout(height=height, title=title, xaxis_title="teacher hidden state",
+                      yaxis_title="student hidden state", **_LAYOUT)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
     return fig

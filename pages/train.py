@@ -1,0 +1,133 @@
+"""Train: distill a new student from the current teacher, with live loss curves, stop and resume."""
+
+import re
+import time
+
+import streamlit as st
+
+from boomerang import dashboard as dash
+from boomerang import plots
+from boomerang.distill import MODES, DistillConfig
+from pages._sidebar import context, show_error
+
+ctx = context()
+pair = ctx.pair
+on_gpu = not ctx.device.startswith("cpu")
+
+st.title("Train", anchor=False)
+st.caption("Distill a student from the sidebar's teacher: copy a subset of its layers, then train "
+           "with cross-entropy + KL to the teacher + cosine alignment of hidden states. The finished "
+           "student appears in the sidebar's pair list.")
+
+MODE_HELP = {
+    "boomerang": "CE + KL + cosine alignment (the method)",
+    "no-align": "CE + KL, no hidden-state alignment (ablation)",
+    "ce-only": "cross-entropy only (ablation)",
+    "random-init": "all terms, but the student starts from random weights (ablation)",
+}
+
+try:
+    teacher_ref = ctx.spec.teacher_ref()
+except Exception as e:  # noqa: BLE001
+    show_error(e)
+    st.stop()
+
+with st.form("train_config"):
+    st.markdown(f"**Teacher:** `{teacher_ref}` ({pair.mapping.num_teacher_layers} layers)")
+    c1, c2 = st.columns(2)
+    name = c1.text_input("Run name", value=f"{time.strftime('%m%d-%H%M')}-student",
+                         help=f"Written to {dash.DASHBOARD_RUNS}/<name>")
+    mode = c2.selectbox("Mode", MODES, format_func=lambda m: f"{m} — {MODE_HELP.get(m, '')}")
+    st.markdown("**Layer mapping** — which teacher layers the student keeps")
+    m1, m2, m3 = st.columns(3)
+    keep_first = m1.number_input("Keep first (1:1)", 0, pair.mapping.num_teacher_layers, 0)
+    every = m2.number_input("Then one student layer per", 1, 8, 2, help="teacher layers per block")
+    keep_last = m3.number_input("Keep last (1:1)", 0, pair.mapping.num_teacher_layers, 2)
+    st.markdown("**Data and schedule**")
+    d1, d2, d3, d4 = st.columns(4)
+    data = d1.text_input("Training text", value=ctx.data, help="'demo', a text file or folder, or an HF dataset id")
+    steps = d2.number_input("Steps", 1, 1_000_000, 400 if on_gpu else 60)
+    batch = d3.number_input("Batch size", 1, 512, 16 if on_gpu else 8)
+    seq_len = d4.number_input("Tokens per sequence", 16, 4096, 128)
+    e1, e2, e3, e4 = st.columns(4)
+    lr = e1.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.0e")
+    warmup = e2.number_input("Warmup steps", 0, 100_000, 5 if not on_gpu else 50)
+    save_every = e3.number_input("Checkpoint every", 1, 1_000_000, 20 if not on_gpu else 200)
+    max_blocks = e4.number_input("Max training blocks", 16, 10_000_000, 512 if not on_gpu else 100_000)
+    submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+
+if submitted:
+    run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "student"
+    out = dash.DASHBOARD_RUNS / run_name
+    try:
+        from boomerang.mapping import LayerMapping
+
+        LayerMapping.from_rule(pair.mapping.num_teacher_layers, int(keep_first), int(every), int(keep_last))
+        cfg = DistillConfig(teacher=teacher_ref, data=data.strip() or "demo", out=str(out),
+                            keep_first=int(keep_first), every=int(every), keep_last=int(keep_last), mode=mode,
+                            steps=int(steps), seq_len=int(seq_len), batch_size=int(batch), lr=float(lr),
+                            warmup=int(warmup), save_every=int(save_every), log_every=1,
+                            max_blocks=int(max_blocks))
+        dash.start_training(cfg)
+        st.session_state["train_out"] = str(out)
+    except Exception as e:  # noqa: BLE001
+        show_error(e)
+
+runs = [str(p) for p in dash.dashboard_runs()]
+if st.session_state.get("train_out") and st.session_state["train_out"] not in runs:
+    runs.insert(0, st.session_state["train_out"])
+if not runs:
+    st.info("No runs yet: configure one above and press **Start training**.", icon=":material/info:")
+    st.stop()
+if st.session_state.get("train_out") in runs:
+    st.session_state["train_view"] = st.session_state.pop("train_out")
+out = st.selectbox("Run", runs, key="train_view", format_func=lambda p: p.rsplit("/", 1)[-1])
+
+
+def live(out: str) -> None:
+    """Progress of one run, refreshed every second while it trains."""
+    job = dash.training_job(out)
+    status = dash.run_status(out)
+    log = dash.read_log(out)
+    if job is not None and job.running:
+        total = job.config.steps
+        step = job.step
+        last = job.history[-1] if job.history else {}
+        eta = last.get("eta_s")
+        st.progress(min(1.0, step / total),
+                    text=f"step {step}/{total} · loss {last.get('loss', float('nan')):.3f} · "
+                         f"{last.get('tokens_per_s', 0):,.0f} tok/s"
+                         + (f" · about {eta:.0f} s left" if eta else ""))
+        if st.button("Stop (saves a checkpoint)", icon=":material/stop:", key=f"stop_{out}"):
+            job.stop()
+            st.toast("Stopping after this step…")
+    elif job is not None and job.state == "failed":
+        st.error(job.message, icon=":material/error:")
+    elif status["student"] is not None:
+        st.success(f"Finished: student saved to `{status['student']}`. Pick it in the sidebar.",
+                   icon=":material/check_circle:")
+        if job is not None and not st.session_state.get(f"_announced_{out}"):
+            st.session_state[f"_announced_{out}"] = True
+            st.rerun(scope="app")  # the sidebar lists the new student
+    elif status["checkpoint"] is not None:
+        cfg = status["config"] or {}
+        st.warning(f"Stopped at step {status['checkpoint_step']} of {cfg.get('steps', '?')}.",
+                   icon=":material/pause_circle:")
+        if st.button("Resume", icon=":material/play_arrow:", type="primary", key=f"resume_{out}"):
+            try:
+                dash.start_training(DistillConfig.from_dict({**cfg, "resume": True}))
+                st.rerun()
+            except Exception as e:  # noqa: BLE001
+                show_error(e)
+    elif job is not None:
+        st.info("Loading the teacher and tokenizing the training text…", icon=":material/hourglass_top:")
+    else:
+        st.info("This run has no checkpoint yet.", icon=":material/info:")
+    if not log.empty:
+        st.plotly_chart(plots.loss_figure(log), width="stretch", key=f"loss_{out}")
+        st.caption(f"{len(log)} logged steps · last: "
+                   + ", ".join(f"{k} {log[k].iloc[-1]:.3f}" for k in ("loss", "ce", "kl", "cos") if k in log))
+
+
+job = dash.training_job(out)
+st.fragment(live, run_every=1.0 if job is not None and job.running else None)(out)
