@@ -270,6 +270,9 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("build",), help="build: rebuild the bundled demo family from scratch")
     p.add_argument("--out", default=None, help="where to write the weights and model card (default: assets/demo)")
     p.add_argument("--work", default="runs/demo-build", help="intermediate runs; an interrupted build resumes from them")
+    p.add_argument("--teacher-steps", type=int, default=6000, dest="teacher_steps", help="at most this many teacher steps")
+    p.add_argument("--teacher-minutes", type=float, default=None, dest="teacher_minutes",
+                   help="fit the teacher's schedule into this wall time (as the shipped build did)")
     p.add_argument("--student-steps", type=int, default=450, dest="student_steps")
     p.add_argument("--eval-blocks", type=int, default=256, dest="eval_blocks")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -280,7 +283,9 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import ASSETS_DIR, TeacherConfig, build_demo
 
     out = args.out or ASSETS_DIR
-    card = build_demo(out, args.work, TeacherConfig(num_threads=args.threads), student_steps=args.student_steps,
+    budget = None if args.teacher_minutes is None else 60 * args.teacher_minutes
+    teacher = TeacherConfig(num_threads=args.threads, max_steps=args.teacher_steps, time_budget_s=budget)
+    card = build_demo(out, args.work, teacher, student_steps=args.student_steps,
                       eval_blocks=args.eval_blocks, threads=args.threads)
     r = card["results"]
     print(f"wrote the demo family to {out}: teacher perplexity {r['teacher']:.2f}, students "
