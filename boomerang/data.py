@@ -220,6 +220,12 @@ def _text_of(example: dict[str, Any]) -> str | None:
     return None
 
 
+def _hash_bounds() -> dict[str, tuple[float, float]]:
+    """``split -> [lo, hi)`` intervals of :func:`_hash_unit` for streams (test, validation, train)."""
+    t, v = HELD_OUT_FRACTIONS["test"], HELD_OUT_FRACTIONS["validation"]
+    return {"test": (0.0, t), "validation": (t, t + v), "train": (t + v, 1.0)}
+
+
 def _iter_hub_texts(source: str, split: str) -> Iterator[str]:
     """Texts of a hub dataset's ``split``: its own split if it has one, else a hash split."""
     import datasets
@@ -232,33 +238,29 @@ def _iter_hub_texts(source: str, split: str) -> Iterator[str]:
             f"{source!r} is neither a local file or folder nor a dataset reachable on the Hugging "
             f"Face Hub ({type(exc).__name__}); check the path, the dataset id or your network."
         ) from None
-    native = {"validation": ["validation", "valid", "dev"], "test": ["test"], "train": ["train"]}
-    has_held_out = any(s in available for s in ("validation", "valid", "dev", "test"))
-    wanted = ["train", "validation", "test"] if split == "all" else [split]
-    for part in wanted:
-        hub_split = next((s for s in native[part] if s in available), None)
-        if has_held_out and hub_split is not None:
-            stream = datasets.load_dataset(name, config, split=hub_split, streaming=True)
-            for ex in stream:
-                text = _text_of(ex)
-                if text and text.strip():
-                    yield text
+    aliases = {"validation": ("validation", "valid", "dev"), "test": ("test",), "train": ("train",)}
+    native = {part: next((s for s in names if s in available), None) for part, names in aliases.items()}
+    # Held-out parts the dataset lacks are carved out of its train split by a hash of the row
+    # index (thresholding, since a stream cannot be ranked), and removed from train.
+    carved = [p for p in ("validation", "test") if native[p] is None]
+    base = native["train"] or available[0]
+    bounds = _hash_bounds()
+    for part in (["train", "validation", "test"] if split == "all" else [split]):
+        if native[part] is not None and not (part == "train" and carved):
+            keep = None
+        elif part == "train":
+            keep = [(lo, hi) for p, (lo, hi) in bounds.items() if p == "train" or p not in carved]
         else:
-            # No held-out split upstream: split the first split by a hash of each row's index
-            # (thresholding, since a stream cannot be ranked).
-            base = "train" if "train" in available else available[0]
-            stream = datasets.load_dataset(name, config, split=base, streaming=True)
-            lo = 0.0 if part == "test" else HELD_OUT_FRACTIONS["test"]
-            hi = {"test": HELD_OUT_FRACTIONS["test"],
-                  "validation": HELD_OUT_FRACTIONS["test"] + HELD_OUT_FRACTIONS["validation"],
-                  "train": 1.0}[part]
-            if part == "train":
-                lo = HELD_OUT_FRACTIONS["test"] + HELD_OUT_FRACTIONS["validation"]
-            for i, ex in enumerate(stream):
-                if lo <= _hash_unit(f"{source}/{base}/{i}") < hi:
-                    text = _text_of(ex)
-                    if text and text.strip():
-                        yield text
+            keep = [bounds[part]]
+        stream = datasets.load_dataset(name, config, split=native[part] or base, streaming=True)
+        for i, ex in enumerate(stream):
+            if keep is not None:
+                u = _hash_unit(f"{source}/{base}/{i}")
+                if not any(lo <= u < hi for lo, hi in keep):
+                    continue
+            text = _text_of(ex)
+            if text and text.strip():
+                yield text
 
 
 def _is_hub_id(source: str) -> bool:
