@@ -13,8 +13,9 @@ the demo teacher and students never trained on them, and both need only installe
   documents of the same kind (so style alone does not give the answer away).
 
 Items are chosen by hashing document keys: the same on every machine. Building them reads the
-whole corpus (~20 s on a busy CPU), so each task's items are written once as JSON lines under
-``cache_dir()/tasks`` and read from there afterwards.
+whole corpus (~20 s on a busy CPU), so the items ship as JSON lines in ``boomerang/tasks/data``
+(:func:`build_task_files` rewrites them; a test checks that they match a fresh build), and are
+rebuilt into ``cache_dir()/tasks`` only if that folder is missing.
 """
 
 from __future__ import annotations
@@ -105,16 +106,36 @@ def build_demo_cloze() -> list[dict[str, Any]]:
 BUILDERS = {"bbc_news": build_bbc_news, "demo_cloze": build_demo_cloze}
 
 
+#: Where the shipped items live.
+SHIPPED_DIR = Path(__file__).resolve().parent / "tasks" / "data"
+
+
+def _write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), "utf-8")
+    os.replace(tmp, path)
+
+
 def task_file(name: str) -> Path:
-    """The JSON-lines file with the items of offline task ``name`` (built on first use)."""
+    """The JSON-lines file with the items of offline task ``name`` (shipped, else built once)."""
+    shipped = SHIPPED_DIR / f"{name}.jsonl"
+    if shipped.exists():
+        return shipped
     path = cache_dir() / "tasks" / f"{name}-v{TASK_DATA_VERSION}.jsonl"
     if not path.exists():
-        items = BUILDERS[name]()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), "utf-8")
-        os.replace(tmp, path)
+        _write_jsonl(path, BUILDERS[name]())
     return path
+
+
+def build_task_files(out_dir: str | os.PathLike = SHIPPED_DIR) -> list[Path]:
+    """Rebuild every offline task's items from the corpus into ``out_dir`` (default: shipped)."""
+    paths = []
+    for name, build in BUILDERS.items():
+        path = Path(out_dir) / f"{name}.jsonl"
+        _write_jsonl(path, build())
+        paths.append(path)
+    return paths
 
 
 def task_dataset(name: str):

@@ -1,0 +1,232 @@
+"""Perplexity, incremental sweeps, the sweep cache, generation and the offline lm-eval tasks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+
+import pandas as pd
+import pytest
+import torch
+from eval_fixtures import random_ids, tiny_pair, tiny_tokenizer
+
+import boomerang as bm
+from boomerang import evaluate as ev
+from boomerang.errors import BoomerangError
+from boomerang.orders import patch_order, prune_teacher
+
+torch.set_num_threads(1)
+
+
+def direct_nll(model, ids: torch.Tensor) -> tuple[float, int]:
+    """Sum of -log p(x_t | x_<t) over t >= 1 of every row, one row at a time."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in ids:
+            logp = torch.log_softmax(model(input_ids=row[None]).logits[0].double(), -1)
+            total += -logp[:-1].gather(1, row[1:, None]).sum().item()
+            count += row.numel() - 1
+    return total, count
+
+
+def direct_sliding_nll(model, blocks: torch.Tensor, stride: int) -> tuple[float, int]:
+    """The Hugging Face perplexity guide's loop: windows of L, each scoring its new tokens."""
+    stream = blocks.reshape(-1)
+    L = blocks.size(1)
+    total, count, prev_end = 0.0, 0, 0
+    with torch.no_grad():
+        for begin in range(0, stream.numel(), stride):
+            end = min(begin + L, stream.numel())
+            if end - begin < L:  # our windows are all full-length: shift the last one back
+                begin = end - L
+            window = stream[begin:end]
+            new = end - max(prev_end, begin + 1)  # the first token of the stream is never scored
+            logp = torch.log_softmax(model(input_ids=window[None]).logits[0].double(), -1)
+            scored = range(L - new, L)
+            total += -sum(logp[t - 1, window[t]].item() for t in scored)
+            count += new
+            prev_end = end
+            if end == stream.numel():
+                break
+    return total, count
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return tiny_pair("llama", 8, perturb=0.1)
+
+
+def test_perplexity_equals_direct_computation(pair):
+    model = pair.build(patched=[1, 4])
+    ids = random_ids(7, 12)
+    res = ev.perplexity(model, ids, batch_size=3)
+    total, count = direct_nll(model, ids)
+    assert res.tokens == count == 7 * 11
+    assert res.nll == pytest.approx(total / count, rel=1e-5)
+    assert res.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 5, 8, 11])
+def test_sliding_window_perplexity_equals_direct_loop(pair, stride):
+    model = pair.build(patched=[0])
+    blocks = random_ids(3, 12, seed=1)
+    res = ev.perplexity(model, blocks, batch_size=4, stride=stride)
+    total, count = direct_sliding_nll(model, blocks, stride)
+    assert res.tokens == count == blocks.numel() - 1  # every token but the first, once
+    assert res.nll == pytest.approx(total / count, rel=1e-5)
+
+
+def test_windows_score_every_token_once():
+    blocks = torch.arange(50).view(5, 10)
+    for stride in (None, 3, 7, 10):
+        ids, mask = ev.windows(blocks, stride)
+        scored = ids[mask].tolist()
+        sliding = stride is not None and stride < 10
+        expected = list(range(1, 50)) if sliding else [t for t in range(50) if t % 10]
+        assert sorted(scored) == expected
+
+
+def test_perplexity_is_deterministic_and_batch_independent(pair):
+    model = pair.build(patched=[2])
+    ids = random_ids(9, 10, seed=2)
+    a = ev.perplexity(model, ids, batch_size=2)
+    b = ev.perplexity(model, ids, batch_size=9)
+    assert a.nll == pytest.approx(b.nll, rel=1e-6) and a.tokens == b.tokens
+    assert ev.perplexity(model, ids, batch_size=2) == a
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "gemma3_text"])
+def test_incremental_sweep_equals_from_scratch(family):
+    pair = tiny_pair(family, 6, perturb=0.1)
+    ids = random_ids(5, 12, seed=3)
+    sets = [s for o in ("last-to-first", "first-to-last") for s in patch_order(pair, o)]
+    sets += [frozenset({0, 2}), frozenset({1, 3})]
+    fast, seconds = ev.perplexity_many(pair, sets, ids, batch_size=2)
+    assert len(seconds) == len(sets) and all(s >= 0 for s in seconds)
+    for s, r in zip(sets, fast):
+        ref = ev.perplexity(pair.build(patched=s), ids, batch_size=2)
+        assert r.tokens == ref.tokens
+        assert r.nll == pytest.approx(ref.nll, rel=1e-5, abs=1e-6), (family, sorted(s))
+
+
+def test_sweep_rows_columns_and_baselines(pair, tmp_path):
+    ids = random_ids(4, 12, seed=4)
+    calib = random_ids(4, 12, seed=5)
+    df = bm.sweep(pair, ["last-to-first", "naive-pruning", "block-influence"], data=ids,
+                  calib_ids=calib, cache_dir=tmp_path)
+    n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
+    assert list(df.columns) == ["order", "k", "patched", "layers", "params", "kept", "perplexity",
+                                "nll", "seconds"]
+    l2f = df[df.order == "last-to-first"]
+    assert l2f.k.tolist() == list(range(n + 1))
+    for _, row in l2f.iterrows():
+        s = ev.parse_patched(row.patched)
+        assert s == pair.sequential("last-to-first", int(row.k))
+        assert row.layers == pair.mapping.patched_layers(s)
+        assert row.params == pair.build(patched=s).num_parameters()
+        assert row.nll == pytest.approx(ev.perplexity(pair.build(patched=s), ids).nll, rel=1e-5)
+    for name in ("naive-pruning", "block-influence"):
+        rows = df[df.order == name]
+        assert rows.layers.tolist() == list(range(n, N + 1))
+        for _, row in rows.iterrows():
+            model = prune_teacher(pair, json.loads(row.kept))
+            assert row.params == model.num_parameters()
+            assert row.nll == pytest.approx(ev.perplexity(model, ids).nll, rel=1e-6)
+    # The teacher-sized rows are the teacher.
+    teacher_nll = ev.perplexity(pair.teacher, ids).nll
+    assert df[df.layers == N].nll.tolist() == pytest.approx([teacher_nll] * 3, rel=1e-5)
+
+
+def test_sweep_cache_returns_identical_frame(pair, tmp_path):
+    ids = random_ids(4, 12, seed=6)
+    calib = random_ids(2, 12, seed=7)
+    orders = ["last-to-first", "klpatch"]
+    a = bm.sweep(pair, orders, data=ids, calib_ids=calib, cache_dir=tmp_path)
+    files = sorted(os.listdir(tmp_path))
+    assert len(files) == 2
+    b = bm.sweep(pair, orders, data=ids, calib_ids=calib, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(a, b)
+    assert a.equals(b) and sorted(os.listdir(tmp_path)) == files
+    # A subset of the orders is served from the same entries.
+    c = bm.sweep(pair, ["klpatch"], data=ids, calib_ids=calib, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(c, a[a.order == "klpatch"].reset_index(drop=True))
+    # Other data, or other weights, miss the cache.
+    d = bm.sweep(pair, ["last-to-first"], data=random_ids(4, 12, seed=8), cache_dir=tmp_path)
+    assert not d.nll.equals(a[a.order == "last-to-first"].nll.reset_index(drop=True))
+    fp = ev.pair_fingerprint(pair)
+    changed = tiny_pair("llama", 8, perturb=0.1, seed=1)
+    assert ev.pair_fingerprint(changed) != fp
+    assert ev.pair_fingerprint(tiny_pair("llama", 8, perturb=0.1)) == fp  # stable across objects
+
+
+def test_sweep_rejects_bad_input(pair):
+    ids = random_ids(2, 8)
+    with pytest.raises(BoomerangError, match="Unknown order"):
+        bm.sweep(pair, ["sideways"], data=ids, use_cache=False)
+    with pytest.raises(BoomerangError, match="custom order"):
+        bm.sweep(pair, ["custom"], data=ids, use_cache=False)
+
+
+def test_evaluate_patched_is_memoised(pair):
+    ev.clear_point_cache()
+    ids = random_ids(3, 10, seed=9)
+    a = ev.evaluate_patched(pair, [3, 4], ids)
+    assert a == ev.perplexity(pair.build(patched=[3, 4]), ids)
+    assert len(ev._POINT_CACHE) == 1
+    assert ev.evaluate_patched(pair, {4, 3}, ids) is a
+    ev.evaluate_patched(pair, [3], ids)
+    assert len(ev._POINT_CACHE) == 2
+
+
+def test_generate_text_greedy_and_streamed():
+    from transformers import TextIteratorStreamer
+
+    tok = tiny_tokenizer()
+    pair = tiny_pair("llama", 4, vocab=len(tok))
+    model = pair.build(patched=[1])
+    text = ev.generate_text(model, tok, "The quick", max_new_tokens=6)
+    ids = tok("The quick", return_tensors="pt")["input_ids"]
+    ref = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+    assert text == tok.decode(ref[0, ids.size(1):], skip_special_tokens=True)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    out = {}
+    th = threading.Thread(target=lambda: out.setdefault("t", ev.generate_text(
+        model, tok, "The quick", max_new_tokens=6, streamer=streamer)))
+    th.start()
+    streamed = "".join(streamer)
+    th.join()
+    assert streamed == out["t"] == text
+
+
+def test_offline_lm_eval_tasks_run(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tok = tiny_tokenizer()
+    pair = tiny_pair("llama", 4, vocab=len(tok))
+    acc = ev.accuracy(pair.build(patched=[0]), tok, ["bbc_news", "demo_cloze"], limit=4, batch_size=4)
+    assert set(acc) == {"bbc_news", "demo_cloze"}
+    assert all(0.0 <= v <= 1.0 for v in acc.values())
+    with pytest.raises(BoomerangError, match="at least one"):
+        ev.accuracy(pair.student, tok, [], limit=2)
+
+
+def test_offline_task_items_are_well_formed():
+    from boomerang.task_data import task_dataset
+
+    bbc = task_dataset("bbc_news")["test"]
+    assert len(bbc) > 200
+    assert set(bbc["label"]) == {"business", "entertainment", "politics", "sports", "tech"}
+    assert all(it["choices"][it["gold"]] == it["label"] for it in bbc)
+    cloze = task_dataset("demo_cloze")["test"]
+    assert len(cloze) > 200
+    assert all(len(set(it["choices"])) == 4 and 0 <= it["gold"] < 4 for it in cloze)
+
+
+@pytest.mark.skipif(not os.environ.get("BOOMERANG_SLOW"), reason="reads the whole demo corpus (set BOOMERANG_SLOW=1)")
+def test_shipped_task_items_match_a_fresh_build(tmp_path):
+    from boomerang.task_data import SHIPPED_DIR, build_task_files
+
+    for path in build_task_files(tmp_path):
+        assert path.read_text() == (SHIPPED_DIR / path.name).read_text()
