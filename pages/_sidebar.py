@@ -95,10 +95,10 @@ def _eval_blocks(pair_key: str, data_key: str, _pair: BoomerangPair, source: str
     return dash.load_eval_blocks(_pair, source, seq_len, n, split)
 
 
-def eval_blocks(ctx: Context) -> torch.Tensor:
-    """The evaluation blocks of the sidebar's data (cached)."""
+def eval_blocks(ctx: Context, pair: BoomerangPair | None = None, pair_key: str | None = None) -> torch.Tensor:
+    """The evaluation blocks of the sidebar's data for ``pair`` (default: the sidebar's), cached."""
     with st.spinner(f"Tokenizing {ctx.data} ({ctx.split})…"):
-        return _eval_blocks(ctx.pair_key, ctx.data_key, ctx.pair, ctx.data, ctx.seq_len,
+        return _eval_blocks(pair_key or ctx.pair_key, ctx.data_key, pair or ctx.pair, ctx.data, ctx.seq_len,
                             ctx.n_blocks, ctx.split)
 
 
@@ -246,6 +246,13 @@ def sidebar() -> Context:
         elif ctx.error:
             st.error(ctx.error, icon=":material/error:")
     return ctx
+
+
+def load_spec(spec: dash.PairSpec, device: str) -> BoomerangPair:
+    """Load another pair (e.g. a demo ablation) through the same cache as the sidebar's."""
+    key = dash.pair_fingerprint(spec, device)
+    with st.spinner(f"Loading {spec.title}…"):
+        return _load_pair(key, spec, device)
 
 
 def pair_summary(ctx: Context) -> dict[str, Any]:

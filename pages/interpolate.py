@@ -48,9 +48,9 @@ if not 0 <= st.session_state["k"] <= n:
 
 
 def _label(k: int) -> str:
-    r = df.iloc[k]
-    end = " · student" if k == 0 else " · teacher" if k == n else ""
-    return f"{int(r['layers'])} layers{end}"
+    layers = int(df.iloc[k]["layers"])
+    return f"student · {layers} layers" if k == 0 else f"teacher · {layers} layers" if k == n \
+        else f"{layers} layers ({k} patched)"
 
 
 k = st.select_slider("Model size (student → teacher)", options=list(range(n + 1)), key="k",

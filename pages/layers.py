@@ -111,7 +111,7 @@ st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x=x_axi
                 width="stretch", key="curve")
 
 st.subheader("Export this model", anchor=False)
-default_dir = dash.RUNS_DIR / "exports" / (
+default_dir = dash.runs_dir() / "exports" / (
     f"{(ctx.spec.key.split('|')[-1] if ctx.spec else 'pair').replace('/', '_').replace(':', '-')}"
     f"-patched-{'_'.join(map(str, sorted(patched))) or 'none'}")
 c1, c2 = st.columns([4, 1])

@@ -36,7 +36,7 @@ with st.form("train_config"):
     st.markdown(f"**Teacher:** `{teacher_ref}` ({pair.mapping.num_teacher_layers} layers)")
     c1, c2 = st.columns(2)
     name = c1.text_input("Run name", value=f"{time.strftime('%m%d-%H%M')}-student",
-                         help=f"Written to {dash.DASHBOARD_RUNS}/<name>")
+                         help=f"Written to {dash.dashboard_runs_dir()}/<name>")
     mode = c2.selectbox("Mode", MODES, format_func=lambda m: f"{m} — {MODE_HELP.get(m, '')}")
     st.markdown("**Layer mapping** — which teacher layers the student keeps")
     m1, m2, m3 = st.columns(3)
@@ -58,7 +58,7 @@ with st.form("train_config"):
 
 if submitted:
     run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "student"
-    out = dash.DASHBOARD_RUNS / run_name
+    out = dash.dashboard_runs_dir() / run_name
     try:
         from boomerang.mapping import LayerMapping
 

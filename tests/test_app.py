@@ -1,0 +1,192 @@
+"""Every dashboard page renders through Streamlit's AppTest, and its widgets change the results.
+
+The pages run on a tiny random pair built once per session (the demo family's weights are not
+needed); one test also opens the bundled demo when it is on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(student_dir, text_file) of a tiny pair; runs and caches go to temporary folders."""
+    from boomerang import dashboard as dash
+
+    root = tmp_path_factory.mktemp("dash")
+    old = {k: os.environ.get(k) for k in ("BOOMERANG_RUNS", "BOOMERANG_CACHE")}
+    os.environ["BOOMERANG_RUNS"] = str(root / "runs")
+    os.environ["BOOMERANG_CACHE"] = str(root / "cache")
+    _, student, text = dash.build_tiny_pair(root / "pair")
+    yield str(student), str(text)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def app(tiny, page: str | None = None, **params: str) -> AppTest:
+    """The app on the tiny pair (through the URL), optionally switched to ``page``."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="folders", student=tiny[0], data=tiny[1], blocks="4", seq_len="32",
+                           **params)
+    at.run()
+    ok(at)
+    if page is not None:  # AppTest runs a switched-to page on its own: the sidebar ran above
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+        ok(at)
+    return at
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def test_interpolate_slider_and_order_change_the_model(tiny):
+    at = app(tiny)
+    first = metrics(at)
+    assert set(first) == {"Perplexity", "Parameters", "Decoder layers", "Latency"}
+    assert first["Decoder layers"] == "4"  # the student
+    assert len(charts(at)) == 2  # curve + strip
+
+    at.select_slider(key="k").set_value(4).run()
+    ok(at)
+    assert metrics(at)["Decoder layers"] == "6"  # the teacher
+    assert metrics(at)["Parameters"] != first["Parameters"]
+    assert at.query_params["k"] == "4"
+
+    at.select_slider(key="k").set_value(1).run()
+    ltf = metrics(at)["Decoder layers"]  # last layer patched: a 1-layer block
+    at.segmented_control(key="order").set_value("first-to-last").run()
+    ok(at)
+    assert at.query_params["order"] == "first-to-last"
+    assert (ltf, metrics(at)["Decoder layers"]) == ("4", "5")  # first layer: a 2-layer block
+
+
+def test_interpolate_generates_text(tiny):
+    at = app(tiny)
+    at.text_input[0].set_value("The king")
+    at.number_input[0].set_value(8)
+    at.button[0].click().run()
+    ok(at)
+
+
+def test_url_restores_state(tiny):
+    at = app(tiny, order="first-to-last", k="2")
+    assert at.segmented_control(key="order").value == "first-to-last"
+    assert at.select_slider(key="k").value == 2
+    assert metrics(at)["Decoder layers"] == "6"  # S0 and S1 patched: two 2-layer blocks
+
+
+def test_layer_picker_toggles_and_exports(tiny):
+    at = app(tiny, page="layers", patched="3")
+    assert metrics(at)["Decoder layers"] == "4"
+    assert at.toggle(key="pick_3").value is True
+    at.toggle(key="pick_0").set_value(True).run()
+    ok(at)
+    assert metrics(at)["Decoder layers"] == "5"
+    assert at.query_params["patched"] == "0,3"
+    assert len(charts(at)) == 2  # strip + curves
+    export = next(b for b in at.button if b.label == "Export")
+    export.click().run()
+    ok(at)
+    assert at.success and "Saved to" in at.success[0].value
+    assert at.get("download_button")
+
+
+def test_compare_orders_with_baselines(tiny):
+    from boomerang import dashboard as dash
+
+    orders = dash.available_orders()[:2] + dash.available_baselines()[:1]
+    at = app(tiny, page="compare", orders=",".join(orders))
+    table = at.dataframe[0].value
+    assert set(table["order"]) == set(orders)
+    assert len(charts(at)) == 1
+    at.multiselect(key="orders_pick").unselect(orders[-1]).run()
+    ok(at)
+    assert set(at.dataframe[0].value["order"]) == set(orders[:-1])
+    assert len(at.get("download_button")) == 2  # CSV + HTML
+
+
+def test_similarity_page(tiny):
+    pytest.importorskip("boomerang.similarity")
+    at = app(tiny, page="similarity")
+    assert len(charts(at)) == 3  # heatmap, per-layer bars, scatter
+    assert len(at.dataframe[0].value) == 4  # one row per student layer
+    at.segmented_control(key="sim_col").set_value("cos_global").run()
+    ok(at)
+
+
+def test_learn_tour_steps(tiny):
+    at = app(tiny, page="learn")
+    steps = at.segmented_control(key="learn_step").options
+    for step in steps[1:4]:
+        at.segmented_control(key="learn_step").set_value(step).run()
+        ok(at)
+        assert charts(at), step
+
+
+def test_train_runs_and_new_student_appears(tiny):
+    from boomerang import dashboard as dash
+
+    at = app(tiny, page="train")
+    name = next(t for t in at.text_input if t.label == "Run name")
+    name.set_value("apptest")
+    steps = next(n for n in at.number_input if n.label == "Steps")
+    steps.set_value(3)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    ok(at)
+    job = dash.training_job(dash.dashboard_runs_dir() / "apptest")
+    assert job is not None
+    job.wait(240)
+    assert job.state == "done", job.message
+    at.run()
+    ok(at)
+    assert any("Finished" in s.value for s in at.success)
+    assert any(str(p.student).endswith("apptest/student") for p in dash.discover_pairs())
+
+
+def test_bad_inputs_are_one_sentence_errors(tiny):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="folders", student="/nonexistent/student")
+    at.run()
+    assert not at.exception
+    assert any("/nonexistent/student" in e.value for e in at.error)
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="folders", student=tiny[0], data="/nonexistent/corpus.txt")
+    at.run()
+    assert not at.exception
+    assert at.error and "Traceback" not in at.error[0].value
+
+
+@pytest.mark.skipif("not __import__('boomerang.dashboard').dashboard.demo_available()",
+                    reason="the demo family is not on disk")
+def test_opens_on_the_demo_by_default():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(blocks="4", seq_len="64")
+    at.run()
+    ok(at)
+    assert at.query_params["pair"] == "demo"
+    assert "Perplexity" in metrics(at)
