@@ -1,0 +1,187 @@
+"""Patch orders (sequential, custom, similarity, KLPatch, optimal, shortest-path) and pruning baselines."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+from eval_fixtures import random_ids, tiny_pair
+
+import boomerang as bm
+from boomerang import orders as od
+from boomerang.errors import BoomerangError
+from boomerang.pair import shares_storage
+
+torch.set_num_threads(1)
+
+NESTED = ("last-to-first", "first-to-last", "custom", "similarity", "klpatch")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    # 10 teacher layers -> 6 student layers; a noisy student so that orders have something to pick.
+    return tiny_pair("llama", 10, perturb=0.3, seed=2)
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return random_ids(4, 12, seed=11)
+
+
+def brute_kl(pair, patched, calib) -> float:
+    """KL(teacher || model) per token, from two independent full forwards."""
+    with torch.no_grad():
+        p = torch.log_softmax(pair.teacher(input_ids=calib).logits.double(), -1)
+        q = torch.log_softmax(pair.build(patched=patched)(input_ids=calib).logits.double(), -1)
+    return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+@pytest.fixture(scope="module")
+def all_kls(pair, calib):
+    n = pair.num_student_layers
+    return {frozenset(c): brute_kl(pair, c, calib)
+            for k in range(n + 1) for c in itertools.combinations(range(n), k)}
+
+
+@pytest.mark.parametrize("name", od.ORDER_NAMES)
+def test_orders_are_valid(pair, calib, name):
+    n = pair.num_student_layers
+    custom = [2, 0, 5, 1, 4, 3] if name == "custom" else None
+    sets = bm.patch_order(pair, name, calib, custom=custom)
+    assert len(sets) == n + 1
+    assert all(isinstance(s, frozenset) and len(s) == k for k, s in enumerate(sets))
+    assert all(s <= frozenset(range(n)) for s in sets)
+    if name in NESTED:
+        assert all(a < b for a, b in zip(sets, sets[1:]))
+    if name == "custom":
+        assert [next(iter(b - a)) for a, b in zip(sets, sets[1:])] == custom
+
+
+def test_sequential_orders_match_pair(pair):
+    n = pair.num_student_layers
+    for name in ("last-to-first", "first-to-last"):
+        assert od.patch_order(pair, name) == [pair.sequential(name, k) for k in range(n + 1)]
+
+
+def test_kl_to_teacher_matches_brute_force(pair, calib, all_kls):
+    sets = [frozenset(), frozenset({0, 3}), frozenset({5}), frozenset(range(6))]
+    got = od.kl_to_teacher(pair, sets, calib, batch_size=3)
+    assert got == pytest.approx([all_kls[s] for s in sets], rel=1e-4, abs=1e-8)
+    assert got[-1] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_klpatch_picks_brute_force_argmins(pair, calib, all_kls):
+    sets = bm.patch_order(pair, "klpatch", calib)
+    n = pair.num_student_layers
+    for k in range(1, n + 1):
+        prev = sets[k - 1]
+        candidates = {i: all_kls[prev | {i}] for i in range(n) if i not in prev}
+        best = min(candidates.values())
+        chosen = next(iter(sets[k] - prev))
+        assert candidates[chosen] == pytest.approx(best, rel=1e-6, abs=1e-10)
+
+
+def test_optimal_is_never_beaten(pair, calib, all_kls):
+    sets = bm.patch_order(pair, "optimal", calib)
+    for k, s in enumerate(sets):
+        best = min(v for c, v in all_kls.items() if len(c) == k)
+        assert all_kls[s] <= best * (1 + 1e-5) + 1e-10, k
+
+
+def test_optimal_refuses_large_students_and_reports_progress(calib):
+    teacher_pair = tiny_pair("llama", 14, keep_last=12)  # 13 student layers
+    assert teacher_pair.num_student_layers == 13
+    with pytest.raises(BoomerangError, match="shortest-path"):
+        bm.patch_order(teacher_pair, "optimal", calib)
+    small = tiny_pair("llama", 6, perturb=0.1)
+    seen = []
+    od.patch_order(small, "optimal", calib, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] == 2 ** small.num_student_layers
+
+
+def test_shortest_path_solves_its_surrogate_exactly(pair, calib, all_kls):
+    n = pair.num_student_layers
+    costs = od.run_costs(pair, calib)
+
+    def surrogate(s):
+        runs, j = [], 0
+        while j < n:
+            if j in s:
+                j += 1
+                continue
+            b = j
+            while b < n and b not in s:
+                b += 1
+            runs.append((j, b))
+            j = b
+        return sum(costs[r] for r in runs)
+
+    sets = od.shortest_path_subsets(pair, calib, costs=costs)
+    for k, s in enumerate(sets):
+        assert len(s) == k
+        best = min(surrogate(frozenset(c)) for c in itertools.combinations(range(n), k))
+        assert surrogate(s) == pytest.approx(best, rel=1e-9, abs=1e-12)
+    # The surrogate is exact for sets with at most one run of student layers.
+    for (a, b), cost in costs.items():
+        assert cost == pytest.approx(all_kls[frozenset(range(n)) - frozenset(range(a, b))], rel=1e-4, abs=1e-8)
+
+
+def test_similarity_order_follows_layer_cosines(pair, calib):
+    cos = od.layer_cosines(pair, calib)
+    sets = bm.patch_order(pair, "similarity", calib)
+    first = next(iter(sets[1]))
+    assert cos[first] == min(cos)
+
+
+def test_bad_orders_give_one_sentence(pair, calib):
+    with pytest.raises(BoomerangError, match="Unknown order"):
+        bm.patch_order(pair, "random")
+    with pytest.raises(BoomerangError, match="every student layer"):
+        bm.patch_order(pair, "custom", custom=[0, 1, 1, 2, 3, 4])
+    with pytest.raises(BoomerangError, match="out of range"):
+        bm.patch_order(pair, "custom", custom=[0, 1, 2, 3, 4, 9])
+    with pytest.raises(BoomerangError, match="calibration"):
+        bm.patch_order(pair, "klpatch")
+
+
+def test_prune_teacher_is_zero_copy_and_exact(pair, calib):
+    keep = [0, 3, 4, 8, 9]
+    model = od.prune_teacher(pair, keep)
+    assert shares_storage(model, pair.teacher)
+    assert model.config.num_hidden_layers == len(keep)
+    # Reference: a deep copy of the teacher with the other layers deleted.
+    ref = copy.deepcopy(pair.teacher)
+    layers = pair.parts.layer_list(ref)
+    pair.parts.base_module(ref).layers = torch.nn.ModuleList([layers[k] for k in keep])
+    ref.config.num_hidden_layers = len(keep)
+    for p, layer in enumerate(pair.parts.layer_list(ref)):
+        layer.self_attn.layer_idx = p
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=calib).logits, ref(input_ids=calib).logits, atol=1e-6)
+        prompt = calib[:1, :5]
+        cached = model.generate(prompt, max_new_tokens=6, do_sample=False)
+        uncached = model.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    # The shared teacher is untouched.
+    assert pair.teacher.config.num_hidden_layers == 10
+    assert len(pair.parts.layer_list(pair.teacher)) == 10
+    with pytest.raises(BoomerangError, match="increasing"):
+        od.prune_teacher(pair, [3, 1])
+
+
+def test_pruning_orders(pair, calib):
+    n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
+    naive = od.pruning_order(pair, "naive")
+    assert sorted(naive) == list(range(n, N + 1))
+    assert naive[n] == pair.mapping.kept  # the student's initialisation
+    assert naive[N] == list(range(N))
+    assert all(len(keep) == L for L, keep in naive.items())
+    bi = od.block_influence(pair, calib)
+    infl = od.pruning_order(pair, "block-influence", calib, sizes=[3, 7])
+    assert sorted(infl) == [3, 7]
+    dropped = set(range(N)) - set(infl[7])
+    assert max(bi[t] for t in dropped) <= min(bi[t] for t in infl[7])
+    with pytest.raises(BoomerangError, match="sizes"):
+        od.pruning_order(pair, "naive", sizes=[2])
