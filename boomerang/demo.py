@@ -301,6 +301,8 @@ def train_teacher(
     training split. Logs go to ``out_dir/log.jsonl``; the model is checkpointed atomically to
     ``out_dir/checkpoint`` every ``checkpoint_every`` steps (a crashed run resumes from the
     weights and step; AdamW moments restart) and the final model lands in ``out_dir/final``.
+    With ``cfg.time_budget_s`` the number of steps is fitted to the budget and written back to
+    ``cfg.max_steps``.
     """
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer, LlamaForCausalLM
@@ -321,7 +323,10 @@ def train_teacher(
     ckpt = out / "checkpoint"
     if resume and (ckpt / "train_state.json").exists():
         model = LlamaForCausalLM.from_pretrained(str(ckpt))
-        start_step = json.loads((ckpt / "train_state.json").read_text())["step"]
+        saved = json.loads((ckpt / "train_state.json").read_text())
+        start_step = saved["step"]
+        # Keep the schedule the interrupted run was following (a time budget may have set it).
+        cfg.max_steps = saved["config"]["max_steps"]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optim = torch.optim.AdamW(
