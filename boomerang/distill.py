@@ -23,6 +23,20 @@ The training loop uses Hugging Face Accelerate, so one code path runs on CPU (fp
 weights, optimizer, scheduler, RNG states and step; the data order is a pure function of
 ``(seed, step)``, so resuming after ``kill -9`` continues exactly where the last checkpoint left
 off and ``log.jsonl`` has no duplicate steps.
+
+Running it::
+
+    python -m boomerang distill --teacher T --data demo --steps 2000 --out runs/x      # CPU / 1 GPU
+    accelerate launch --multi_gpu --num_processes 8 -m boomerang distill ...          # DDP
+    accelerate launch --config_file configs/accelerate_fsdp.yaml -m boomerang distill ...  # FSDP
+
+``--batch-size`` is per process; add ``--resume`` to continue a run. From code::
+
+    from boomerang.distill import DistillConfig, distill
+    student_dir = distill(DistillConfig(teacher=..., data=..., out=...), progress=print)
+
+Output folder: ``config.json``, ``log.jsonl`` (one line per logged step), ``checkpoints/step-N``
+(the last ``keep_checkpoints``), and finally ``student/`` (see :func:`boomerang.save_student`).
 """
 
 from __future__ import annotations
@@ -587,10 +601,10 @@ def _distill(
     out = Path(config.out)
     log_path = out / "log.jsonl"
     ckpt = last_checkpoint(out) if config.resume else None
-    if not config.resume and (out / CHECKPOINT_DIR).exists() and _checkpoints(out):
+    if not config.resume and (_checkpoints(out) or (out / "student").exists()):
         raise BoomerangError(
-            f"{str(out)!r} already holds checkpoints of a run; pass --resume to continue it or "
-            "choose another --out."
+            f"{str(out)!r} already holds a run (checkpoints or a student); pass --resume to "
+            "continue it or choose another --out."
         )
 
     acc = _make_accelerator(config)
@@ -751,6 +765,9 @@ def _distill(
             bar.update(1)
 
             stop = _stop_requested(should_stop)
+            if world > 1:  # every rank must stop at the same step (the checkpoint is collective)
+                flag = torch.tensor([float(stop)], device=acc.device)
+                stop = bool(acc.reduce(flag, "sum").item() > 0)
             event, ck = "step", None
             if step % config.save_every == 0 or (stop and step < config.steps):
                 ck = save_checkpoint(step, elapsed_before + elapsed)
