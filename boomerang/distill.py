@@ -658,12 +658,12 @@ def _distill(
     )
     model, opt, sched = acc.prepare(student, opt, sched)
     fsdp = acc.distributed_type == DistributedType.FSDP
-    if fsdp:
-        teacher = acc.prepare_model(teacher, evaluation_mode=True)
-    else:
-        if acc.mixed_precision == "bf16":
-            teacher = teacher.to(torch.bfloat16)  # frozen: no need for fp32 master weights
-        teacher = teacher.to(acc.device)
+    # The frozen teacher is replicated on every device (bf16 under mixed precision: no master
+    # weights needed), not wrapped: it has no gradients to sync, and FSDP2 in Accelerate takes
+    # one model per run. So the teacher must fit on one device; the student may be sharded.
+    if acc.mixed_precision == "bf16":
+        teacher = teacher.to(torch.bfloat16)
+    teacher = teacher.to(acc.device)
 
     # ---- resume -------------------------------------------------------------------------
     step, tokens_seen, elapsed_before = 0, 0, 0.0
@@ -796,7 +796,10 @@ def _distill(
             from transformers import AutoModelForCausalLM
 
             final_model = AutoModelForCausalLM.from_config(acc.unwrap_model(model).config)
-            final_model.load_state_dict(state, strict=False)
+            res = final_model.load_state_dict(state, strict=False)
+            tied = {"lm_head.weight"} if final_model.config.tie_word_embeddings else set()
+            if res.unexpected_keys or set(res.missing_keys) - tied:
+                raise RuntimeError(f"gathered student state does not fit its config: {res}")
     else:
         final_model = acc.unwrap_model(model)
     if acc.is_main_process:
