@@ -51,7 +51,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -332,20 +332,23 @@ def distill_loss(
     """The boomerang loss and its terms, all scalars (fp32).
 
     Returns ``loss = ce_w * ce + w_kl * kl + w_cos * cos`` with ``ce`` the next-token cross
-    entropy over ``labels != -100``, ``kl = tau^2 * KL(p_t || p_s)`` averaged over real tokens,
+    entropy, ``kl = tau^2 * KL(p_t || p_s)`` averaged over real tokens,
     ``cos = sum_j mean_tokens (1 - cos(h_s[j], h_t[b(j)]))`` over the aligned states, and
     ``cos_states`` (``[num_states]``) the per-state terms. ``teacher_out`` may be None when
     ``w_kl == w_cos == 0``; ``kl``/``cos`` are then NaN. ``weights.cos`` must be resolved.
+    Padding -- positions with ``attention_mask == 0`` or ``labels == -100`` -- is left out of
+    every term (``attention_mask=None``: labels alone decide).
     """
     logits = student_out.logits.float()  # [B, T, V]
-    B, T, V = logits.shape
-    if attention_mask is None:
-        attention_mask = torch.ones(B, T, dtype=torch.long, device=logits.device)
-    real = attention_mask.bool()  # [B, T]
+    V = logits.shape[-1]
+    # A position is padding when its attention_mask is 0 or its label is -100.
+    real = labels != -100  # [B, T]
+    if attention_mask is not None:
+        real = real & attention_mask.bool()
     labels = labels.masked_fill(~real, -100)
 
-    # Cross entropy: position t predicts labels[t + 1]; padding labels are -100.
-    tgt = labels[:, 1:]  # [B, T-1]
+    # Cross entropy: real position t predicts real labels[t + 1].
+    tgt = labels[:, 1:].masked_fill(~real[:, :-1], -100)  # [B, T-1]
     n_tgt = (tgt != -100).sum().clamp(min=1)
     ce = F.cross_entropy(logits[:, :-1].reshape(-1, V), tgt.reshape(-1), ignore_index=-100,
                          reduction="sum") / n_tgt

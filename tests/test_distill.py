@@ -31,7 +31,7 @@ from boomerang.loading import load_pair
 from boomerang.mapping import LayerMapping
 from boomerang.student import init_student
 
-from tiny import FAMILIES, perturb, tiny_model
+from tiny import perturb, tiny_model
 
 V = 64  # vocabulary of the synthetic language
 
@@ -233,6 +233,10 @@ def test_padding_is_masked_in_every_term():
     c = distill_loss(s2, t2, ids.masked_fill(mask == 0, -100), mask, mapping, w)
     for k in ("loss", "ce", "kl", "cos"):
         assert torch.allclose(a[k], c[k], atol=1e-6), k
+    # labels == -100 alone marks padding just as well as the attention mask.
+    d = distill_loss(s2, t2, ids.masked_fill(mask == 0, -100), None, mapping, w)
+    for k in ("loss", "ce", "kl", "cos"):
+        assert torch.allclose(a[k], d[k], atol=1e-6), k
     # ... while the same change on a real position does change it.
     s3 = s._replace(logits=s.logits.clone())
     s3.logits[0, 3] += torch.randn(s3.logits.shape[-1], generator=g)
