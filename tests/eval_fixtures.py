@@ -67,3 +67,22 @@ def tiny_tokenizer(vocab_size: int = 300):
     tok.train_from_iterator(text, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
                                    pad_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def saved_tiny_pair(root, family: str = "llama", teacher_layers: int = 6):
+    """Save a tiny teacher and student (with a tokenizer) under ``root``; return their folders
+    and a small text file to read data from."""
+    from pathlib import Path
+
+    root = Path(root)
+    tok = tiny_tokenizer()
+    pair = tiny_pair(family, teacher_layers, vocab=len(tok))
+    t_dir, s_dir = root / "teacher", root / "student"
+    pair.teacher.save_pretrained(t_dir)
+    tok.save_pretrained(t_dir)
+    bm.save_student(pair.student, pair.mapping, s_dir, tok, teacher=str(t_dir))
+    text = root / "text.txt"
+    text.write_text("\n\n".join(
+        f"Paragraph {i}: the quick brown fox jumps over the lazy dog, to be or not to be." for i in range(300)
+    ))
+    return t_dir, s_dir, text

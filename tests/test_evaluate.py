@@ -230,3 +230,26 @@ def test_shipped_task_items_match_a_fresh_build(tmp_path):
 
     for path in build_task_files(tmp_path):
         assert path.read_text() == (SHIPPED_DIR / path.name).read_text()
+
+
+def test_cli_sweep_writes_csv_and_reuses_cache(tmp_path, monkeypatch, capsys):
+    from eval_fixtures import saved_tiny_pair
+
+    from boomerang.cli import main
+
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
+    t_dir, s_dir, text = saved_tiny_pair(tmp_path)
+    out = tmp_path / "results.csv"
+    argv = ["sweep", "--teacher", str(t_dir), "--student", str(s_dir), "--device", "cpu",
+            "--orders", "last-to-first,klpatch,naive-pruning", "--data", str(text), "--seq-len", "16",
+            "--max-blocks", "4", "--calib-data", str(text), "--calib-n", "2", "--calib-len", "16",
+            "--out", str(out)]
+    assert main(argv) == 0
+    first = pd.read_csv(out)
+    assert set(first.order) == {"last-to-first", "klpatch", "naive-pruning"}
+    assert len(list((tmp_path / "cache" / "sweeps").iterdir())) == 3
+    assert main(argv) == 0
+    pd.testing.assert_frame_equal(first, pd.read_csv(out))
+    capsys.readouterr()
+    assert main(argv[:-1] + [str(out)] + ["--orders", "sideways"]) == 2
+    assert "Unknown order" in capsys.readouterr().err

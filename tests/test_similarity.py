@@ -66,3 +66,20 @@ def test_block_similarity_table(calib):
     assert single.ppl_gain.tolist() == pytest.approx([0.0, 0.0], abs=1e-4)
     # Two-layer blocks are not: their student layer skips a teacher layer.
     assert (table[table.block.str.contains("-")].cos_local < 1 - 1e-4).all()
+
+
+def test_cli_similarity(tmp_path, monkeypatch):
+    import pandas as pd
+    from eval_fixtures import saved_tiny_pair
+
+    from boomerang.cli import main
+
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
+    t_dir, s_dir, text = saved_tiny_pair(tmp_path)
+    out, blocks_out = tmp_path / "sim.csv", tmp_path / "blocks.csv"
+    assert main(["similarity", "--teacher", str(t_dir), "--student", str(s_dir), "--device", "cpu",
+                 "--calib-data", str(text), "--calib-n", "2", "--calib-len", "16", "--out", str(out),
+                 "--blocks-out", str(blocks_out)]) == 0
+    sim = pd.read_csv(out, index_col=0)
+    assert sim.shape == (5, 7) and sim.loc["s0", "t0"] == pytest.approx(1.0, abs=1e-2)
+    assert len(pd.read_csv(blocks_out)) == 4
