@@ -633,6 +633,11 @@ def _distill(
     if blocks is None:
         from .data import load_blocks
 
+        if tokenizer is None:
+            raise BoomerangError(
+                f"The teacher {config.teacher!r} has no tokenizer to tokenize {config.data!r} with; "
+                "save one in its folder (tokenizer.save_pretrained)."
+            )
         blocks = load_blocks(config.data, tokenizer, config.seq_len, split=config.split,
                              max_blocks=config.max_blocks)
     if blocks.ndim != 2 or blocks.shape[1] < config.seq_len:
@@ -763,8 +768,8 @@ def _distill(
                            "tokens": tokens_seen, "elapsed_s": round(elapsed_before + elapsed, 2)}
                     log_f.write(json.dumps(rec) + "\n")
                     log_f.flush()
-                bar.set_postfix(loss=f"{vals['loss']:.3f}", kl=f"{vals['kl']:.3f}",
-                                cos=f"{vals['cos']:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{vals['loss']:.4g}", kl=f"{vals['kl']:.3g}",
+                                cos=f"{vals['cos']:.3g}", refresh=False)
             bar.update(1)
 
             stop = _stop_requested(should_stop)
