@@ -1,24 +1,28 @@
 """boomerang dashboard: `streamlit run app.py`.
 
-Pages live in pages/; the shared sidebar (pair, data, device) in pages/_sidebar.py; all
-computation in boomerang/ (see boomerang/dashboard.py).
+Pages live in app_pages/ (not pages/: a pages/ folder makes Streamlit 1.67 bypass
+st.navigation and run the files directly); the shared sidebar (pair, data, device) is in
+app_pages/_sidebar.py; all computation in boomerang/ (see boomerang/dashboard.py).
 """
 
 import streamlit as st
 
 st.set_page_config(page_title="boomerang", page_icon="🪃", layout="wide")
 
-from pages._sidebar import sidebar  # noqa: E402  (after set_page_config)
+from app_pages._sidebar import sidebar  # noqa: E402  (after set_page_config)
+from boomerang.dashboard import configure_threads  # noqa: E402
+
+configure_threads()
 
 PAGES = [
-    st.Page("pages/interpolate.py", title="Interpolate", icon=":material/linear_scale:",
+    st.Page("app_pages/interpolate.py", title="Interpolate", icon=":material/linear_scale:",
             url_path="interpolate", default=True),
-    st.Page("pages/layers.py", title="Layer picker", icon=":material/view_week:", url_path="layers"),
-    st.Page("pages/compare.py", title="Compare orders", icon=":material/stacked_line_chart:",
+    st.Page("app_pages/layers.py", title="Layer picker", icon=":material/view_week:", url_path="layers"),
+    st.Page("app_pages/compare.py", title="Compare orders", icon=":material/stacked_line_chart:",
             url_path="compare"),
-    st.Page("pages/similarity.py", title="Similarity", icon=":material/grid_on:", url_path="similarity"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
+    st.Page("app_pages/similarity.py", title="Similarity", icon=":material/grid_on:", url_path="similarity"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
+    st.Page("app_pages/learn.py", title="Learn", icon=":material/school:", url_path="learn"),
 ]
 
 page = st.navigation(PAGES)

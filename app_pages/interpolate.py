@@ -4,7 +4,7 @@ import streamlit as st
 
 from boomerang import dashboard as dash
 from boomerang import plots
-from pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, pair_summary, show_error
+from app_pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, pair_summary, show_error
 
 ctx = context()
 pair = ctx.pair

@@ -6,7 +6,7 @@ import streamlit as st
 
 from boomerang import dashboard as dash
 from boomerang import plots
-from pages._sidebar import (
+from app_pages._sidebar import (
     calib_ids,
     computed,
     context,

@@ -5,7 +5,7 @@ import streamlit as st
 
 from boomerang import dashboard as dash
 from boomerang import plots
-from pages._sidebar import computed, context, eval_blocks, load_spec, show_error
+from app_pages._sidebar import computed, context, eval_blocks, load_spec, show_error
 
 ctx = context()
 

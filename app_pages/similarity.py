@@ -5,7 +5,7 @@ import streamlit as st
 
 from boomerang import dashboard as dash
 from boomerang import plots
-from pages._sidebar import calib_ids, computed, context, show_error
+from app_pages._sidebar import calib_ids, computed, context, show_error
 
 ctx = context()
 pair = ctx.pair

@@ -8,7 +8,7 @@ import streamlit as st
 from boomerang import dashboard as dash
 from boomerang import plots
 from boomerang.distill import MODES, DistillConfig
-from pages._sidebar import context, show_error
+from app_pages._sidebar import context, show_error
 
 ctx = context()
 pair = ctx.pair

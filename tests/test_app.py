@@ -44,7 +44,7 @@ def app(tiny, page: str | None = None, **params: str) -> AppTest:
     at.run()
     ok(at)
     if page is not None:  # AppTest runs a switched-to page on its own: the sidebar ran above
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"app_pages/{page}.py")
         at.run()
         ok(at)
     return at

@@ -1,0 +1,180 @@
+"""Drive the real dashboard in Debian's Chromium with Playwright (tests, benchmark, screenshots).
+
+``serve()`` starts ``streamlit run app.py`` on a free localhost port and stops it afterwards;
+``browser()`` launches the system Chromium (Playwright's own browser download is not used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    """The system Chromium, or None."""
+    for name in ("/usr/bin/chromium", "chromium", "chromium-browser"):
+        found = shutil.which(name) if not name.startswith("/") else (name if os.path.exists(name) else None)
+        if found:
+            return found
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[str]:
+    """Run the dashboard on a free port; yields its base URL; kills the server on exit."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+           "--server.runOnSave", "false"]
+    log = open(os.environ.get("BOOMERANG_SERVER_LOG", os.devnull), "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError("the dashboard did not start")
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def browser(width: int = 1400, height: int = 1000):
+    """A Playwright page in the system Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium_path()
+    if exe is None:
+        raise RuntimeError("no chromium on PATH; install Debian's `chromium` package")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = b.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(180_000)
+            yield page
+        finally:
+            b.close()
+
+
+def url_for(base: str, path: str = "", **params: str) -> str:
+    return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+# ---- page helpers ------------------------------------------------------------------------------
+
+def wait_idle(page, timeout: float = 180) -> None:
+    """Wait until Streamlit has finished running the script (no 'running' indicator)."""
+    page.wait_for_timeout(150)
+    page.wait_for_function(
+        "() => { const a = document.querySelector('[data-testid=\"stApp\"]');"
+        " return a && a.getAttribute('data-test-script-state') === 'notRunning'; }",
+        timeout=timeout * 1000)
+
+
+def metric(page, label: str) -> str:
+    """Text of the st.metric whose label is ``label``."""
+    box = page.locator('[data-testid="stMetric"]', has=page.locator(
+        '[data-testid="stMetricLabel"]', has_text=label)).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def wait_metric_change(page, label: str, old: str, timeout: float = 60) -> str:
+    """Wait until metric ``label`` shows something other than ``old``; returns the new text."""
+    page.wait_for_function(
+        """([label, old]) => {
+            for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+                const l = m.querySelector('[data-testid="stMetricLabel"]');
+                const v = m.querySelector('[data-testid="stMetricValue"]');
+                if (l && v && l.innerText.trim() === label) return v.innerText.trim() !== old;
+            }
+            return false;
+        }""", arg=[label, old], timeout=timeout * 1000, polling="raf")
+    return metric(page, label)
+
+
+CURRENT_X_JS = """() => {
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        const t = (gd.data || []).find(t => t.name === 'current');
+        if (t) return String(t.x[0]);
+    }
+    return null;
+}"""
+
+
+def current_point(page) -> str | None:
+    """x of the 'current' marker of the first plot that has one."""
+    return page.evaluate(CURRENT_X_JS)
+
+
+def wait_point_change(page, old: str | None, timeout: float = 60) -> str:
+    page.wait_for_function(f"(old) => {{ const x = ({CURRENT_X_JS})(); return x !== null && x !== old; }}",
+                           arg=old, timeout=timeout * 1000, polling="raf")
+    return current_point(page)
+
+
+def slider_input(page):
+    """The first slider's (visually hidden) range input: focus it and press arrow keys."""
+    return page.locator('[data-testid="stSlider"] input[type="range"]').first
+
+
+def slider_thumb(page):
+    """The first slider's visible thumb."""
+    return slider_input(page).locator("xpath=../..")
+
+
+def drag_slider_to(page, fraction: float) -> None:
+    """Drag the first slider's thumb to ``fraction`` (0..1) of its track with the mouse."""
+    thumb = slider_thumb(page)
+    track = page.locator('[data-testid="stSlider"] [data-orientation="horizontal"][style*="relative"]').first
+    tb, kb = track.bounding_box(), thumb.bounding_box()
+    x0, y0 = kb["x"] + kb["width"] / 2, kb["y"] + kb["height"] / 2
+    x1 = tb["x"] + fraction * tb["width"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y0, steps=8)
+    page.mouse.up()
+
+
+def goto_page(page, title: str) -> None:
+    """Click the sidebar navigation link ``title``."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    wait_idle(page)
