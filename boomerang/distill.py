@@ -676,8 +676,15 @@ def _distill(
     # ---- resume -------------------------------------------------------------------------
     step, tokens_seen, elapsed_before = 0, 0, 0.0
     if ckpt is not None:
-        acc.load_state(str(ckpt))
         state = json.loads((ckpt / STATE_FILE).read_text())
+        saved = [tuple(b) for b in state.get("mapping", mapping.blocks)]
+        if saved != list(mapping.blocks):
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} is of a student with layer blocks {saved}, but these "
+                f"settings give {list(mapping.blocks)}; resume with the run's own teacher and "
+                "keep-first/every/keep-last, or choose another --out."
+            )
+        acc.load_state(str(ckpt))
         step, tokens_seen = int(state["step"]), int(state["tokens"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
         if acc.is_main_process:
@@ -689,6 +696,8 @@ def _distill(
             log_path.unlink()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):  # saves cut short by a kill
+            shutil.rmtree(stale, ignore_errors=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     acc.wait_for_everyone()
 
