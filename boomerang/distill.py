@@ -737,6 +737,7 @@ def _distill(
     log_f = open(log_path, "a", encoding="utf-8") if acc.is_main_process else None
     try:
         while step < config.steps:
+            logged = {k: 0.0 for k in ("loss", "ce", "kl", "cos")}  # means over micro-batches
             for micro in range(config.grad_accum):
                 # Global sample index of this process's micro-batch (data position = step).
                 first = step * per_step + (micro * world + acc.process_index) * config.batch_size
@@ -757,6 +758,8 @@ def _distill(
                                                 dataclasses.replace(weights, kl=1.0, cos=1.0))
                         terms["kl"], terms["cos"] = full["kl"], full["cos"]
                     acc.backward(terms["loss"])
+                    for k in logged:
+                        logged[k] = logged[k] + terms[k].detach().float() / config.grad_accum
                     if acc.sync_gradients and config.grad_clip > 0:
                         acc.clip_grad_norm_(model.parameters(), config.grad_clip)
                     opt.step()
@@ -769,8 +772,7 @@ def _distill(
             lr = sched.get_last_lr()[0]
 
             if step % config.log_every == 0 or step == config.steps:
-                vals = {k: acc.reduce(terms[k].detach().float().reshape(1), "mean").item()
-                        for k in ("loss", "ce", "kl", "cos")}
+                vals = {k: acc.reduce(v.reshape(1), "mean").item() for k, v in logged.items()}
                 last_losses = vals
                 if log_f is not None:
                     rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),

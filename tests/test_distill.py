@@ -436,3 +436,15 @@ def test_resume_with_other_mapping_is_refused(synth, tmp_path):
     distill(DistillConfig(**{**base, "steps": 3}, resume=True), blocks=synth["train"])
     assert not (tmp_path / "r" / "checkpoints" / ".tmp-step-00000009").exists()
     assert [r["step"] for r in _log(tmp_path / "r")] == [1, 2, 3]
+
+
+def test_grad_accum_matches_a_bigger_batch(synth, tmp_path):
+    """2 micro-batches of 2 = 1 batch of 4: same samples, same averaged gradient, same student."""
+    base = dict(teacher=synth["teacher"], steps=3, seq_len=16, warmup=1, log_every=1, lr=1e-3)
+    a = distill(DistillConfig(out=str(tmp_path / "a"), batch_size=4, **base), blocks=synth["train"])
+    b = distill(DistillConfig(out=str(tmp_path / "b"), batch_size=2, grad_accum=2, **base),
+                blocks=synth["train"])
+    sa = load_pair(teacher=synth["teacher"], student=a, device="cpu").student.state_dict()
+    sb = load_pair(teacher=synth["teacher"], student=b, device="cpu").student.state_dict()
+    assert max((sa[k] - sb[k]).abs().max().item() for k in sa) < 1e-5
+    assert [r["tokens"] for r in _log(tmp_path / "b")] == [64, 128, 192]
