@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,12 +82,11 @@ def synth(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def text_teacher(tmp_path_factory) -> dict:
+def text_teacher(tmp_path_factory) -> Iterator[dict]:
     """A tiny random teacher with a real (trained BPE) tokenizer, and a text file to train on."""
     from boomerang.demo import train_tokenizer
 
     root = tmp_path_factory.mktemp("text")
-    os.environ.setdefault("BOOMERANG_CACHE", str(root / "cache"))
     words = ("the king and queen of the land went to see a ship on the sea while the lord "
              "spoke of love and war and the night was long and cold").split()
     g = torch.Generator().manual_seed(0)
@@ -94,13 +94,14 @@ def text_teacher(tmp_path_factory) -> dict:
     for _ in range(400):
         idx = torch.randint(0, len(words), (int(torch.randint(20, 60, (1,), generator=g)),), generator=g)
         paras.append(" ".join(words[i] for i in idx).capitalize() + ".")
-    text = "\n\n".join(paras) + "\n"
-    (root / "corpus.txt").write_text(text)
+    (root / "corpus.txt").write_text("\n\n".join(paras) + "\n")
     tok = train_tokenizer(paras, root / "tok", vocab_size=320)
     model = _llama(4, vocab=len(tok))
     model.save_pretrained(root / "teacher")
     tok.save_pretrained(root / "teacher")
-    return {"root": root, "teacher": str(root / "teacher"), "data": str(root / "corpus.txt")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOOMERANG_CACHE", str(root / "cache"))  # token-block cache of these tests
+        yield {"root": root, "teacher": str(root / "teacher"), "data": str(root / "corpus.txt")}
 
 
 def _log(out: Path) -> list[dict]:
