@@ -828,7 +828,11 @@ def _distill(
         final_model = final_model.to("cpu")
         if hasattr(final_model.config, "use_cache"):
             final_model.config.use_cache = True
-        save_student(final_model, mapping, tmp, tokenizer=tokenizer, teacher=config.teacher)
+        provenance = {"mode": config.mode, "steps": step, "tokens": tokens_seen,
+                      "data": config.data, "seq_len": config.seq_len, "lr": config.lr,
+                      "loss_weights": dataclasses.asdict(weights), "seed": config.seed}
+        save_student(final_model, mapping, tmp, tokenizer=tokenizer, teacher=config.teacher,
+                     extra={"distill": provenance})
         if student_dir.exists():
             shutil.rmtree(student_dir)
         os.replace(tmp, student_dir)

@@ -308,6 +308,9 @@ def test_each_mode_runs(mode, synth, tmp_path):
             assert r["loss"] == pytest.approx(r["ce"] + 0.1 * r["kl"], rel=1e-5)
         else:
             assert r["loss"] == pytest.approx(r["ce"] + 0.1 * r["kl"] + 2 / 6 * r["cos"], rel=1e-5)
+    meta = json.loads((out / "student_config.json").read_text())
+    assert meta["teacher"] == synth["teacher"] and meta["distill"]["mode"] == mode
+    assert meta["distill"]["steps"] == 3 and meta["distill"]["tokens"] == 3 * 2 * 16
     pair = load_pair(teacher=synth["teacher"], student=out, device="cpu")
     teacher_l0 = pair.teacher.model.layers[0].mlp.up_proj.weight
     diff = (pair.student.model.layers[0].mlp.up_proj.weight - teacher_l0).abs().max().item()
