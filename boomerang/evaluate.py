@@ -575,13 +575,11 @@ def sweep(
                 progress(done, total)
 
         if sets:
-            n_batches = math.ceil(len(blocks) / batch_size)
             results, seconds = perplexity_many(
                 pair, [parse_patched(s) for s in sets], blocks, batch_size=batch_size,
                 progress=(lambda d, t: progress(done + d * len(sets) // t, total)) if progress else None,
             )
             done += len(sets)
-            del n_batches
             ppl = {s: (r, sec) for s, r, sec in zip(sets, results, seconds)}
         for o, m in todo:
             rows = []

@@ -82,17 +82,19 @@ def kl_to_teacher(
     calib_ids: torch.Tensor,
     progress: Progress | None = None,
     batch_size: int = 8,
+    runner: PatchRunner | None = None,
 ) -> list[float]:
     """Mean token ``KL(teacher || model)`` (nats) of each patched model on ``calib_ids``.
 
     ``KL(p || q) = sum_v p(v) (log p(v) - log q(v))`` per position, averaged over every position
     of every sequence; the teacher's own distribution ``p`` is the reference, so 0 means the
-    model predicts exactly like the teacher.
+    model predicts exactly like the teacher. Pass a ``PatchRunner(pair, keep_recordings=True)``
+    to share the student's and teacher's forwards between calls on the same ``calib_ids``.
     """
     batches = _calib_batches(calib_ids, batch_size)
     sums = [0.0] * len(sets)
     teacher_logp: dict[int, torch.Tensor] = {}
-    runner = PatchRunner(pair)
+    runner = runner if runner is not None else PatchRunner(pair)
 
     def consume(i: int, b: int, logits: torch.Tensor) -> None:
         if b not in teacher_logp:
@@ -175,10 +177,11 @@ def _klpatch(pair: BoomerangPair, calib_ids: torch.Tensor, progress: Progress | 
     out = [current]
     total = n * (n + 1) // 2
     done = 0
+    runner = PatchRunner(pair, keep_recordings=True)
     for _ in range(n):
         candidates = [i for i in range(n) if i not in current]
         sets = [current | {i} for i in candidates]
-        kls = kl_to_teacher(pair, sets, calib_ids)
+        kls = kl_to_teacher(pair, sets, calib_ids, runner=runner)
         best = min(range(len(candidates)), key=lambda j: (kls[j], candidates[j]))
         current = sets[best]
         out.append(current)

@@ -107,8 +107,12 @@ class PatchRunner:
     and head; shared prefixes are charged to the set that computed them first).
     """
 
-    def __init__(self, pair: BoomerangPair) -> None:
+    def __init__(self, pair: BoomerangPair, keep_recordings: bool = False) -> None:
         self.pair = pair
+        # With keep_recordings, the student's and teacher's recorded forwards of each batch are
+        # kept between run() calls on the same batches (greedy searches call run() repeatedly).
+        self.keep_recordings = keep_recordings
+        self._recordings: dict[tuple, dict[bool, _Recorded]] = {}
         self.n = pair.num_student_layers
         self.blocks = pair.mapping.blocks
         # Zero-copy clones: the recording hooks never touch the shared teacher and student.
@@ -182,11 +186,16 @@ class PatchRunner:
         for b, ids in enumerate(batches):
             ids = ids.to(self.device)
             t0 = time.perf_counter()
-            with autocast_context(self.s_model):
-                rec = {
-                    False: _Recorded(self.s_model, self.s_layers, ids),
-                    True: _Recorded(self.t_model, self.t_layers, ids),
-                }
+            rec_key = (b, ids.data_ptr(), tuple(ids.shape))
+            rec = self._recordings.get(rec_key)
+            if rec is None:
+                with autocast_context(self.s_model):
+                    rec = {
+                        False: _Recorded(self.s_model, self.s_layers, ids),
+                        True: _Recorded(self.t_model, self.t_layers, ids),
+                    }
+                if self.keep_recordings:
+                    self._recordings[rec_key] = rec
             if keep_teacher_logits:
                 self.teacher_logits.append(rec[True].logits)
             if self.exact is None:
