@@ -321,6 +321,32 @@ def alignment_pairs(mapping: Any) -> list[tuple[int, int]]:
     return pairs
 
 
+KL_CHUNK = 4096  # tokens per chunk of the KL term: bounds its [chunk, V] fp32 temporaries
+
+
+def _kl_chunk(s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+    t_logp = F.log_softmax(t.float() / tau, dim=-1)  # [n, V]
+    s_logp = F.log_softmax(s.float() / tau, dim=-1)
+    return (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # [n]
+
+
+def _kl_per_token(s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+    """``KL(softmax(t/tau) || softmax(s/tau))`` per row of ``[N, V]`` logits.
+
+    Computed in chunks of :data:`KL_CHUNK` rows under activation checkpointing, so that with a
+    large vocabulary (SmolLM2: 49k) only one chunk's log-probabilities are alive at a time
+    instead of several ``[N, V]`` fp32 tensors saved for the backward pass.
+    """
+    if s.shape[0] <= KL_CHUNK or not torch.is_grad_enabled() or not s.requires_grad:
+        return _kl_chunk(s, t, tau)
+    from torch.utils.checkpoint import checkpoint
+
+    return torch.cat([
+        checkpoint(_kl_chunk, s[i : i + KL_CHUNK], t[i : i + KL_CHUNK], tau, use_reentrant=False)
+        for i in range(0, s.shape[0], KL_CHUNK)
+    ])
+
+
 def distill_loss(
     student_out: ForwardStates,
     teacher_out: ForwardStates | None,
@@ -364,11 +390,8 @@ def distill_loss(
                 "cos_states": torch.full((len(alignment_pairs(mapping)),), float("nan"))}
 
     # KL(p_t || p_s) per token, summed over the vocabulary, averaged over real tokens.
-    tau = weights.tau
-    t_logp = F.log_softmax(teacher_out.logits.float() / tau, dim=-1)  # [B, T, V]
-    s_logp = F.log_softmax(logits / tau, dim=-1)
-    kl_tok = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # [B, T]
-    kl = tau**2 * (kl_tok * real).sum() / n_real
+    kl_tok = _kl_per_token(logits.reshape(-1, V), teacher_out.logits.reshape(-1, V), weights.tau)
+    kl = weights.tau**2 * (kl_tok.view_as(real) * real).sum() / n_real
 
     # Cosine alignment, one mean over real tokens per aligned state.
     terms = []
