@@ -7,8 +7,10 @@ Prints figures, asserts nothing. Run: ``python bench/bench_sweep.py [--blocks 64
    (b) one :class:`~boomerang.runner.PatchRunner` walk per order, (c) one walk for all orders
    together (what :func:`boomerang.sweep` does). Same numbers, less time: the ratio (b)/(a)
    is the target (<= 0.75).
-2. Mean token KL(teacher || model) of each size for optimal (exhaustive), shortest-path,
-   KLPatch and last-to-first on calibration text, and the time each order takes to choose.
+2. Mean token KL(teacher || model) of each size for optimal (exhaustive), shortest-path (run-KL
+   costs), KLPatch, last-to-first and shortest-path with the cheap hidden-state costs
+   (``sp-local``, :func:`boomerang.orders.local_run_costs`) on calibration text, and the time
+   each order takes to choose.
 
 Uses the bundled demo pair when it is installed, else (or with ``--synthetic``) a random pair
 of the demo's shape (12-layer Llama, hidden 160, vocab 4096; student = kept layers + noise).
@@ -111,6 +113,8 @@ def main() -> None:
         if name == "optimal" and n > od.MAX_EXHAUSTIVE_LAYERS:
             continue
         timings[name], chosen[name] = best_of(lambda: od.patch_order(pair, name, calib), 1)
+    timings["sp-local"], chosen["sp-local"] = best_of(
+        lambda: od.shortest_path_subsets(pair, calib, costs=od.local_run_costs(pair, calib)), 1)
     kl = dict(zip(
         [s for sets in chosen.values() for s in sets],
         od.kl_to_teacher(pair, [s for sets in chosen.values() for s in sets], calib),

@@ -236,6 +236,56 @@ def run_costs(
     return dict(zip(runs, kls))
 
 
+def local_run_costs(
+    pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: int = 8
+) -> dict[tuple[int, int], float]:
+    """A cheap stand-in for :func:`run_costs` from hidden states alone (``2n`` layer calls).
+
+    The *mismatch* of student layer ``j`` on an input ``h`` is ``1 - cos(S_j(h), T_j(h))``, mean
+    over tokens, where ``T_j`` is teacher block ``j``: the error that substituting the layer
+    introduces, measured on the inputs it will actually see. A layer that starts a student run
+    after a patched block sees the teacher's hidden state entering block ``j``; inside a run
+    (or at position 0, fed by the student's embedding) it sees the student's own hidden state.
+    The cost of the run ``[a, b)`` is the sum of its layers' mismatches on those inputs.
+    """
+    n = pair.num_student_layers
+    blocks = pair.mapping.blocks
+    on_teacher = torch.zeros(n, dtype=torch.float64)  # mismatch on the teacher's input
+    on_student = torch.zeros(n, dtype=torch.float64)  # mismatch on the student's own input
+    count = 0
+    t_model = pair.build(patched=range(n)).eval()
+    s_model = pair.build(patched=()).eval()
+    t_layers, s_layers = pair.parts.layer_list(t_model), pair.parts.layer_list(s_model)
+
+    def mismatch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        cos = torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+        return (1 - cos).clamp_min(0).double().sum()
+
+    with torch.inference_mode():
+        for ids in _calib_batches(calib_ids, batch_size):
+            ids = ids.to(next(t_model.parameters()).device)
+            with autocast_context(t_model):
+                rt = _Recorded(t_model, t_layers, ids)
+                rs = _Recorded(s_model, s_layers, ids)
+                for j, block in enumerate(blocks):
+                    args, kw = rs.calls[j]
+                    s_on_t = _output_tensor(s_layers[j](rt.inputs[block[0]], *args, **kw))
+                    on_teacher[j] += mismatch(s_on_t, rt.outputs[block[-1]])
+                    h = rs.inputs[j]  # [B, T, H]
+                    for t in block:
+                        t_args, t_kw = rt.calls[t]
+                        h = _output_tensor(t_layers[t](h, *t_args, **t_kw))
+                    on_student[j] += mismatch(rs.outputs[j], h)
+            count += ids.numel()
+    on_teacher, on_student = (on_teacher / count).tolist(), (on_student / count).tolist()
+    costs = {}
+    for a in range(n):
+        first = on_teacher[a] if a > 0 else on_student[0]
+        for b in range(a + 1, n + 1):
+            costs[(a, b)] = first + sum(on_student[a + 1 : b])
+    return costs
+
+
 def shortest_path_subsets(
     pair: BoomerangPair,
     calib_ids: torch.Tensor,
@@ -251,7 +301,8 @@ def shortest_path_subsets(
     and everything else teacher. It is exact for every set with at most one run (both
     sequential orders, for instance) and assumes that the errors of separate runs add up. It
     keeps what a per-layer cost would lose: consecutive student layers were trained together
-    and usually hurt less as a run than apart.
+    and usually hurt less as a run than apart. :func:`local_run_costs` gives a cheaper cost
+    from hidden states alone (pass it as ``costs``).
 
     **Search.** The surrogate decomposes along the positions, so its minimiser for every size
     at once is a shortest path in a DAG whose states are ``(position j, patched so far m, last

@@ -185,3 +185,16 @@ def test_pruning_orders(pair, calib):
     assert max(bi[t] for t in dropped) <= min(bi[t] for t in infl[7])
     with pytest.raises(BoomerangError, match="sizes"):
         od.pruning_order(pair, "naive", sizes=[2])
+
+
+def test_local_run_costs(calib):
+    exact = tiny_pair("llama", 8, perturb=0.0)  # student = the teacher's kept layers
+    costs = od.local_run_costs(exact, calib)
+    n = exact.num_student_layers
+    assert set(costs) == {(a, b) for a in range(n) for b in range(a + 1, n + 1)}
+    assert all(v >= -1e-9 for v in costs.values())
+    # Singleton blocks (layers 3 and 4) are copied verbatim: no mismatch on any input.
+    assert costs[(3, 4)] == pytest.approx(0.0, abs=1e-6) and costs[(3, 5)] == pytest.approx(0.0, abs=1e-6)
+    assert costs[(0, 1)] > 1e-4  # layer 0 skips teacher layer 1
+    sets = od.shortest_path_subsets(exact, calib, costs=costs)
+    assert [len(s) for s in sets] == list(range(n + 1))
