@@ -68,7 +68,7 @@ st.dataframe(table, hide_index=True, width="stretch",
 d1, d2, d3, _ = st.columns([1, 1, 1, 3])
 d1.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",
                    mime="text/csv", icon=":material/download:", width="stretch")
-d2.download_button("Figure (HTML)", fig.to_html(include_plotlyjs="cdn").encode(),
+d2.download_button("Figure (HTML)", plots.for_export(fig).to_html(include_plotlyjs="cdn").encode(),
                    file_name="boomerang-orders.html", mime="text/html", icon=":material/download:",
                    width="stretch")
 sig = (tuple(picked), x_axis, metric, ctx.pair_key, ctx.data_key)

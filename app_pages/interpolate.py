@@ -53,26 +53,34 @@ def _label(k: int) -> str:
         else f"{layers} layers ({k} patched)"
 
 
-k = st.select_slider("Model size (student → teacher)", options=list(range(n + 1)), key="k",
-                     format_func=_label)
-keep("k", k)
-row = df.iloc[k]
-base, top = df.iloc[0], df.iloc[-1]
+traces = dash.RESULTS.get_or_compute(("traces", ctx.pair_key, ctx.data_key, order, x_axis),
+                                     lambda: plots.curve_traces(df, x_axis))
 
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("Perplexity", f"{row['perplexity']:.2f}",
-          delta=None if k == 0 else f"{row['perplexity'] - base['perplexity']:+.2f} vs student",
-          delta_color="inverse")
-m2.metric("Parameters", f"{row['params'] / 1e6:.2f} M",
-          delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off")
-m3.metric("Decoder layers", f"{int(row['layers'])}",
-          delta=f"{k} of {n} student layers patched", delta_color="off")
-m4.metric("Latency", f"{lat[k]:.1f} ms/token", delta="greedy, batch 1", delta_color="off")
 
-st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400),
-                width="stretch", key="curve")
-st.plotly_chart(plots.strip_figure(dash.strip_cells(pair, row["patched"]), dash.layer_labels(pair)),
-                width="stretch", key="strip")
+@st.fragment
+def size_view() -> None:
+    """The slider and everything that depends on it: reruns alone when the slider moves."""
+    k = st.select_slider("Model size (student → teacher)", options=list(range(n + 1)), key="k",
+                         format_func=_label)
+    keep("k", k)
+    row = df.iloc[k]
+    base, top = df.iloc[0], df.iloc[-1]
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Perplexity", f"{row['perplexity']:.2f}",
+              delta=None if k == 0 else f"{row['perplexity'] - base['perplexity']:+.2f} vs student",
+              delta_color="inverse")
+    m2.metric("Parameters", f"{row['params'] / 1e6:.2f} M",
+              delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off")
+    m3.metric("Decoder layers", f"{int(row['layers'])}",
+              delta=f"{k} of {n} student layers patched", delta_color="off")
+    m4.metric("Latency", f"{lat[k]:.1f} ms/token", delta="greedy, batch 1", delta_color="off")
+    st.html(plots.strip_html(dash.strip_cells(pair, row["patched"])))
+    st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces),
+                    width="stretch", key="curve")
+
+
+size_view()
+row = df.iloc[st.session_state["k"]]
 
 st.subheader("Talk to this model", anchor=False)
 with st.form("generate", border=False):

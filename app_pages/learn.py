@@ -170,7 +170,5 @@ else:
         "layers no longer *mean* what the teacher blocks mean, so swapping them in produces "
         "mismatched hidden states:")
     st.markdown("\n".join(notes))
-    fig = plots.curve_figure(pd.concat(frames, ignore_index=True), x="params")
-    for tr, color in zip(fig.data, ("#4C78A8", "#E45756", "#9D755D")):
-        tr.line.color = color
-    st.plotly_chart(fig, width="stretch", key="learn_ablation")
+    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="params"),
+                    width="stretch", key="learn_ablation")

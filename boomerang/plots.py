@@ -1,11 +1,15 @@
 """Plotly figure builders for the dashboard (and for anyone who wants the same plots in a notebook).
 
 Each function takes plain data (frames, lists) and returns a ``plotly.graph_objects.Figure``; no
-computation beyond reshaping happens here.
+computation beyond reshaping happens here. Figures are assembled as plain dicts and wrapped
+without plotly's property validation (``_validate=False``): validation costs ~50-150 ms per
+figure on a busy CPU, which would dominate a slider move. ``tests/test_plots.py`` validates every
+builder's output once instead.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,82 +30,119 @@ ORDER_COLORS = {
     "block-influence": "#BAB0AC",
     "custom": "#EECA3B",
 }
+EXTRA_COLORS = ["#4C78A8", "#E45756", "#9D755D", "#72B7B2", "#54A24B", "#B279A2", "#FF9DA6"]
 X_TITLES = {"params": "parameters", "layers": "decoder layers", "k": "student layers patched"}
-Y_TITLES = {"perplexity": "perplexity (lower is better)", "nll": "NLL (nats/token)",
-            "accuracy": "accuracy"}
-_LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10),
-               legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+Y_TITLES = {"perplexity": "perplexity (lower is better)", "nll": "NLL (nats/token)"}
+
+
+def _layout(**kw: Any) -> dict[str, Any]:
+    # No template: the dashboard applies Streamlit's theme; exports get one in for_export().
+    base = dict(margin=dict(l=10, r=10, t=40, b=10),
+                legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
+    base.update(kw)
+    return base
+
+
+def figure(spec: dict[str, Any]) -> go.Figure:
+    """Wrap a figure dict without validation (see the module docstring)."""
+    return go.Figure(spec, _validate=False)
+
+
+def _num(v: Any) -> Any:
+    """Plain Python numbers (numpy scalars do not survive a dict-built figure's JSON)."""
+    try:
+        return v.item()
+    except AttributeError:
+        return v
 
 
 def _hover(df: pd.DataFrame) -> list[str]:
     out = []
-    for _, r in df.iterrows():
-        patched = ", ".join(str(i) for i in r.get("patched", ())) or "none"
+    for r in df.to_dict("records"):
+        p = r.get("patched", ())
+        patched = ", ".join(str(i) for i in p) if isinstance(p, (tuple, list, frozenset, set)) else str(p or "")
         out.append(f"{r.get('order', '')}<br>k={r.get('k', '')}, layers={r.get('layers', '')}, "
-                   f"params={int(r.get('params', 0)):,}<br>patched: {patched}")
+                   f"params={int(r.get('params', 0)):,}<br>patched: {patched or 'none'}")
     return out
+
+
+def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> list[dict[str, Any]]:
+    """One line per ``order`` of a sweep frame (dicts, for :func:`curve_figure`)."""
+    traces = []
+    if df.empty:
+        return traces
+    for i, (order, g) in enumerate(df.groupby("order", sort=False)):
+        g = g.sort_values([x, "k"] if "k" in g else x)
+        name = str(order)
+        dash = "dot" if name in ("naive-pruning", "block-influence") else "solid"
+        traces.append(dict(
+            type="scatter", x=[_num(v) for v in g[x]], y=[_num(v) for v in g[y]], mode="lines+markers",
+            name=name, hovertext=_hover(g), hoverinfo="text+y",
+            line=dict(color=ORDER_COLORS.get(name, EXTRA_COLORS[i % len(EXTRA_COLORS)]), dash=dash,
+                      width=3 if name == "optimal" else 2),
+            marker=dict(size=6),
+        ))
+    return traces
 
 
 def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
                  current: dict[str, Any] | None = None, extra: Sequence[dict[str, Any]] = (),
-                 log_y: bool = True, title: str | None = None, height: int = 420) -> go.Figure:
+                 log_y: bool = True, title: str | None = None, height: int = 420,
+                 traces: list[dict[str, Any]] | None = None) -> go.Figure:
     """Curves of ``y`` against ``x``, one per ``order`` in ``df``; ``current`` is marked with a star.
 
     ``extra`` are further marked points: dicts with x, y keys named like the axes and a ``name``.
+    ``traces`` (from :func:`curve_traces`) skips rebuilding the curves when they are cached.
     """
-    fig = go.Figure()
-    if not df.empty:
-        for order, g in df.groupby("order", sort=False):
-            g = g.sort_values(x)
-            dash = "dot" if order in ("naive-pruning", "block-influence") else "solid"
-            fig.add_trace(go.Scatter(
-                x=g[x], y=g[y], mode="lines+markers", name=str(order),
-                line=dict(color=ORDER_COLORS.get(str(order)), dash=dash,
-                          width=3 if order == "optimal" else 2),
-                marker=dict(size=6), hovertext=_hover(g), hoverinfo="text+y",
-            ))
+    data = copy.deepcopy(traces) if traces is not None else curve_traces(df, x, y)
     for pt in extra:
-        fig.add_trace(go.Scatter(x=[pt[x]], y=[pt[y]], mode="markers", name=pt.get("name", "point"),
-                                 marker=dict(size=14, symbol=pt.get("symbol", "diamond"),
-                                             color=pt.get("color", "#EECA3B"),
-                                             line=dict(width=1, color="black"))))
+        data.append(dict(type="scatter", x=[_num(pt[x])], y=[_num(pt[y])], mode="markers",
+                         name=pt.get("name", "point"),
+                         marker=dict(size=14, symbol=pt.get("symbol", "diamond"), color=pt.get("color", "#EECA3B"),
+                                     line=dict(width=1, color="black"))))
+    shapes = []
     if current is not None:
-        fig.add_trace(go.Scatter(x=[current[x]], y=[current[y]], mode="markers", name="current",
-                                 marker=dict(size=18, symbol="star", color="#EECA3B",
-                                             line=dict(width=1.5, color="black"))))
-        fig.add_vline(x=current[x], line=dict(color="#888", width=1, dash="dash"))
-    fig.update_layout(height=height, title=title, xaxis_title=X_TITLES.get(x, x),
-                      yaxis_title=Y_TITLES.get(y, y), **_LAYOUT)
-    if log_y and y == "perplexity":
-        fig.update_yaxes(type="log")
+        data.append(dict(type="scatter", x=[_num(current[x])], y=[_num(current[y])], mode="markers",
+                         name="current", customdata=[_num(current.get("k"))],
+                         marker=dict(size=18, symbol="star", color="#EECA3B",
+                                     line=dict(width=1.5, color="black"))))
+        shapes.append(dict(type="line", xref="x", yref="paper", x0=_num(current[x]), x1=_num(current[x]),
+                           y0=0, y1=1, line=dict(color="#888", width=1, dash="dash")))
+    xaxis: dict[str, Any] = dict(title=dict(text=X_TITLES.get(x, x)))
     if x == "params":
-        fig.update_xaxes(tickformat="~s")
-    return fig
+        xaxis["tickformat"] = "~s"
+    yaxis: dict[str, Any] = dict(title=dict(text=Y_TITLES.get(y, "accuracy" if y not in df else y)))
+    if log_y and y == "perplexity":
+        yaxis["type"] = "log"
+    layout = _layout(height=height, xaxis=xaxis, yaxis=yaxis, shapes=shapes)
+    if title:
+        layout["title"] = dict(text=title)
+    return figure(dict(data=data, layout=layout))
 
 
 def strip_figure(cells: list[dict[str, Any]], labels: Sequence[str] | None = None,
                  height: int = 170) -> go.Figure:
     """The composed model as a strip of cells, input on the left: blue student, orange teacher."""
-    fig = go.Figure()
+    data = []
     for who, color in (("student", STUDENT_COLOR), ("teacher", TEACHER_COLOR)):
         cs = [c for c in cells if c["source"] == who]
         if not cs:
             continue
-        fig.add_trace(go.Bar(
-            x=[1] * len(cs), base=[c["position"] for c in cs], y=["model"] * len(cs), orientation="h",
-            marker=dict(color=color, line=dict(color="white", width=2)), name=who,
+        data.append(dict(
+            type="bar", orientation="h", x=[1] * len(cs), base=[c["position"] for c in cs],
+            y=["model"] * len(cs), name=who, marker=dict(color=color, line=dict(color="white", width=2)),
             text=[f"{'S' if who == 'student' else 'T'}{c['index']}" for c in cs],
             textposition="inside", insidetextanchor="middle",
-            hovertext=[f"position {c['position']}: {who} layer {c['index']}"
-                       f"<br>(student slot {c['student_layer']}"
-                       f"{': ' + labels[c['student_layer']] if labels else ''})" for c in cs],
+            hovertext=[f"position {c['position']}: {who} layer {c['index']}<br>(student slot "
+                       f"{c['student_layer']}{': ' + labels[c['student_layer']] if labels else ''})"
+                       for c in cs],
             hoverinfo="text",
         ))
-    fig.update_layout(barmode="overlay", height=height, showlegend=True, bargap=0.1,
-                      xaxis=dict(title="depth (input → output)", range=[-0.2, max(1, len(cells)) + 0.2],
-                                 dtick=1, showgrid=False),
-                      yaxis=dict(visible=False), **_LAYOUT)
-    return fig
+    layout = _layout(barmode="overlay", height=height, showlegend=True, bargap=0.1,
+                     xaxis=dict(title=dict(text="depth (input → output)"),
+                                range=[-0.2, max(1, len(cells)) + 0.2], dtick=1, showgrid=False),
+                     yaxis=dict(visible=False))
+    return figure(dict(data=data, layout=layout))
 
 
 def heatmap_figure(sim: pd.DataFrame, outline: Sequence[tuple[str, str]] = (),
@@ -109,62 +150,75 @@ def heatmap_figure(sim: pd.DataFrame, outline: Sequence[tuple[str, str]] = (),
     """Student (rows) x teacher (columns) cosine similarity; ``outline`` cells (row, column labels)
     are framed — the mapping's student-layer/block-end pairs."""
     rows, cols = [str(r) for r in sim.index], [str(c) for c in sim.columns]
-    fig = go.Figure(go.Heatmap(
-        z=sim.values, x=cols, y=rows, colorscale="Viridis",
-        zmin=float(min(0.0, sim.values.min())), zmax=1.0, colorbar=dict(title="cos"),
-        hovertemplate="student %{y}<br>teacher %{x}<br>cos %{z:.3f}<extra></extra>",
-    ))
+    shapes = []
     for r, c in outline:
         if r in rows and c in cols:
             i, j = rows.index(r), cols.index(c)
-            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
-                          line=dict(color="white", width=2.5))
-    fig.update_layout(height=height, title=title, xaxis_title="teacher hidden state",
-                      yaxis_title="student hidden state", **_LAYOUT)
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category")
-    return fig
+            shapes.append(dict(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                               line=dict(color="white", width=2.5)))
+    data = [dict(type="heatmap", z=sim.values.tolist(), x=cols, y=rows, colorscale="Viridis",
+                 zmin=float(min(0.0, sim.values.min())), zmax=1.0, colorbar=dict(title=dict(text="cos")),
+                 hovertemplate="student %{y}<br>teacher %{x}<br>cos %{z:.3f}<extra></extra>")]
+    layout = _layout(height=height, shapes=shapes,
+                     xaxis=dict(title=dict(text="teacher hidden state"), type="category"),
+                     yaxis=dict(title=dict(text="student hidden state"), type="category", autorange="reversed"))
+    if title:
+        layout["title"] = dict(text=title)
+    return figure(dict(data=data, layout=layout))
 
 
 def bar_figure(df: pd.DataFrame, x: str, y: str, title: str | None = None, y_title: str | None = None,
-               color: str = STUDENT_COLOR, height: int = 300) -> go.Figure:
+               color: str = STUDENT_COLOR, height: int = 320) -> go.Figure:
     """A plain bar chart."""
-    fig = go.Figure(go.Bar(x=df[x].astype(str), y=df[y], marker_color=color,
-                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
-    fig.update_layout(height=height, title=title, yaxis_title=y_title or y, **_LAYOUT)
-    return fig
+    data = [dict(type="bar", x=[str(v) for v in df[x]], y=[_num(v) for v in df[y]], marker=dict(color=color),
+                 hovertemplate="%{x}: %{y:.3f}<extra></extra>")]
+    layout = _layout(height=height, yaxis=dict(title=dict(text=y_title or y)))
+    if title:
+        layout["title"] = dict(text=title)
+    return figure(dict(data=data, layout=layout))
 
 
 def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
                    x_title: str | None = None, y_title: str | None = None, title: str | None = None,
                    height: int = 380) -> go.Figure:
     """Labelled scatter with a least-squares line (when there are 3 points or more)."""
-    fig = go.Figure(go.Scatter(x=df[x], y=df[y], mode="markers+text" if text else "markers",
-                               text=df[text] if text else None, textposition="top center",
-                               marker=dict(size=11, color=TEACHER_COLOR, line=dict(width=1, color="black")),
-                               name="student layers"))
+    data = [dict(type="scatter", x=[_num(v) for v in df[x]], y=[_num(v) for v in df[y]],
+                 mode="markers+text" if text else "markers",
+                 text=[str(t) for t in df[text]] if text else None, textposition="top center",
+                 marker=dict(size=11, color=TEACHER_COLOR, line=dict(width=1, color="black")),
+                 name="student layers")]
     if len(df) >= 3 and df[x].nunique() > 1:
         import numpy as np
 
         a, b = np.polyfit(df[x].astype(float), df[y].astype(float), 1)
         xs = np.linspace(float(df[x].min()), float(df[x].max()), 20)
-        fig.add_trace(go.Scatter(x=xs, y=a * xs + b, mode="lines", name="trend",
-                                 line=dict(color="#888", dash="dash")))
-    fig.update_layout(height=height, title=title, xaxis_title=x_title or x, yaxis_title=y_title or y,
-                      **_LAYOUT)
-    return fig
+        data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines", name="trend",
+                         line=dict(color="#888", dash="dash")))
+    layout = _layout(height=height, xaxis=dict(title=dict(text=x_title or x)),
+                     yaxis=dict(title=dict(text=y_title or y)))
+    if title:
+        layout["title"] = dict(text=title)
+    return figure(dict(data=data, layout=layout))
 
 
 def loss_figure(history: pd.DataFrame, keys: Sequence[str] = ("loss", "ce", "kl", "cos"),
                 height: int = 340) -> go.Figure:
     """Training curves: one line per loss term against the step."""
-    fig = go.Figure()
+    data = []
     if not history.empty:
         for k in keys:
             if k in history and history[k].notna().any():
-                fig.add_trace(go.Scatter(x=history["step"], y=history[k], mode="lines", name=k))
-    fig.update_layout(height=height, xaxis_title="step", yaxis_title="loss", **_LAYOUT)
-    return fig
+                data.append(dict(type="scatter", x=[_num(v) for v in history["step"]],
+                                 y=[_num(v) for v in history[k]], mode="lines", name=k))
+    layout = _layout(height=height, xaxis=dict(title=dict(text="step")), yaxis=dict(title=dict(text="loss")))
+    return figure(dict(data=data, layout=layout))
+
+
+def for_export(fig: go.Figure) -> go.Figure:
+    """A validated copy of ``fig`` with a white template, for HTML/PNG files."""
+    out = go.Figure(fig.to_dict())
+    out.update_layout(template="plotly_white")
+    return out
 
 
 def figure_png(fig: go.Figure, width: int = 1000, height: int = 560) -> tuple[bytes | None, str]:
@@ -178,7 +232,24 @@ def figure_png(fig: go.Figure, width: int = 1000, height: int = 560) -> tuple[by
             os.environ["BROWSER_PATH"] = path  # kaleido/choreographer look here
             break
     try:
-        return fig.to_image(format="png", width=width, height=height), ""
+        return for_export(fig).to_image(format="png", width=width, height=height), ""
     except Exception as e:  # noqa: BLE001 - any failure means: no PNG, explain why
-        return None, f"PNG export is unavailable here ({type(e).__name__}: {str(e).splitlines()[0][:160]}); " \
-                     "download the HTML figure instead."
+        msg = str(e).splitlines()[0][:160] if str(e) else ""
+        return None, (f"PNG export is unavailable here ({type(e).__name__}: {msg}); "
+                      "download the HTML figure instead.")
+
+
+def strip_html(cells: list[dict[str, Any]]) -> str:
+    """The composed model as a row of small HTML chips (cheaper to redraw than a plotly strip)."""
+    chips = []
+    for c in cells:
+        teacher = c["source"] == "teacher"
+        color = TEACHER_COLOR if teacher else STUDENT_COLOR
+        chips.append(f'<span title="{c["source"]} layer {c["index"]} (student slot {c["student_layer"]})" '
+                     f'style="display:inline-block;min-width:2.6em;padding:0.25em 0.4em;margin:0 2px;'
+                     f'border-radius:4px;background:{color};color:white;font-size:0.8em;text-align:center;'
+                     f'font-family:monospace">{"T" if teacher else "S"}{c["index"]}</span>')
+    legend = (f'<span style="font-size:0.8em;color:#666;margin-left:0.8em">input → output · '
+              f'<b style="color:{STUDENT_COLOR}">S</b> student layer · '
+              f'<b style="color:{TEACHER_COLOR}">T</b> teacher layer</span>')
+    return f'<div style="line-height:2.2em">{"".join(chips)}{legend}</div>'

@@ -40,7 +40,7 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         bu.wait_idle(page)
         page.locator('[data-testid="stMetric"]').first.wait_for()
         assert bu.metric(page, "Decoder layers") == "4"
-        page.locator(".js-plotly-plot").nth(1).wait_for()  # curve + strip (plotly loads lazily)
+        page.locator(".js-plotly-plot").first.wait_for()  # the curve (plotly loads lazily)
         page.wait_for_function(f"() => ({bu.CURRENT_X_JS})() !== null")
         x0 = bu.current_point(page)
 

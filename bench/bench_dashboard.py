@@ -1,0 +1,127 @@
+"""Slider latency of the dashboard, measured in a real browser (Debian's Chromium + Playwright).
+
+Starts `streamlit run app.py`, opens the Interpolate page on the demo pair (or on a tiny pair when
+the demo is not on disk), visits every size once (warm-up), then moves the size slider one step
+at a time with the keyboard and once by dragging, timing each move from the key press until the
+page shows the new size's numbers *and* the curve's "current" marker sits on the new size.
+
+    python bench/bench_dashboard.py [--repeats 3] [--pair demo]
+
+Prints a table; does not assert (benchmarks print figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import browser_util as bu  # noqa: E402
+
+SHOWN_JS = """([k, n]) => {
+    let delta = null;
+    for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+        const l = m.querySelector('[data-testid="stMetricLabel"]');
+        if (l && l.innerText.trim() === 'Decoder layers') {
+            const d = m.querySelector('[data-testid="stMetricDelta"]');
+            delta = d ? d.innerText.trim() : null;
+        }
+    }
+    if (delta === null || !delta.startsWith(`${k} of ${n}`)) return false;
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        const t = (gd.data || []).find(t => t.name === 'current');
+        if (t && t.customdata && Number(t.customdata[0]) === k) return true;
+    }
+    return false;
+}"""
+
+
+def wait_shown(page, k: int, n: int, timeout_s: float = 600) -> None:
+    page.wait_for_function(SHOWN_JS, arg=[k, n], timeout=timeout_s * 1000, polling="raf")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="passes over all sizes (each way)")
+    ap.add_argument("--pair", default=None, help="'demo' (default when present) or 'tiny'")
+    args = ap.parse_args()
+    if bu.chromium_path() is None:
+        sys.exit("no chromium: apt-get install -y chromium")
+
+    from boomerang import dashboard as dash
+
+    use_demo = args.pair == "demo" or (args.pair is None and dash.demo_available())
+    params: dict[str, str] = {}
+    if use_demo:
+        params = {"pair": "demo"}
+        label = "demo (boomerang student), default evaluation data"
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="bm-bench-"))
+        _, student, text = dash.build_tiny_pair(tmp / "pair")
+        params = {"pair": "folders", "student": str(student), "data": str(text)}
+        label = "tiny random pair (the demo is not on disk)"
+
+    with bu.serve() as url, bu.browser() as page:
+        t0 = time.perf_counter()
+        page.goto(bu.url_for(url, "", **params))
+        page.locator('[data-testid="stMetric"]').first.wait_for(timeout=900_000)
+        page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)
+        n = int(bu.slider_input(page).get_attribute("max"))
+        wait_shown(page, 0, n)
+        first_load = time.perf_counter() - t0
+        slider = bu.slider_input(page)
+
+        # Warm-up: every size once (fills the caches), then back to the student.
+        t0 = time.perf_counter()
+        for k in range(1, n + 1):
+            slider.press("ArrowRight")
+            wait_shown(page, k, n)
+        for k in range(n - 1, -1, -1):
+            slider.press("ArrowLeft")
+            wait_shown(page, k, n)
+        warm = time.perf_counter() - t0
+
+        times = []
+        k = 0
+        for _ in range(args.repeats):
+            for key, step in (("ArrowRight", 1), ("ArrowLeft", -1)):
+                for _ in range(n):
+                    t = time.perf_counter()
+                    slider.press(key)
+                    k += step
+                    wait_shown(page, k, n)
+                    times.append(time.perf_counter() - t)
+        drags = []
+        for frac, target in ((1.0, n), (0.0, 0), (0.5, None)):
+            t = time.perf_counter()
+            bu.drag_slider_to(page, frac)
+            if target is None:
+                page.wait_for_timeout(50)
+                target = int(bu.slider_input(page).get_attribute("value"))
+            wait_shown(page, target, n)
+            drags.append(time.perf_counter() - t)
+
+    times.sort()
+    p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
+    print(f"dashboard slider latency in Chromium — {label}")
+    print(f"  machine: {os.cpu_count()} CPU cores, torch threads from BOOMERANG_THREADS or cores/2")
+    print(f"  first load (pair + curve + latency profile): {first_load:6.2f} s")
+    print(f"  warm-up (visit all {n + 1} sizes):              {warm:6.2f} s")
+    print(f"  one-step moves after warm-up (n={len(times)}):")
+    print(f"    median {statistics.median(times) * 1000:7.0f} ms   p90 {p90 * 1000:7.0f} ms   "
+          f"max {times[-1] * 1000:7.0f} ms   min {times[0] * 1000:7.0f} ms")
+    print("  mouse drags (to teacher, to student, to middle): "
+          + ", ".join(f"{d * 1000:.0f} ms" for d in drags))
+    print(f"  target < 500 ms: {'met' if p90 < 0.5 else 'NOT met'} at p90")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The dashboard's figure builders produce figures plotly itself accepts (they skip validation)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from boomerang import plots
+
+
+def _valid(fig: go.Figure) -> None:
+    go.Figure(fig.to_dict())  # raises on any invalid property
+    fig.to_json()
+
+
+def test_every_builder_makes_a_valid_figure():
+    df = pd.DataFrame({"order": ["last-to-first"] * 3 + ["naive-pruning"] * 3, "k": [0, 1, 2] * 2,
+                       "patched": [(), (2,), (1, 2), (), (), ()], "layers": [3, 4, 5, 3, 4, 5],
+                       "params": [100, 150, 200, 100, 150, 200], "perplexity": [9.0, 7.0, 5.0, 30, 20, 5],
+                       "nll": [2.2, 1.9, 1.6, 3.4, 3.0, 1.6]})
+    cur = df.iloc[1].to_dict()
+    _valid(plots.curve_figure(df, current=cur, extra=[{**cur, "name": "pick"}]))
+    _valid(plots.curve_figure(df, x="layers", y="nll", traces=plots.curve_traces(df, "layers", "nll")))
+    cells = [{"source": "student", "index": 0, "student_layer": 0, "position": 0},
+             {"source": "teacher", "index": 2, "student_layer": 1, "position": 1}]
+    _valid(plots.strip_figure(cells, ["S0 → T0–1", "S1 → T2"]))
+    sim = pd.DataFrame([[1.0, 0.5], [0.4, 0.9]], index=["emb", "s0"], columns=["emb", "t0"])
+    _valid(plots.heatmap_figure(sim, [("emb", "emb"), ("s0", "t0")]))
+    per = pd.DataFrame({"label": ["a", "b", "c"], "cos": [0.9, 0.5, 0.7], "gain": [1.0, 3.0, 2.0]})
+    _valid(plots.bar_figure(per, "label", "cos", title="t"))
+    _valid(plots.scatter_figure(per, "cos", "gain", text="label"))
+    _valid(plots.loss_figure(pd.DataFrame({"step": [1, 2], "loss": [3.0, 2.5], "kl": [1.0, 0.8]})))
+
+
+def test_current_marker_carries_its_size():
+    df = pd.DataFrame({"order": ["a", "a"], "k": [0, 1], "patched": [(), (0,)], "layers": [2, 3],
+                       "params": [10, 20], "perplexity": [5.0, 4.0]})
+    fig = plots.curve_figure(df, current=df.iloc[1].to_dict())
+    cur = [t for t in fig.data if t.name == "current"][0]
+    assert list(cur.customdata) == [1] and list(cur.x) == [20]
