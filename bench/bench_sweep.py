@@ -1,6 +1,8 @@
 """Benchmark: incremental sweeps vs evaluating every size from scratch; shortest-path vs optimal.
 
-Prints figures, asserts nothing. Run: ``python bench/bench_sweep.py [--blocks 64] [--synthetic]``.
+Prints figures, asserts nothing. Run: ``python bench/bench_sweep.py [--blocks 64] [--synthetic]
+[--threads 1]``. Times are CPU seconds of this process (best of ``--repeats``), which on a
+shared machine are far steadier than wall time; use ``--threads 1`` there.
 
 1. Perplexity of every size of last-to-first, first-to-last and klpatch on ``--blocks`` blocks
    of 128 tokens: (a) from scratch, ``perplexity(pair.build(patched=s), blocks)`` per size,
@@ -61,11 +63,13 @@ def load(synthetic: bool, blocks: int):
 
 
 def best_of(fn, repeats: int):
+    """Best CPU time of this process over ``repeats`` runs (steadier than wall time on a shared
+    machine; with one torch thread it is the compute time), and the last result."""
     best, out = float("inf"), None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return best, out
 
 

@@ -113,14 +113,21 @@ def _batches(ids: torch.Tensor, mask: torch.Tensor, batch_size: int):
 
 
 def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    """Summed NLL (float64) and count of the tokens ``mask`` selects; ``logits`` is ``[B, T, V]``."""
-    logits = logits[:, :-1].float()  # position t predicts token t + 1
-    target = ids[:, 1:].to(logits.device)
-    m = mask[:, 1:].to(logits.device)
+    """Summed NLL (float64) and count of the tokens ``mask`` selects; ``logits`` is ``[B, T, V]``.
+
+    Position ``t`` predicts token ``t + 1``; the targets are shifted instead of the logits so
+    that the big ``[B, T, V]`` tensor is never copied.
+    """
+    B, T, V = logits.shape
+    target = torch.full((B, T), -100, dtype=torch.long, device=logits.device)
+    target[:, :-1] = ids[:, 1:].to(logits.device)
+    keep = torch.zeros(B, T, dtype=torch.bool, device=logits.device)
+    keep[:, :-1] = mask[:, 1:].to(logits.device)
+    target[~keep] = -100
     nll = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="none"
-    ).view_as(target)
-    return float(nll[m].double().sum()), int(m.sum())
+        logits.reshape(B * T, V).float(), target.view(-1), reduction="none"
+    )  # [B * T], 0 where ignored
+    return float(nll.double().sum()), int(keep.sum())
 
 
 def _result(total: float, count: int) -> PerplexityResult:
