@@ -27,7 +27,7 @@ PAGES = [
 
 page = st.navigation(PAGES)
 with st.sidebar:
-    st.markdown("## 🪃 boomerang")
+    st.markdown("## boomerang")
     st.caption("Boomerang distillation & zero-shot model size interpolation "
                "([arXiv 2510.05064](https://arxiv.org/abs/2510.05064))")
 st.session_state["_ctx"] = sidebar()

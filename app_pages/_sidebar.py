@@ -114,14 +114,15 @@ def computed(key: tuple, label: str, fn: Callable[[dash.Progress], Any]) -> Any:
     hit = dash.RESULTS.get(key)
     if hit is not None:
         return hit
-    with st.status(label, expanded=False) as status:
-        bar = st.progress(0.0)
+    holder = st.empty()  # the status disappears once the result is there
+    with holder.status(label + "…", expanded=True):
+        bar = st.progress(0.0, text="starting")
 
         def progress(done: int, total: int, msg: str) -> None:
             bar.progress(min(1.0, done / max(total, 1)), text=msg)
 
         value = fn(progress)
-        status.update(label=f"{label} — done", state="complete")
+    holder.empty()
     return dash.RESULTS.put(key, value)
 
 

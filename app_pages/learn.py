@@ -106,10 +106,13 @@ elif step == STEPS[2]:
             pr = frames[-1]
             same = pr[pr["layers"] == int(mid["layers"])]
             if not same.empty:
+                pruned = float(same["perplexity"].iloc[0])
+                verdict = ("without a distilled student to stand in for the missing layers, the model "
+                           f"degrades {pruned / mid['perplexity']:.1f}× more" if pruned > mid["perplexity"]
+                           else "here pruning does as well — a sign that this student is not (yet) distilled")
                 st.markdown(
                     f"For comparison, simply **dropping** teacher layers to reach the same "
-                    f"{int(mid['layers'])} layers gives a perplexity of **{same['perplexity'].iloc[0]:.2f}**: "
-                    "without a distilled student to stand in for the missing layers, the model breaks.")
+                    f"{int(mid['layers'])} layers gives a perplexity of **{pruned:.2f}**: {verdict}.")
         except Exception as e:  # noqa: BLE001
             show_error(e)
     st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="params",

@@ -27,12 +27,14 @@ except Exception as e:  # noqa: BLE001
 
 st.plotly_chart(plots.heatmap_figure(sim, dash.mapping_cells(pair)), width="stretch", key="heatmap")
 
-SIMS = {"cos_local": "local: layer vs. its block on the same input",
-        "cos_global": "global: student state vs. teacher state (accumulated drift)"}
+SIMS = {"cos_local": "local (same input)", "cos_global": "global (with drift)"}
+SIM_HELP = ("local: student layer i vs. teacher block i run on the same teacher input (this layer's own "
+            "error). global: the student's own state after layer i vs. the teacher's at the end of block i "
+            "(errors accumulated from below).")
 GAINS = {"ppl_gain": "perplexity gain", "kl_gain": "KL-to-teacher gain"}
 c1, c2 = st.columns(2)
 sim_col = c1.segmented_control("Similarity", list(SIMS), default="cos_local", format_func=SIMS.get,
-                               key="sim_col") or "cos_local"
+                               key="sim_col", help=SIM_HELP) or "cos_local"
 gain_col = c2.segmented_control("Gain of patching the layer alone", list(GAINS), default="ppl_gain",
                                 format_func=GAINS.get, key="gain_col") or "ppl_gain"
 
@@ -41,7 +43,7 @@ with left:
     st.plotly_chart(plots.bar_figure(per_layer, "label", sim_col, title="Per-layer similarity to its block",
                                      y_title="cosine similarity"), width="stretch", key="block_bar")
 with right:
-    fig = plots.scatter_figure(per_layer, sim_col, gain_col, text="label", x_title=SIMS[sim_col],
+    fig = plots.scatter_figure(per_layer, sim_col, gain_col, text="label", x_title=f"similarity, {SIMS[sim_col]}",
                                y_title=GAINS[gain_col] + " (patched alone)",
                                title="Does similarity predict where patching helps?")
     st.plotly_chart(fig, width="stretch", key="gain_scatter")

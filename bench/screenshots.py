@@ -1,0 +1,75 @@
+"""Screenshot every dashboard page in Debian's Chromium into assets/screenshots/.
+
+    python bench/screenshots.py [--pair demo|tiny] [--out assets/screenshots]
+
+Uses the demo family when it is on disk (else a tiny random pair). Each page is opened by URL
+with a state worth showing (a mid-size model, a hand-picked layer set, several orders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import browser_util as bu  # noqa: E402
+
+
+def settle(page, plots: int = 0, timeout_s: float = 900) -> None:
+    """Wait for the script to finish and ``plots`` plotly charts to be drawn."""
+    page.wait_for_timeout(500)
+    bu.wait_idle(page, timeout_s)
+    if plots:
+        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {plots}",
+                               timeout=timeout_s * 1000)
+    page.wait_for_timeout(800)  # let plotly finish its transitions
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", default=None)
+    ap.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
+    ap.add_argument("--only", default=None, help="comma-separated page names")
+    args = ap.parse_args()
+    from boomerang import dashboard as dash
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.pair == "demo" or (args.pair is None and dash.demo_available()):
+        base = {"pair": "demo"}
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="bm-shots-"))
+        _, student, text = dash.build_tiny_pair(tmp / "pair")
+        base = {"pair": "folders", "student": str(student), "data": str(text)}
+
+    shots = [
+        ("interpolate", "", {"k": "3", "order": "last-to-first"}, 1),
+        ("layers", "layers", {"patched": "1,4"}, 2),
+        ("compare", "compare", {"orders": "last-to-first,first-to-last,klpatch,optimal,naive-pruning,block-influence"}, 1),
+        ("similarity", "similarity", {}, 3),
+        ("train", "train", {}, 0),
+        ("learn", "learn", {}, 1),
+    ]
+    only = set(args.only.split(",")) if args.only else None
+    with bu.serve() as url, bu.browser(width=1400, height=1800) as page:
+        for name, path, params, plots in shots:
+            if only and name not in only:
+                continue
+            t = time.perf_counter()
+            page.goto(bu.url_for(url, path, **base, **params))
+            settle(page, plots)
+            if name == "learn":  # show the step with the curve
+                page.locator('[data-testid="stButtonGroup"] button', has_text="The curve").first.click()
+                settle(page, 1)
+            page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+            print(f"{name:12s} {time.perf_counter() - t:6.1f} s -> {out / (name + '.png')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
