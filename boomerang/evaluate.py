@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
@@ -388,9 +389,13 @@ def accuracy(
     device = _device(model)
     was_training = model.training
     model.eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    # lm-eval warns about every model object and custom dataset it is given; keep errors only.
+    lm_logger = logging.getLogger("lm_eval")
+    old_level = lm_logger.level
+    lm_logger.setLevel(logging.ERROR)
     out: dict[str, float] = {}
     try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
         for i, task in enumerate(tasks):
             res = simple_evaluate(
                 model=lm, tasks=[task], limit=limit, task_manager=tm, log_samples=False,
@@ -403,6 +408,7 @@ def accuracy(
             if progress is not None:
                 progress(i + 1, len(tasks))
     finally:
+        lm_logger.setLevel(old_level)
         model.train(was_training)
     return out
 
