@@ -64,20 +64,34 @@ def _markov_blocks(n: int, seq_len: int, seed: int) -> torch.LongTensor:
     return x
 
 
+def _shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of this session that pytest-xdist workers share (built once, under a lock)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above the per-worker ones
+    d = base / name
+    d.mkdir(exist_ok=True)
+    return d
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> dict:
     """A tiny teacher trained briefly on the Markov language, saved to disk, plus data."""
-    root = tmp_path_factory.mktemp("synth")
+    from filelock import FileLock
+
+    root = _shared_dir(tmp_path_factory, "distill-synth")
     train, held = _markov_blocks(512, 32, seed=1), _markov_blocks(64, 32, seed=2)
-    teacher = _llama(6).train()
-    opt = torch.optim.AdamW(teacher.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(60):
-        b = train[torch.randint(0, len(train), (16,), generator=g)]
-        teacher(input_ids=b, labels=b).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    teacher.eval().save_pretrained(root / "teacher")
+    with FileLock(str(root / ".lock")):
+        if not (root / "teacher" / "config.json").exists():
+            teacher = _llama(6).train()
+            opt = torch.optim.AdamW(teacher.parameters(), lr=3e-3)
+            g = torch.Generator().manual_seed(0)
+            for _ in range(60):
+                b = train[torch.randint(0, len(train), (16,), generator=g)]
+                teacher(input_ids=b, labels=b).loss.backward()
+                opt.step()
+                opt.zero_grad()
+            teacher.eval().save_pretrained(root / "teacher")
     return {"root": root, "teacher": str(root / "teacher"), "train": train, "held": held}
 
 
@@ -250,12 +264,18 @@ def test_padding_is_masked_in_every_term():
 @pytest.fixture(scope="module")
 def trained(synth) -> dict:
     """Boomerang and random-init students of the synthetic teacher, same budget."""
+    from filelock import FileLock
+
     outs = {}
-    for mode in ("boomerang", "random-init"):
-        cfg = DistillConfig(teacher=synth["teacher"], out=str(synth["root"] / mode), steps=40,
-                            seq_len=32, batch_size=8, lr=3e-3, warmup=8, mode=mode, log_every=4,
-                            save_every=1000, seed=0)
-        outs[mode] = distill(cfg, blocks=synth["train"])
+    with FileLock(str(synth["root"] / ".trained.lock")):
+        for mode in ("boomerang", "random-init"):
+            out = synth["root"] / mode
+            if not (out / "student" / "config.json").exists():
+                cfg = DistillConfig(teacher=synth["teacher"], out=str(out), steps=40, seq_len=32,
+                                    batch_size=8, lr=3e-3, warmup=8, mode=mode, log_every=4,
+                                    save_every=1000, seed=0)
+                distill(cfg, blocks=synth["train"])
+            outs[mode] = out / "student"
     return outs
 
 
