@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from transformers import PreTrainedModel
+
+from .atomic import atomic_dir
+from .errors import BoomerangError
 
 
 def export_model(model: PreTrainedModel, out_dir: str | os.PathLike, tokenizer=None) -> Path:
     """Write ``model`` (+ tokenizer) to ``out_dir`` as safetensors; returns the folder."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
-        from .errors import BoomerangError
-
         raise BoomerangError(f"{out} exists and is not empty; choose a new folder for the export.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -35,9 +32,4 @@ def export_model(model: PreTrainedModel, out_dir: str | os.PathLike, tokenizer=N
             (tmp / "boomerang_patch.json").write_text(
                 json.dumps({"patched_student_layers": list(patched)}, indent=2) + "\n"
             )
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

