@@ -84,15 +84,14 @@ row = df.iloc[st.session_state["k"]]
 
 st.subheader("Talk to this model", anchor=False)
 with st.form("generate", border=False):
-    c1, c2, c3 = st.columns([6, 1, 1])
-    prompt = c1.text_input("Prompt", value="The king said", label_visibility="collapsed")
-    max_new = c2.number_input("Tokens", 8, 512, 60, step=8, label_visibility="collapsed",
-                              help="new tokens to generate")
-    go = c3.form_submit_button("Generate", type="primary", width="stretch")
-temperature = 0.8
+    c1, c2, c3, c4 = st.columns([6, 1, 1, 1], vertical_alignment="bottom")
+    prompt = c1.text_input("Prompt", value="The king said")
+    max_new = c2.number_input("New tokens", 8, 512, 60, step=8)
+    temperature = c3.number_input("Temperature", 0.0, 2.0, 0.8, step=0.1, help="0 = greedy")
+    go = c4.form_submit_button("Generate", type="primary", width="stretch")
 if go:
     try:
         model = pair.build(patched=row["patched"])
-        st.write_stream(dash.stream_generate(model, pair.tokenizer, prompt, int(max_new), temperature))
+        st.write_stream(dash.stream_generate(model, pair.tokenizer, prompt, int(max_new), float(temperature)))
     except Exception as e:  # noqa: BLE001
         show_error(e)

@@ -158,7 +158,7 @@ def test_train_runs_and_new_student_appears(tiny):
     next(b for b in at.button if b.label == "Start training").click().run()
     ok(at)
     job = dash.training_job(dash.dashboard_runs_dir() / "apptest")
-    assert job is not None
+    assert job is not None, (dash.dashboard_runs(), [i.value for i in at.info], [w.value for w in at.warning])
     job.wait(240)
     assert job.state == "done", job.message
     at.run()
@@ -190,3 +190,34 @@ def test_opens_on_the_demo_by_default():
     ok(at)
     assert at.query_params["pair"] == "demo"
     assert "Perplexity" in metrics(at)
+
+
+def test_train_stop_then_resume_from_the_page(tiny):
+    import time
+
+    from boomerang import dashboard as dash
+    from boomerang.distill import DistillConfig
+
+    out = dash.dashboard_runs_dir() / "stopresume"
+    cfg = DistillConfig(teacher=str(Path(tiny[0]).parent / "teacher"), data=tiny[1], out=str(out), steps=60,
+                        seq_len=32, batch_size=2, save_every=1000, log_every=1, max_blocks=32, warmup=0)
+    job = dash.start_training(cfg)
+    deadline = time.time() + 120
+    while job.step < 2 and job.running and time.time() < deadline:
+        time.sleep(0.05)
+    job.stop()
+    job.wait(120)
+    assert job.state == "stopped", job.message
+    assert dash.run_status(out)["checkpoint"] is not None
+
+    at = app(tiny, page="train")
+    at.selectbox(key="train_view").set_value(str(out)).run()
+    ok(at)
+    resume = next(b for b in at.button if b.label == "Resume")
+    resume.click().run()
+    ok(at)
+    job2 = dash.training_job(out)
+    assert job2 is not job and job2.config.resume
+    job2.wait(240)
+    assert job2.state == "done", job2.message
+    assert job2.history[0]["step"] > 1  # continued, not restarted
