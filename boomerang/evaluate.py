@@ -368,9 +368,10 @@ def accuracy(
 
     Any task lm-eval knows whose data is reachable, plus boomerang's offline tasks
     (:data:`OFFLINE_TASKS`). ``limit`` caps the examples per task (an int, or a fraction).
-    The model is wrapped with ``HFLM(pretrained=model, tokenizer=tokenizer)``; no copy is made.
+    The model is wrapped with ``HFLM(pretrained=model, tokenizer=tokenizer)`` (no copy is made)
+    and run zero-shot (unless a task's YAML sets ``num_fewshot``) by ``lm_eval.evaluator``.
     """
-    from lm_eval import simple_evaluate
+    from lm_eval.evaluator import evaluate as lm_evaluate
     from lm_eval.models.huggingface import HFLM
 
     if isinstance(tasks, str):
@@ -396,17 +397,23 @@ def accuracy(
     out: dict[str, float] = {}
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
-        for i, task in enumerate(tasks):
-            res = simple_evaluate(
-                model=lm, tasks=[task], limit=limit, task_manager=tm, log_samples=False,
-                bootstrap_iters=0,
-            )
+        # One harness call per task when progress is wanted, else one for all (less overhead).
+        groups = [[t] for t in tasks] if progress is not None else [list(tasks)]
+        for i, group in enumerate(groups):
+            # What simple_evaluate does, minus its environment report (it runs `pip list`).
+            loaded = tm.load(group)
+            for task_obj in loaded["tasks"].values():
+                if task_obj.get_config("num_fewshot") is None:
+                    task_obj.set_config(key="num_fewshot", value=0)
+                task_obj.set_fewshot_seed(seed=1234)
+            res = lm_evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0,
+                              log_samples=False)
             for name, entry in (res or {}).get("results", {}).items():
                 value = _primary_metric(entry)
                 if value is not None:
                     out[name] = value
             if progress is not None:
-                progress(i + 1, len(tasks))
+                progress(i + 1, len(groups))
     finally:
         lm_logger.setLevel(old_level)
         model.train(was_training)

@@ -205,8 +205,10 @@ def test_offline_lm_eval_tasks_run(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tok = tiny_tokenizer()
     pair = tiny_pair("llama", 4, vocab=len(tok))
-    acc = ev.accuracy(pair.build(patched=[0]), tok, ["bbc_news", "demo_cloze"], limit=4, batch_size=4)
-    assert set(acc) == {"bbc_news", "demo_cloze"}
+    seen = []
+    acc = ev.accuracy(pair.build(patched=[0]), tok, ["bbc_news", "demo_cloze"], limit=3, batch_size=8,
+                      progress=lambda d, t: seen.append((d, t)))
+    assert set(acc) == {"bbc_news", "demo_cloze"} and seen == [(1, 2), (2, 2)]
     assert all(0.0 <= v <= 1.0 for v in acc.values())
     with pytest.raises(BoomerangError, match="at least one"):
         ev.accuracy(pair.student, tok, [], limit=2)
