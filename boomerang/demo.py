@@ -429,12 +429,19 @@ def demo_dirs(student: str = "boomerang", root: str | os.PathLike | None = None)
 
 def student_config(teacher_dir: str | os.PathLike, out_dir: str | os.PathLike, mode: str, steps: int,
                    seq_len: int = 128, threads: int | None = None) -> Any:
-    """The ``DistillConfig`` used for every demo student (same budget for the method and its ablations)."""
-    from .distill import DistillConfig
+    """The ``DistillConfig`` used for every demo student (same budget for the method and its ablations).
+
+    The loss is distillation only (KL to the teacher + cosine alignment, no CE on the data):
+    the demo teacher saw just a few million tokens, so CE on fresh text would teach the student
+    things its teacher does not know and pull it away from the teacher blocks it must stay
+    interchangeable with. A modest LR keeps the copied layers close to their teacher blocks.
+    """
+    from .distill import DistillConfig, LossWeights
 
     return DistillConfig(
         teacher=str(teacher_dir), data="demo", out=str(out_dir), mode=mode, steps=steps,
-        seq_len=seq_len, batch_size=16, lr=1e-3, warmup=max(1, steps // 15), min_lr_ratio=0.1,
+        weights=LossWeights(ce=0.0, kl=1.0, tau=1.0, cos=0.5),
+        seq_len=seq_len, batch_size=16, lr=5e-4, warmup=max(1, steps // 15), min_lr_ratio=0.1,
         weight_decay=0.0, save_every=max(1, steps // 5), log_every=10, seed=0, threads=threads,
         resume=(Path(out_dir) / "checkpoints").exists(),
     )
