@@ -441,6 +441,14 @@ def parse_patched(text: str) -> frozenset[int]:
     return frozenset(int(p) for p in json.loads(text)) if text else frozenset()
 
 
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    if tokenizer is None:
+        return ""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    desc = backend.to_str() if backend is not None else f"{type(tokenizer).__name__}|{len(tokenizer)}"
+    return hashlib.sha256(desc.encode()).hexdigest()
+
+
 def _count_params(model: nn.Module) -> int:
     return int(model.num_parameters())
 
@@ -539,12 +547,10 @@ def sweep(
     tokenizer = pair.tokenizer
     if isinstance(data, torch.Tensor):
         blocks = data
-        data_desc = "tensor"
     else:
         if tokenizer is None:
             raise BoomerangError("This pair has no tokenizer to read text with; pass token ids.")
         blocks = load_blocks(data, tokenizer, seq_len or 128, split=split, max_blocks=max_blocks)
-        data_desc = str(data)
     needs_calib = any(o not in ("last-to-first", "first-to-last", "custom", "naive-pruning") for o in orders)
     if needs_calib and calib_ids is None:
         calib_ids = calibration_ids(pair)
@@ -552,6 +558,7 @@ def sweep(
     pair_fp = pair_fingerprint(pair)
     data_fp = tensor_fingerprint(blocks)
     calib_fp = tensor_fingerprint(calib_ids) if calib_ids is not None else ""
+    tok_fp = _tokenizer_fingerprint(tokenizer) if any(m != "perplexity" for m in metrics) else ""
     root = Path(cache_dir) if cache_dir is not None else sweep_cache_dir()
 
     def key(order: str, metric: str) -> Path:
@@ -561,6 +568,7 @@ def sweep(
             calib=calib_fp if order not in ("last-to-first", "first-to-last", "custom", "naive-pruning") else "",
             data=data_fp if metric == "perplexity" else "", batch_size=batch_size,
             limit=limit if metric != "perplexity" else None,
+            tokenizer=tok_fp if metric != "perplexity" else "",
         )
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
         return root / f"{digest}.pkl"
@@ -576,7 +584,8 @@ def sweep(
                 todo.append((o, m))
 
     if todo:
-        base_rows = {o: _order_rows(pair, o, calib_ids, custom, None)
+        # Choosing data-driven orders can take a while: report it as its own phase.
+        base_rows = {o: _order_rows(pair, o, calib_ids, custom, progress)
                      for o in dict.fromkeys(o for o, _ in todo)}
         # Perplexity: one shared walk over every distinct patched set still needed.
         ppl_orders = [o for o, m in todo if m == "perplexity"]

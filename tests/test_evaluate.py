@@ -255,3 +255,20 @@ def test_cli_sweep_writes_csv_and_reuses_cache(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(argv[:-1] + [str(out)] + ["--orders", "sideways"]) == 2
     assert "Unknown order" in capsys.readouterr().err
+
+
+def test_sweep_with_an_accuracy_metric(tmp_path):
+    tok = tiny_tokenizer()
+    pair = tiny_pair("llama", 4, vocab=len(tok))
+    pair.tokenizer = tok
+    ids = random_ids(2, 12, seed=12, vocab=len(tok))
+    df = bm.sweep(pair, ["first-to-last"], data=ids, metrics=["perplexity", "demo_cloze"], limit=2,
+                  cache_dir=tmp_path)
+    assert list(df.columns)[-4:] == ["perplexity", "nll", "demo_cloze", "seconds"]
+    assert len(df) == pair.num_student_layers + 1
+    assert df.demo_cloze.between(0, 1).all()
+    k1 = ev.parse_patched(df.patched[1])
+    assert df.demo_cloze[1] == ev.accuracy(pair.build(patched=k1), tok, ["demo_cloze"], limit=2)["demo_cloze"]
+    again = bm.sweep(pair, ["first-to-last"], data=ids, metrics=["perplexity", "demo_cloze"], limit=2,
+                     cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(df, again)
