@@ -60,6 +60,11 @@ traces = dash.RESULTS.get_or_compute(("traces", ctx.pair_key, ctx.data_key, orde
 @st.fragment
 def size_view() -> None:
     """The slider and everything that depends on it: reruns alone when the slider moves."""
+    with dash.timed("interpolate.size_view"):
+        _size_view()
+
+
+def _size_view() -> None:
     k = st.select_slider("Model size (student → teacher)", options=list(range(n + 1)), key="k",
                          format_func=_label)
     keep("k", k)

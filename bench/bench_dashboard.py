@@ -52,15 +52,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="passes over all sizes (each way)")
     ap.add_argument("--pair", default=None, help="'demo' (default when present) or 'tiny'")
+    ap.add_argument("--student", default=None, help="a local student folder instead (its config names the teacher)")
     args = ap.parse_args()
     if bu.chromium_path() is None:
         sys.exit("no chromium: apt-get install -y chromium")
 
     from boomerang import dashboard as dash
 
-    use_demo = args.pair == "demo" or (args.pair is None and dash.demo_available())
+    use_demo = args.pair == "demo" or (args.pair is None and args.student is None and dash.demo_available())
     params: dict[str, str] = {}
-    if use_demo:
+    if args.student:
+        params = {"pair": "folders", "student": args.student}
+        label = f"student {args.student}, default evaluation data"
+    elif use_demo:
         params = {"pair": "demo"}
         label = "demo (boomerang student), default evaluation data"
     else:
@@ -69,7 +73,8 @@ def main() -> None:
         params = {"pair": "folders", "student": str(student), "data": str(text)}
         label = "tiny random pair (the demo is not on disk)"
 
-    with bu.serve() as url, bu.browser() as page:
+    timing_log = Path(tempfile.mkdtemp(prefix="bm-timing-")) / "timing.jsonl"
+    with bu.serve({"BOOMERANG_TIMING_LOG": str(timing_log)}) as url, bu.browser() as page:
         t0 = time.perf_counter()
         page.goto(bu.url_for(url, "", **params))
         page.locator('[data-testid="stMetric"]').first.wait_for(timeout=900_000)
@@ -90,6 +95,7 @@ def main() -> None:
         warm = time.perf_counter() - t0
 
         times = []
+        measured_from = time.time()
         k = 0
         for _ in range(args.repeats):
             for key, step in (("ArrowRight", 1), ("ArrowLeft", -1)):
@@ -109,6 +115,11 @@ def main() -> None:
             wait_shown(page, target, n)
             drags.append(time.perf_counter() - t)
 
+    import json
+
+    server = sorted(r["ms"] for r in map(json.loads, timing_log.read_text().splitlines())
+                    if r["start"] >= measured_from and r["name"] == "interpolate.size_view") \
+        if timing_log.exists() else []
     times.sort()
     p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
     print(f"dashboard slider latency in Chromium — {label}")
@@ -118,6 +129,11 @@ def main() -> None:
     print(f"  one-step moves after warm-up (n={len(times)}):")
     print(f"    median {statistics.median(times) * 1000:7.0f} ms   p90 {p90 * 1000:7.0f} ms   "
           f"max {times[-1] * 1000:7.0f} ms   min {times[0] * 1000:7.0f} ms")
+    if server:
+        print(f"  server-side script time per move (n={len(server)}): median {statistics.median(server):.0f} ms, "
+              f"max {server[-1]:.0f} ms; the rest is websocket + browser rendering")
+    load = os.getloadavg()
+    print(f"  machine load average during the run: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
     print("  mouse drags (to teacher, to student, to middle): "
           + ", ".join(f"{d * 1000:.0f} ms" for d in drags))
     print(f"  target < 500 ms: {'met' if p90 < 0.5 else 'NOT met'} at p90")

@@ -827,3 +827,26 @@ def pair_fingerprint(spec: PairSpec, device: str) -> str:
             if p is not None and p.exists():
                 stamp += f"|{max((f.stat().st_mtime_ns for f in p.glob('*.safetensors')), default=0)}"
     return f"{spec.key}@{device}{stamp}"
+
+
+class timed:
+    """``with timed("name"):`` appends the block's duration to ``$BOOMERANG_TIMING_LOG`` (JSON lines).
+
+    Off (free) unless the variable is set; the browser benchmark uses it to split a slider move
+    into server time and browser time.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = os.environ.get("BOOMERANG_TIMING_LOG")
+
+    def __enter__(self) -> "timed":
+        self.t0 = time.time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.path:
+            t1 = time.time()
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"name": self.name, "start": self.t0, "end": t1,
+                                    "ms": round(1000 * (t1 - self.t0), 2)}) + "\n")
