@@ -14,8 +14,9 @@ shared machine are far steadier than wall time; use ``--threads 1`` there.
    (``sp-local``, :func:`boomerang.orders.local_run_costs`) on calibration text, and the time
    each order takes to choose.
 
-Uses the bundled demo pair when it is installed, else (or with ``--synthetic``) a random pair
-of the demo's shape (12-layer Llama, hidden 160, vocab 4096; student = kept layers + noise).
+Uses the bundled demo pair when it is installed (or ``--teacher T --student S``), else (or with
+``--synthetic``) a random pair of a demo-like shape (12-layer Llama, hidden 160, vocab 4096;
+student = kept layers + noise).
 """
 
 from __future__ import annotations
@@ -46,20 +47,23 @@ def synthetic_pair(seed: int = 0) -> bm.BoomerangPair:
     return bm.BoomerangPair(teacher, student, mapping, name="synthetic demo-shaped")
 
 
-def load(synthetic: bool, blocks: int):
-    if not synthetic:
+def load(args):
+    if not args.synthetic:
         try:
-            pair = bm.load_pair("demo", device="cpu")
+            if args.student:
+                pair = bm.load_pair(teacher=args.teacher, student=args.student, device="cpu")
+            else:
+                pair = bm.load_pair("demo", device="cpu")
             from boomerang.data import load_blocks
 
-            ids = load_blocks("demo", pair.tokenizer, 128, split="validation", max_blocks=blocks)
+            ids = load_blocks("demo", pair.tokenizer, 128, split="validation", max_blocks=args.blocks)
             calib = od.calibration_ids(pair, n=8, seq_len=128)
             return pair, ids, calib
-        except Exception as e:  # the demo weights are not installed yet
-            print(f"(demo pair unavailable: {type(e).__name__}: {e}; using a synthetic pair)")
+        except bm.BoomerangError as e:  # e.g. the demo weights are not built yet
+            print(f"(pair unavailable: {e} Using a synthetic pair.)")
     pair = synthetic_pair()
     g = torch.Generator().manual_seed(0)
-    return pair, torch.randint(0, 4096, (blocks, 128), generator=g), torch.randint(0, 4096, (8, 128), generator=g)
+    return pair, torch.randint(0, 4096, (args.blocks, 128), generator=g), torch.randint(0, 4096, (8, 128), generator=g)
 
 
 def best_of(fn, repeats: int):
@@ -78,11 +82,13 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--synthetic", action="store_true")
+    ap.add_argument("--teacher", help="with --student: a pair to benchmark instead of the demo")
+    ap.add_argument("--student")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pair, ids, calib = load(args.synthetic, args.blocks)
+    pair, ids, calib = load(args)
     n = pair.num_student_layers
     print(f"pair: {pair.name}, {pair.mapping}; data {list(ids.shape)}, calib {list(calib.shape)}, "
           f"torch threads {torch.get_num_threads()}")
