@@ -440,7 +440,7 @@ def student_config(teacher_dir: str | os.PathLike, out_dir: str | os.PathLike, m
 
     return DistillConfig(
         teacher=str(teacher_dir), data="demo", out=str(out_dir), mode=mode, steps=steps,
-        weights=LossWeights(ce=0.0, kl=1.0, tau=1.0, cos=0.5),
+        weights=LossWeights(ce=0.0, kl=1.0, tau=1.0, cos=2.0),
         seq_len=seq_len, batch_size=16, lr=5e-4, warmup=max(1, steps // 15), min_lr_ratio=0.1,
         weight_decay=0.0, save_every=max(1, steps // 5), log_every=10, seed=0, threads=threads,
         resume=(Path(out_dir) / "checkpoints").exists(),
@@ -475,8 +475,19 @@ def train_students(
         student_dir = distill(cfg, progress=report, show_progress_bar=progress is None)
         out[mode] = {"dir": str(student_dir), "steps": steps, "tokens": steps * cfg.batch_size * seq_len,
                      "wall_time_s": round(time.time() - t0, 1), "lr": cfg.lr, "batch_size": cfg.batch_size,
-                     "loss_weights": asdict(cfg.weights)}
+                     "loss_weights": effective_loss_weights(cfg)}
     return out
+
+
+def effective_loss_weights(cfg: Any) -> dict[str, float]:
+    """The loss weights a ``DistillConfig`` really trains with (its mode switches terms off)."""
+    from .distill import alignment_pairs
+    from .mapping import LayerMapping
+
+    with open(Path(cfg.teacher) / "config.json") as f:
+        n_layers = json.load(f)["num_hidden_layers"]
+    mapping = LayerMapping.from_rule(n_layers, cfg.keep_first, cfg.every, cfg.keep_last)
+    return asdict(cfg.effective_weights(len(alignment_pairs(mapping))))
 
 
 def _layers_of(pair: Any, patched: frozenset[int]) -> int:
@@ -543,6 +554,12 @@ def hardware_info() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def _loss_formula(w: dict[str, float]) -> str:
+    terms = [f"{w['ce']:g} CE" if w["ce"] else "", f"{w['kl']:g} KL(tau={w['tau']:g})" if w["kl"] else "",
+             f"{w['cos']:g} x sum of (1 - cos) over aligned states" if w["cos"] else ""]
+    return " + ".join(t for t in terms if t)
+
+
 def render_model_card(card: dict[str, Any]) -> str:
     """The Markdown model card for ``card`` (the content of ``card.json``)."""
     t, res = card["teacher"], card["results"]
@@ -584,7 +601,8 @@ def render_model_card(card: dict[str, Any]) -> str:
         lines.append(
             f"- **students/{mode}**: {card['mapping']['num_student_layers']} layers "
             f"(copied from teacher layers {card['mapping']['kept']}), {s['parameters']:,} parameters; "
-            f"{s['steps']:,} steps = {s['tokens']:,} tokens in {s['wall_time_s'] / 60:.1f} min, LR {s['lr']}.")
+            f"{s['steps']:,} steps = {s['tokens']:,} tokens in {s['wall_time_s'] / 60:.1f} min, LR {s['lr']}, "
+            f"loss {_loss_formula(s['loss_weights'])}.")
     hw = card["hardware"]
     lines += [
         "",
