@@ -73,7 +73,10 @@ if submitted:
     except Exception as e:  # noqa: BLE001
         show_error(e)
 
-runs = [str(p) for p in dash.dashboard_runs()]
+runs = [str(p) for p in dash.all_runs()]
+for p in dash.dashboard_runs():  # started here but not logged yet
+    if str(p) not in runs:
+        runs.insert(0, str(p))
 if st.session_state.get("train_out") and st.session_state["train_out"] not in runs:
     runs.insert(0, st.session_state["train_out"])
 if not runs:
@@ -81,7 +84,10 @@ if not runs:
     st.stop()
 if st.session_state.get("train_out") in runs:
     st.session_state["train_view"] = st.session_state.pop("train_out")
-out = st.selectbox("Run", runs, key="train_view", format_func=lambda p: p.rsplit("/", 1)[-1])
+own_root = str(dash.dashboard_runs_dir())
+out = st.selectbox("Run", runs, key="train_view",
+                   format_func=lambda p: p.rsplit("/", 1)[-1] if p.startswith(own_root)
+                   else f"{p.replace(str(dash.runs_dir()) + '/', '')} (started elsewhere)")
 
 
 def live(out: str) -> None:
@@ -109,6 +115,13 @@ def live(out: str) -> None:
         if job is not None and not st.session_state.get(f"_announced_{out}"):
             st.session_state[f"_announced_{out}"] = True
             st.rerun(scope="app")  # the sidebar lists the new student
+    elif not out.startswith(own_root):
+        live_now = dash.log_is_live(out)
+        steps = (status["config"] or {}).get("steps", "?")
+        done = int(log["step"].iloc[-1]) if not log.empty else 0
+        st.info(f"A run started outside the dashboard (step {done} of {steps}"
+                f"{', training now' if live_now else ''}). Watch it here; resume it with "
+                f"`python -m boomerang distill --resume --out {out}`.", icon=":material/visibility:")
     elif status["checkpoint"] is not None:
         cfg = status["config"] or {}
         st.warning(f"Stopped at step {status['checkpoint_step']} of {cfg.get('steps', '?')}.",
@@ -130,4 +143,5 @@ def live(out: str) -> None:
 
 
 job = dash.training_job(out)
-st.fragment(live, run_every=1.0 if job is not None and job.running else None)(out)
+watching = (job is not None and job.running) or dash.log_is_live(out)
+st.fragment(live, run_every=(1.0 if job is not None else 3.0) if watching else None)(out)

@@ -185,10 +185,8 @@ def trained_students(root: Path | None = None) -> list[Path]:
     root = Path(root or runs_dir())
     found = []
     if root.is_dir():
-        for meta in list(root.glob("*/student/student_config.json")) + list(
-            root.glob("*/*/student/student_config.json")
-        ):
-            found.append(meta.parent)
+        for pattern in ("*/student", "*/*/student", "*/*/*/student"):
+            found += [m.parent for m in root.glob(f"{pattern}/student_config.json")]
     return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -850,3 +848,23 @@ class timed:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"name": self.name, "start": self.t0, "end": t1,
                                     "ms": round(1000 * (t1 - self.t0), 2)}) + "\n")
+
+
+def all_runs(max_depth: int = 3) -> list[Path]:
+    """Every distillation run under the runs folder (a folder with ``log.jsonl``), newest first;
+    the dashboard's own runs first."""
+    root = runs_dir()
+    found: list[Path] = []
+    if root.is_dir():
+        for depth in range(1, max_depth + 1):
+            found += [p.parent for p in root.glob("/".join(["*"] * depth) + "/log.jsonl")]
+    own = [p for p in found if p.parent == dashboard_runs_dir()]
+    other = [p for p in found if p.parent != dashboard_runs_dir()]
+    key = lambda p: (p / "log.jsonl").stat().st_mtime  # noqa: E731
+    return sorted(set(own), key=key, reverse=True) + sorted(set(other), key=key, reverse=True)
+
+
+def log_is_live(out: str | os.PathLike, within_s: float = 60) -> bool:
+    """True when a run's log was written in the last ``within_s`` seconds (someone trains it)."""
+    p = Path(out) / "log.jsonl"
+    return p.is_file() and time.time() - p.stat().st_mtime < within_s
