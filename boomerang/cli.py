@@ -159,10 +159,11 @@ def _tqdm_progress(desc: str):
     bar = tqdm(total=0, desc=desc, unit="step", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
+        if bar.total != total:  # a new phase (e.g. choosing an order, then evaluating)
+            bar.reset(total=total)
+        if done != bar.n:
+            bar.n = done
+            bar.refresh()
 
     return progress, bar
 
