@@ -533,6 +533,31 @@ def interpolation_report(
     return {"teacher": teacher_ppl, "students": students, "rows": rows}
 
 
+def phenomenon_checks(rows: list[dict[str, Any]], method: str = "boomerang",
+                      ablation: str = "random-init") -> dict[str, bool]:
+    """Which of issue 5's claims the measured ``rows`` (see :func:`interpolation_report`) support.
+
+    - ``student_gap``: the student's perplexity is at least 15% above the teacher's;
+    - ``between``: every intermediate model lies strictly between teacher and student;
+    - ``monotone``: the last-to-first curve never rises as more layers are patched;
+    - ``beats_pruning``: every intermediate model beats the naively pruned teacher of its depth,
+      by at least 25% somewhere in the middle;
+    - ``ablation_worse``: the ``ablation`` student (random init) is worse than the method at
+      every size below the teacher.
+    """
+    ppl = [r[method] for r in rows]
+    teacher, student = ppl[-1], ppl[0]
+    middle = rows[1:-1]
+    return {
+        "student_gap": student >= 1.15 * teacher,
+        "between": all(teacher < r[method] < student for r in middle),
+        "monotone": all(b <= a for a, b in zip(ppl, ppl[1:])),
+        "beats_pruning": all(r[method] < r["naive_pruning"] for r in middle)
+        and max(r["naive_pruning"] / r[method] for r in middle) >= 1.25,
+        "ablation_worse": ablation not in rows[0] or all(r[ablation] > r[method] for r in rows[:-1]),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Model card
 
@@ -627,6 +652,9 @@ def render_model_card(card: dict[str, Any]) -> str:
     for row in res["rows"]:
         lines.append(f"| {row['k']} | {row['layers']} | " + " | ".join(f"{row[m]:.2f}" for m in modes)
                      + f" | {row['naive_pruning']:.2f} |")
+    checks = phenomenon_checks(res["rows"])
+    lines += ["", "Claims of issue 5 on these numbers (see `boomerang.demo.phenomenon_checks`):", ""]
+    lines += [f"- {name}: {'yes' if ok else '**no**'}" for name, ok in checks.items()]
     lines += ["", "## Intended use", "",
               "Demonstration and tests of zero-shot model size interpolation; these models are far",
               "too small to be useful language models. Data licences: Shakespeare and the KJV/WEB",
