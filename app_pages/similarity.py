@@ -40,8 +40,11 @@ gain_col = c2.segmented_control("Gain of patching the layer alone", list(GAINS),
 
 left, right = st.columns(2)
 with left:
+    low = float(per_layer[sim_col].min())
+    y_range = (max(0.0, low - 0.1 * (1.0 - low) - 0.01), 1.0) if low > 0 else None
     st.plotly_chart(plots.bar_figure(per_layer, "label", sim_col, title="Per-layer similarity to its block",
-                                     y_title="cosine similarity"), width="stretch", key="block_bar")
+                                     y_title="cosine similarity", y_range=y_range),
+                    width="stretch", key="block_bar")
 with right:
     fig = plots.scatter_figure(per_layer, sim_col, gain_col, text="label", x_title=f"similarity, {SIMS[sim_col]}",
                                y_title=GAINS[gain_col] + " (patched alone)",

@@ -36,12 +36,15 @@ def main() -> None:
     ap.add_argument("--pair", default=None)
     ap.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
     ap.add_argument("--only", default=None, help="comma-separated page names")
+    ap.add_argument("--student", default=None, help="a local student folder instead of the demo")
     args = ap.parse_args()
     from boomerang import dashboard as dash
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.pair == "demo" or (args.pair is None and dash.demo_available()):
+    if args.student:
+        base = {"pair": "folders", "student": args.student}
+    elif args.pair == "demo" or (args.pair is None and dash.demo_available()):
         base = {"pair": "demo"}
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bm-shots-"))
@@ -53,8 +56,8 @@ def main() -> None:
         ("layers", "layers", {"patched": "1,4"}, 2),
         ("compare", "compare", {"orders": "last-to-first,first-to-last,klpatch,optimal,naive-pruning,block-influence"}, 1),
         ("similarity", "similarity", {}, 3),
-        ("train", "train", {}, 0),
         ("learn", "learn", {}, 1),
+        ("train", "train", {}, 1),
     ]
     only = set(args.only.split(",")) if args.only else None
     with bu.serve() as url, bu.browser(width=1400, height=1800) as page:

@@ -168,11 +168,15 @@ def heatmap_figure(sim: pd.DataFrame, outline: Sequence[tuple[str, str]] = (),
 
 
 def bar_figure(df: pd.DataFrame, x: str, y: str, title: str | None = None, y_title: str | None = None,
-               color: str = STUDENT_COLOR, height: int = 320) -> go.Figure:
-    """A plain bar chart."""
+               color: str = STUDENT_COLOR, height: int = 320,
+               y_range: tuple[float, float] | None = None) -> go.Figure:
+    """A plain bar chart (``y_range`` zooms in on values that differ little)."""
     data = [dict(type="bar", x=[str(v) for v in df[x]], y=[_num(v) for v in df[y]], marker=dict(color=color),
                  hovertemplate="%{x}: %{y:.3f}<extra></extra>")]
-    layout = _layout(height=height, yaxis=dict(title=dict(text=y_title or y)))
+    yaxis: dict[str, Any] = dict(title=dict(text=y_title or y))
+    if y_range is not None:
+        yaxis["range"] = list(y_range)
+    layout = _layout(height=height, yaxis=yaxis)
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))
@@ -194,7 +198,7 @@ def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
         xs = np.linspace(float(df[x].min()), float(df[x].max()), 20)
         data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines", name="trend",
                          line=dict(color="#888", dash="dash")))
-    layout = _layout(height=height, xaxis=dict(title=dict(text=x_title or x)),
+    layout = _layout(height=height, showlegend=False, xaxis=dict(title=dict(text=x_title or x)),
                      yaxis=dict(title=dict(text=y_title or y)))
     if title:
         layout["title"] = dict(text=title)
