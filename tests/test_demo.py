@@ -1,0 +1,145 @@
+"""Tests of the bundled demo family: corpus, loader, model card, and the phenomenon itself.
+
+The phenomenon tests evaluate the shipped models on a small fixed slice of the held-out test
+split (the first blocks of its fixed pseudo-random document order), so they are fast and
+deterministic; the model card reports the same measurements on a larger slice.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import boomerang as bm
+from boomerang.demo import (ASSETS_DIR, DEMO_STUDENTS, demo_dirs, phenomenon_checks, render_model_card,
+                            strip_gutenberg)
+from boomerang.errors import BoomerangError
+
+EVAL_BLOCKS = 32
+# Claims of issue 5 the shipped demo does not (yet) show; strict, so a better build turns them red
+# until the marker is removed.
+SHORTFALL = pytest.mark.xfail(strict=True, reason=(
+    "not shown by the shipped CPU-trained demo (teacher: 4.6M tokens; students: 0.8M tokens of "
+    "distillation): see the checks in assets/demo/MODEL_CARD.md; a longer build is the likely fix"))
+
+
+@pytest.fixture(scope="module")
+def card() -> dict:
+    return json.loads((ASSETS_DIR / "card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def held_out() -> torch.Tensor:
+    from transformers import AutoTokenizer
+
+    from boomerang.data import load_blocks
+
+    teacher_dir, _ = demo_dirs()
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
+    return load_blocks("demo", tokenizer, 128, split="test", max_blocks=EVAL_BLOCKS)
+
+
+@pytest.fixture(scope="module")
+def rows(held_out) -> list[dict]:
+    """Last-to-first interpolation of the boomerang and random-init students vs naive pruning."""
+    from boomerang.demo import interpolation_report
+
+    teacher_dir, _ = demo_dirs()
+    students = {m: demo_dirs(m)[1] for m in ("boomerang", "random-init")}
+    return interpolation_report(teacher_dir, students, held_out)["rows"]
+
+
+def test_strip_gutenberg_removes_header_and_licence():
+    text = ("The Project Gutenberg EBook of Hamlet\n*** START OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\n"
+            "HAMLET\n\nTo be, or not to be.\n*** END OF THIS PROJECT GUTENBERG EBOOK HAMLET ***\nLicence text")
+    assert strip_gutenberg(text) == "HAMLET\n\nTo be, or not to be."
+    assert strip_gutenberg("No header here.") == "No header here."
+
+
+def test_demo_dirs_and_loader():
+    for student in DEMO_STUDENTS:
+        teacher_dir, student_dir = demo_dirs(student)
+        assert (teacher_dir / "model.safetensors").is_file()
+        assert (student_dir / "model.safetensors").is_file()
+        assert (student_dir / "student_config.json").is_file()
+    assert not list(ASSETS_DIR.rglob("*.bin")) and not list(ASSETS_DIR.rglob("*.pt"))
+    pair = bm.load_pair("demo")
+    assert pair.teacher.config.num_hidden_layers >= 12
+    assert pair.mapping.kept == bm.LayerMapping.from_rule(pair.teacher.config.num_hidden_layers, 0, 2, 2).kept
+    assert pair.tokenizer.eos_token is not None and pair.tokenizer.pad_token is not None
+
+
+def test_demo_dirs_unknown_student_lists_the_valid_ones():
+    with pytest.raises(BoomerangError) as info:
+        demo_dirs("distilled")
+    assert all(name in str(info.value) for name in DEMO_STUDENTS)
+
+
+def test_assets_fit_the_size_budget():
+    total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
+    assert total <= 40 * 2**20
+
+
+def test_model_card_fields(card):
+    for split in ("train", "validation", "test"):
+        s = card["corpus"]["splits"][split]
+        assert s["documents"] > 0 and s["characters"] > 0 and s["tokens"] > 0
+    splits = card["corpus"]["splits"]
+    assert splits["train"]["documents"] > 10 * splits["test"]["documents"]
+    assert card["teacher"]["steps"] > 0 and card["teacher"]["tokens"] > 0 and card["teacher"]["wall_time_s"] > 0
+    assert set(card["students"]) == set(DEMO_STUDENTS)
+    for s in card["students"].values():
+        assert s["steps"] > 0 and s["tokens"] > 0 and s["wall_time_s"] > 0
+    assert card["hardware"]["cpu_cores"] >= 1
+    res = card["results"]
+    assert res["teacher"] > 1 and set(res["students"]) == set(DEMO_STUDENTS)
+    assert [r["k"] for r in res["rows"]] == list(range(len(card["mapping"]["kept"]) + 1))
+    # The shipped Markdown card is rendered from card.json and up to date with it.
+    assert (ASSETS_DIR / "MODEL_CARD.md").read_text() == render_model_card(card)
+
+
+@SHORTFALL
+def test_student_is_clearly_worse_than_teacher(rows):
+    assert phenomenon_checks(rows)["student_gap"], [(r["k"], r["boomerang"]) for r in rows]
+
+
+@SHORTFALL
+def test_teacher_beats_every_interpolation_which_beats_the_student(rows):
+    assert phenomenon_checks(rows)["between"], [(r["k"], r["boomerang"]) for r in rows]
+
+
+@SHORTFALL
+def test_last_to_first_curve_falls_steadily(rows):
+    assert phenomenon_checks(rows)["monotone"], [(r["k"], r["boomerang"]) for r in rows]
+
+
+@SHORTFALL
+def test_interpolation_beats_naive_pruning(rows):
+    assert phenomenon_checks(rows)["beats_pruning"], [(r["k"], r["boomerang"], r["naive_pruning"]) for r in rows]
+
+
+def test_interpolation_beats_naive_pruning_by_far_where_two_or_more_layers_are_missing(rows):
+    n_teacher = rows[-1]["layers"]
+    some = [r for r in rows[1:-1] if r["layers"] <= n_teacher - 2]
+    assert some and all(r["boomerang"] < r["naive_pruning"] for r in some)
+    assert max(r["naive_pruning"] / r["boomerang"] for r in some) > 1.25
+
+
+def test_random_init_student_interpolates_worse(rows):
+    assert phenomenon_checks(rows)["ablation_worse"], [(r["k"], r["boomerang"], r["random-init"]) for r in rows]
+    middle = rows[1:-1]
+    assert sum(r["random-init"] for r in middle) > 1.2 * sum(r["boomerang"] for r in middle)
+
+
+def test_phenomenon_checks_on_synthetic_rows():
+    def row(k, b, r, naive):
+        return {"k": k, "boomerang": b, "random-init": r, "naive_pruning": naive}
+
+    good = [row(0, 40, 90, 60), row(1, 37, 80, 55), row(2, 34, 70, 45), row(3, 30, 30, 30)]
+    assert all(phenomenon_checks(good).values())
+    bumpy = [row(0, 40, 90, 60), row(1, 41, 80, 55), row(2, 34, 70, 33), row(3, 30, 30, 30)]
+    checks = phenomenon_checks(bumpy)
+    assert not checks["between"] and not checks["monotone"] and not checks["beats_pruning"]
+    assert checks["student_gap"] and checks["ablation_worse"]
