@@ -24,7 +24,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -625,13 +625,25 @@ def render_model_card(card: dict[str, Any]) -> str:
     for mode, s in card["students"].items():
         lines.append(
             f"- **students/{mode}**: {card['mapping']['num_student_layers']} layers "
-            f"(copied from teacher layers {card['mapping']['kept']}), {s['parameters']:,} parameters; "
+            + ("(same shape, randomly initialised)" if mode == "random-init"
+               else f"(initialised from teacher layers {card['mapping']['kept']})")
+            + f", {s['parameters']:,} parameters; "
             f"{s['steps']:,} steps = {s['tokens']:,} tokens in {s['wall_time_s'] / 60:.1f} min, LR {s['lr']}, "
             f"loss {_loss_formula(s['loss_weights'])}.")
     hw = card["hardware"]
+    budget = tc.get("time_budget_s")
+    reproduce = "python -m boomerang demo build"
+    if budget:
+        reproduce += f" --teacher-minutes {budget / 60:g}"
+    if tc.get("num_threads"):
+        reproduce += f" --threads {tc['num_threads']}"
+    steps = {s["steps"] for s in card["students"].values()}
+    if len(steps) == 1:
+        reproduce += f" --student-steps {steps.pop()}"
     lines += [
         "",
-        f"Hardware: {hw['cpu']} ({hw['cpu_cores']} cores, shared), {hw['gpu'] or 'no GPU'}; torch {hw['torch']}.",
+        f"Hardware: {hw['cpu']} ({hw['cpu_cores']} cores, shared with other work), {hw['gpu'] or 'no GPU'}; "
+        f"torch {hw['torch']}. Reproduce with `{reproduce}` (wall times depend on the machine).",
         "",
         "## Results (test split)",
         "",
@@ -704,7 +716,7 @@ def build_demo(
     out_dir: str | os.PathLike = ASSETS_DIR,
     work_dir: str | os.PathLike = "runs/demo-build",
     teacher_cfg: TeacherConfig | None = None,
-    student_steps: int = 450,
+    student_steps: int = 400,
     eval_blocks: int = 256,
     threads: int | None = 1,
     progress: Progress | None = None,
