@@ -274,7 +274,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-steps", type=int, default=6000, dest="teacher_steps", help="at most this many teacher steps")
     p.add_argument("--teacher-minutes", type=float, default=None, dest="teacher_minutes",
                    help="fit the teacher's schedule into this wall time (as the shipped build did)")
-    p.add_argument("--student-steps", type=int, default=400, dest="student_steps")
+    p.add_argument("--student-steps", type=int, default=150, dest="student_steps")
     p.add_argument("--eval-blocks", type=int, default=256, dest="eval_blocks")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
