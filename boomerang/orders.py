@@ -134,6 +134,21 @@ def _custom(pair: BoomerangPair, custom: Sequence[int] | None) -> list[frozenset
     return nested_from_sequence(seq)
 
 
+def _recordings(pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: int):
+    """Per calibration batch: the teacher's and the student's recorded forwards, their layer
+    lists and the ids, under ``inference_mode`` (and bf16 autocast on GPU) while the caller
+    works on them."""
+    t_model = pair.build(patched=range(pair.num_student_layers)).eval()
+    s_model = pair.build(patched=()).eval()
+    t_layers, s_layers = pair.parts.layer_list(t_model), pair.parts.layer_list(s_model)
+    with torch.inference_mode():
+        for ids in _calib_batches(calib_ids, batch_size):
+            ids = ids.to(next(t_model.parameters()).device)
+            with autocast_context(t_model):
+                yield (_Recorded(t_model, t_layers, ids), _Recorded(s_model, s_layers, ids),
+                       t_layers, s_layers, ids)
+
+
 def layer_cosines(pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: int = 8) -> list[float]:
     """Per student layer ``i``: mean token cosine between student layer ``i`` and teacher block ``i``
     run on the same input, the teacher's hidden state entering block ``i``.
@@ -141,27 +156,18 @@ def layer_cosines(pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: int 
     A local measure of how well the student layer imitates the block it stands for (the
     teacher's embedding output feeds layer 0 for both).
     """
-    n = pair.num_student_layers
     blocks = pair.mapping.blocks
-    sums = torch.zeros(n, dtype=torch.float64)
+    sums = torch.zeros(pair.num_student_layers, dtype=torch.float64)
     count = 0
-    t_model = pair.build(patched=range(n)).eval()
-    s_model = pair.build(patched=()).eval()
-    t_layers, s_layers = pair.parts.layer_list(t_model), pair.parts.layer_list(s_model)
-    with torch.inference_mode():
-        for ids in _calib_batches(calib_ids, batch_size):
-            ids = ids.to(next(t_model.parameters()).device)
-            with autocast_context(t_model):
-                rt = _Recorded(t_model, t_layers, ids)
-                rs = _Recorded(s_model, s_layers, ids)
-                for i, block in enumerate(blocks):
-                    h_in = rt.inputs[block[0]]  # [B, T, H]
-                    args, kw = rs.calls[i]
-                    out = _output_tensor(s_layers[i](h_in, *args, **kw))
-                    ref = rt.outputs[block[-1]]
-                    cos = torch.nn.functional.cosine_similarity(out.float(), ref.float(), dim=-1)
-                    sums[i] += cos.double().sum()
-            count += ids.numel()
+    for rt, rs, _, s_layers, ids in _recordings(pair, calib_ids, batch_size):
+        for i, block in enumerate(blocks):
+            h_in = rt.inputs[block[0]]  # [B, T, H]
+            args, kw = rs.calls[i]
+            out = _output_tensor(s_layers[i](h_in, *args, **kw))
+            ref = rt.outputs[block[-1]]
+            cos = torch.nn.functional.cosine_similarity(out.float(), ref.float(), dim=-1)
+            sums[i] += cos.double().sum()
+        count += ids.numel()
     return (sums / count).tolist()
 
 
@@ -253,30 +259,22 @@ def local_run_costs(
     on_teacher = torch.zeros(n, dtype=torch.float64)  # mismatch on the teacher's input
     on_student = torch.zeros(n, dtype=torch.float64)  # mismatch on the student's own input
     count = 0
-    t_model = pair.build(patched=range(n)).eval()
-    s_model = pair.build(patched=()).eval()
-    t_layers, s_layers = pair.parts.layer_list(t_model), pair.parts.layer_list(s_model)
 
     def mismatch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         cos = torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
         return (1 - cos).clamp_min(0).double().sum()
 
-    with torch.inference_mode():
-        for ids in _calib_batches(calib_ids, batch_size):
-            ids = ids.to(next(t_model.parameters()).device)
-            with autocast_context(t_model):
-                rt = _Recorded(t_model, t_layers, ids)
-                rs = _Recorded(s_model, s_layers, ids)
-                for j, block in enumerate(blocks):
-                    args, kw = rs.calls[j]
-                    s_on_t = _output_tensor(s_layers[j](rt.inputs[block[0]], *args, **kw))
-                    on_teacher[j] += mismatch(s_on_t, rt.outputs[block[-1]])
-                    h = rs.inputs[j]  # [B, T, H]
-                    for t in block:
-                        t_args, t_kw = rt.calls[t]
-                        h = _output_tensor(t_layers[t](h, *t_args, **t_kw))
-                    on_student[j] += mismatch(rs.outputs[j], h)
-            count += ids.numel()
+    for rt, rs, t_layers, s_layers, ids in _recordings(pair, calib_ids, batch_size):
+        for j, block in enumerate(blocks):
+            args, kw = rs.calls[j]
+            s_on_t = _output_tensor(s_layers[j](rt.inputs[block[0]], *args, **kw))
+            on_teacher[j] += mismatch(s_on_t, rt.outputs[block[-1]])
+            h = rs.inputs[j]  # [B, T, H]
+            for t in block:
+                t_args, t_kw = rt.calls[t]
+                h = _output_tensor(t_layers[t](h, *t_args, **t_kw))
+            on_student[j] += mismatch(rs.outputs[j], h)
+        count += ids.numel()
     on_teacher, on_student = (on_teacher / count).tolist(), (on_student / count).tolist()
     costs = {}
     for a in range(n):
