@@ -22,8 +22,8 @@ if "orders_pick" not in st.session_state:
 c1, c2, c3 = st.columns([4, 2, 2])
 picked = c1.multiselect("Orders and baselines", choices, key="orders_pick")
 keep("orders", ",".join(picked))
-x_axis = c2.segmented_control("x axis", ["params", "layers"], default="params",
-                              format_func=plots.X_TITLES.get, key="compare_x") or "params"
+x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers",
+                              format_func=plots.X_TITLES.get, key="compare_x") or "layers"
 metrics = dash.available_metrics()
 metric = c3.selectbox("Metric", metrics, key="compare_metric", format_func=lambda m: m if m == "perplexity"
                       else f"accuracy: {m}", help="Perplexity on the sidebar's data, or zero-shot accuracy "

@@ -24,9 +24,9 @@ order = c_order.segmented_control("Patch order", orders, key="order", help=(
     "Which student layers are replaced first as the model grows. last-to-first patches from the "
     "output end, first-to-last from the input end; the others are chosen from data."))
 order = order or orders[0]
-bind("x", "params")
+bind("x", "layers")
 x_axis = c_x.segmented_control("x axis", ["params", "layers"], key="x",
-                               format_func=plots.X_TITLES.get) or "params"
+                               format_func=plots.X_TITLES.get) or "layers"
 keep("order", order)
 keep("x", x_axis)
 

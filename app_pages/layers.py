@@ -104,8 +104,8 @@ if show_opt:
                                lambda progress: dash.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
     except Exception as e:  # noqa: BLE001
         show_error(e)
-x_axis = st.segmented_control("x axis", ["params", "layers"], default="params",
-                              format_func=plots.X_TITLES.get, key="layers_x") or "params"
+x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers",
+                              format_func=plots.X_TITLES.get, key="layers_x") or "layers"
 st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x=x_axis,
                                    extra=[{**point, "name": "your pick"}]),
                 width="stretch", key="curve")

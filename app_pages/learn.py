@@ -115,7 +115,7 @@ elif step == STEPS[2]:
                     f"{int(mid['layers'])} layers gives a perplexity of **{pruned:.2f}**: {verdict}.")
         except Exception as e:  # noqa: BLE001
             show_error(e)
-    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="params",
+    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers",
                                        current=mid.to_dict()), width="stretch", key="learn_curve")
     next_button(2)
 
@@ -173,5 +173,5 @@ else:
         "layers no longer *mean* what the teacher blocks mean, so swapping them in produces "
         "mismatched hidden states:")
     st.markdown("\n".join(notes))
-    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="params"),
+    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers"),
                     width="stretch", key="learn_ablation")
