@@ -710,10 +710,9 @@ def ship(teacher_dir: str | os.PathLike, students: dict[str, str | os.PathLike],
     for mode, sdir in students.items():
         meta = read_student_config(sdir)
         model = AutoModelForCausalLM.from_pretrained(str(sdir))
-        # No "teacher" path: the shipped pair is found through demo_dirs(), not a machine-local path.
-        extra = {"demo_mode": mode}
+        # The teacher path is relative to the student folder, so the shipped pair loads anywhere.
         save_student(model, LayerMapping.from_student_config(meta), out / "students" / mode,
-                     tokenizer=tokenizer, extra=extra)
+                     tokenizer=tokenizer, teacher="../../teacher", extra={"demo_mode": mode})
 
 
 def build_demo(

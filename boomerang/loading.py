@@ -169,6 +169,9 @@ def load_pair(
             raise BoomerangError(
                 f"{STUDENT_CONFIG} of '{student}' does not name its teacher; pass teacher=..."
             )
+        beside = Path(student) / teacher
+        if not Path(teacher).is_absolute() and beside.exists():
+            teacher = beside.resolve()  # a path relative to the student folder
     kw = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     t_model, t_tok = load_model(teacher, **kw)
     s_model, s_tok = load_model(student, with_tokenizer=t_tok is None, **kw)

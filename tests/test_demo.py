@@ -69,6 +69,9 @@ def test_demo_dirs_and_loader():
     assert pair.teacher.config.num_hidden_layers >= 12
     assert pair.mapping.kept == bm.LayerMapping.from_rule(pair.teacher.config.num_hidden_layers, 0, 2, 2).kept
     assert pair.tokenizer.eos_token is not None and pair.tokenizer.pad_token is not None
+    # A shipped student names its teacher relative to its own folder, so it loads on its own.
+    alone = bm.load_pair(student=demo_dirs("no-align")[1])
+    assert alone.teacher.config.to_dict() == pair.teacher.config.to_dict()
 
 
 def test_demo_dirs_unknown_student_lists_the_valid_ones():
