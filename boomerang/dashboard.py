@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from . import evaluate, orders, similarity
 from .errors import BoomerangError
 from .pair import ORDERS as SEQUENTIAL_ORDERS
 from .pair import BoomerangPair
@@ -42,7 +43,6 @@ def dashboard_runs_dir() -> Path:
 
 #: Orders the dashboard offers, in display order; those the backend does not know are hidden.
 ALL_ORDERS = ("last-to-first", "first-to-last", "similarity", "klpatch", "optimal", "shortest-path")
-BASELINES = ("naive-pruning", "block-influence")
 #: ``progress(done, total, message)``.
 Progress = Callable[[int, int, str], None]
 
@@ -307,74 +307,39 @@ def load_eval_blocks(pair: BoomerangPair, source: str, seq_len: int, max_blocks:
 
 def calibration_ids(pair: BoomerangPair, source: str, seq_len: int, n: int = 8) -> torch.Tensor:
     """A few training blocks to choose data-driven orders on (never the evaluation blocks)."""
-    try:
-        from .orders import calibration_ids as backend_calibration_ids
-    except ImportError:
-        backend_calibration_ids = None
-    if backend_calibration_ids is not None:
-        return backend_calibration_ids(pair, n=n, seq_len=seq_len, source=source)
-    from .data import load_blocks
-
-    return load_blocks(source, pair.tokenizer, seq_len, split="train", max_blocks=n)
+    return orders.calibration_ids(pair, n=n, seq_len=seq_len, source=source)
 
 
 # --------------------------------------------------------------------------------------------
 # Evaluation (adapters over boomerang.evaluate / boomerang.orders)
 
 
-def _evaluate_module():
-    try:
-        from . import evaluate
-    except ImportError:
-        return None
-    return evaluate
-
-
 def perplexity(model: Any, blocks: torch.Tensor) -> tuple[float, float]:
     """(perplexity, mean NLL) of ``model`` on ``blocks``."""
-    ev = _evaluate_module()
-    if ev is not None and hasattr(ev, "perplexity"):
-        r = ev.perplexity(model, blocks)
-        return float(r.perplexity), float(r.nll)
-    from .demo import block_perplexity  # until boomerang.evaluate exists
-
-    ppl = block_perplexity(model, blocks)
-    return ppl, math.log(ppl)
+    r = evaluate.perplexity(model, blocks)
+    return float(r.perplexity), float(r.nll)
 
 
 def evaluate_point(pair: BoomerangPair, patched: Iterable[int], blocks: torch.Tensor) -> dict[str, Any]:
     """Perplexity, NLL, layers and parameters of the model built with ``patched``."""
     patched = pair.mapping.check_patched(patched)
-    ev = _evaluate_module()
-    if ev is not None and hasattr(ev, "evaluate_patched"):
-        r = ev.evaluate_patched(pair, patched, blocks)
-        ppl, nll = float(getattr(r, "perplexity")), float(getattr(r, "nll"))
-    else:
-        with torch.inference_mode():
-            ppl, nll = perplexity(pair.build(patched=patched), blocks)
-    return {"patched": tuple(sorted(patched)), "perplexity": ppl, "nll": nll, **size_of(pair, patched)}
+    r = evaluate.evaluate_patched(pair, patched, blocks)
+    return {"patched": tuple(sorted(patched)), "perplexity": float(r.perplexity), "nll": float(r.nll),
+            **size_of(pair, patched)}
 
 
 def available_orders(pair: BoomerangPair | None = None) -> list[str]:
-    """Patch orders the installed backend can compute for ``pair`` (sequential ones always)."""
-    try:
-        from . import orders
-    except ImportError:
-        return list(SEQUENTIAL_ORDERS)
-    names = set(getattr(orders, "ORDER_NAMES", SEQUENTIAL_ORDERS))
-    out = [o for o in ALL_ORDERS if o in names]
-    limit = getattr(orders, "MAX_EXHAUSTIVE_LAYERS", 12)
-    if pair is not None and pair.mapping.num_student_layers > limit and "optimal" in out:
+    """Patch orders the backend can compute for ``pair`` (no exhaustive search on large students)."""
+    out = [o for o in ALL_ORDERS if o in orders.ORDER_NAMES]
+    too_many = pair is not None and pair.mapping.num_student_layers > orders.MAX_EXHAUSTIVE_LAYERS
+    if too_many and "optimal" in out:
         out.remove("optimal")  # 2^n subsets: shortest-path stands in for it
     return out
 
 
 def available_baselines() -> list[str]:
     """Pruning baselines the backend's sweep knows."""
-    ev = _evaluate_module()
-    if ev is None or not hasattr(ev, "sweep"):
-        return []
-    return list(getattr(ev, "BASELINES", BASELINES))
+    return list(evaluate.BASELINES)
 
 
 def needs_calibration(order: str) -> bool:
@@ -387,11 +352,7 @@ def order_sets(pair: BoomerangPair, order: str, calib: torch.Tensor | None = Non
     n = pair.mapping.num_student_layers
     if order in SEQUENTIAL_ORDERS:
         return [pair.sequential(order, k) for k in range(n + 1)]
-    try:
-        from .orders import patch_order
-    except ImportError:
-        raise BoomerangError(f"The order '{order}' needs boomerang.orders, which is not installed yet.") from None
-    sets = [frozenset(s) for s in patch_order(pair, order, calib)]
+    sets = [frozenset(s) for s in orders.patch_order(pair, order, calib)]
     if sets and len(sets[0]) != 0:
         sets = [frozenset()] + sets
     return sets
@@ -414,11 +375,6 @@ def normalize_sweep(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _sweep_fn():
-    ev = _evaluate_module()
-    return getattr(ev, "sweep", None) if ev is not None else None
-
-
 def _two_arg(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
     if progress is None:
         return None
@@ -428,30 +384,13 @@ def _two_arg(progress: Progress | None, label: str) -> Callable[[int, int], None
 def curve(pair: BoomerangPair, order: str, blocks: torch.Tensor, calib: torch.Tensor | None = None,
           progress: Progress | None = None) -> pd.DataFrame:
     """One order's curve: a row per size k (order, k, patched, layers, params, perplexity, nll)."""
-    fn = _sweep_fn()
-    if fn is not None:
-        return normalize_sweep(fn(pair, [order], data=blocks, calib_ids=calib,
-                                  progress=_two_arg(progress, order)))
-    sets = order_sets(pair, order, calib)
-    rows = []
-    for k, s in enumerate(sets):
-        if progress:
-            progress(k, len(sets), f"{order}: {k}/{len(sets) - 1} layers patched")
-        t0 = time.perf_counter()
-        row = evaluate_point(pair, s, blocks)
-        row.update(order=order, k=k, seconds=time.perf_counter() - t0)
-        rows.append(row)
-    if progress:
-        progress(len(sets), len(sets), f"{order}: done")
-    cols = ["order", "k", "patched", "layers", "params", "perplexity", "nll", "seconds"]
-    return pd.DataFrame(rows)[cols]
+    return normalize_sweep(evaluate.sweep(pair, [order], data=blocks, calib_ids=calib,
+                                          progress=_two_arg(progress, order)))
 
 
 def available_metrics() -> list[str]:
     """Metrics a sweep can report: perplexity, and the offline lm-eval tasks when supported."""
-    ev = _evaluate_module()
-    tasks = list(getattr(ev, "OFFLINE_TASKS", ())) if ev is not None and hasattr(ev, "accuracy") else []
-    return ["perplexity"] + tasks
+    return ["perplexity", *evaluate.OFFLINE_TASKS]
 
 
 def sweep(pair: BoomerangPair, orders: list[str], blocks: torch.Tensor, calib: torch.Tensor | None = None,
@@ -462,14 +401,9 @@ def sweep(pair: BoomerangPair, orders: list[str], blocks: torch.Tensor, calib: t
     ``metric`` is "perplexity" (columns perplexity, nll) or an lm-eval task name (a column with
     its accuracy, ``limit`` examples).
     """
-    fn = _sweep_fn()
-    if fn is not None:
-        return normalize_sweep(fn(pair, list(orders), data=blocks, metrics=[metric], calib_ids=calib,
-                                  limit=limit, progress=_two_arg(progress, ", ".join(orders))))
-    if metric != "perplexity":
-        raise BoomerangError("Accuracy sweeps need boomerang.evaluate, which is not installed yet.")
-    frames = [curve(pair, o, blocks, calib, progress) for o in orders if o not in BASELINES]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return normalize_sweep(evaluate.sweep(pair, list(orders), data=blocks, metrics=[metric],
+                                          calib_ids=calib, limit=limit,
+                                          progress=_two_arg(progress, ", ".join(orders))))
 
 
 def single_layer_gains(pair: BoomerangPair, blocks: torch.Tensor,
@@ -490,10 +424,6 @@ def single_layer_gains(pair: BoomerangPair, blocks: torch.Tensor,
 
 def similarity_tables(pair: BoomerangPair, calib: torch.Tensor) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(student x teacher cosine-similarity matrix, one row per student layer with its gains)."""
-    try:
-        from . import similarity
-    except ImportError:
-        raise BoomerangError("Similarity maps need boomerang.similarity, which is not installed yet.") from None
     per_layer = similarity.block_similarity(pair, calib).copy()
     per_layer["label"] = [f"S{i} → {block_label(b)}" for i, b in enumerate(pair.mapping.blocks)]
     return similarity.similarity_matrix(pair, calib), per_layer
@@ -549,21 +479,11 @@ def stream_generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int
         raise BoomerangError("Type a prompt first.")
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
     errors: list[BaseException] = []
-    ev = _evaluate_module()
 
     def run() -> None:
         try:
-            if ev is not None and hasattr(ev, "generate_text"):
-                ev.generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens,
-                                 temperature=temperature, streamer=streamer)
-            else:
-                enc = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
-                kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, streamer=streamer,
-                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-                if temperature > 0:
-                    kw.update(temperature=temperature, top_k=50)
-                with torch.inference_mode():
-                    model.generate(**enc, **kw)
+            evaluate.generate_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens,
+                                   temperature=temperature, streamer=streamer)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(e)
             streamer.end()
