@@ -261,20 +261,6 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 
 @torch.no_grad()
-def block_perplexity(model: Any, blocks: torch.Tensor, batch_size: int = 16) -> float:
-    """Perplexity of a causal LM on token blocks (mean next-token NLL over all positions)."""
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(blocks), batch_size):
-        batch = blocks[i: i + batch_size].to(model.device)
-        logits = model(input_ids=batch).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum")
-        total += nll.item()
-        count += batch[:, 1:].numel()
-    return math.exp(total / count)
-
-
 def _atomic_save_model(model: Any, tokenizer: Any, out_dir: Path, state: dict[str, Any]) -> None:
     """Save weights + tokenizer + ``train_state.json`` to ``out_dir`` via a temporary sibling."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -311,6 +297,7 @@ def train_teacher(
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from .data import load_blocks
+    from .evaluate import perplexity
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -375,8 +362,7 @@ def train_teacher(
                                   "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1),
                                   "tokens": done * cfg.batch_size * cfg.seq_len}
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
-            record["val_ppl"] = round(block_perplexity(model, val), 3)
-            model.train()
+            record["val_ppl"] = round(perplexity(model, val, batch_size=16).perplexity, 3)
         if done % 10 == 0 or "val_ppl" in record:
             with log_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -394,7 +380,7 @@ def train_teacher(
         "tokens": cfg.max_steps * cfg.batch_size * cfg.seq_len,
         "train_blocks": len(train),
         "wall_time_s": round(wall, 1),
-        "val_ppl": round(block_perplexity(model, val), 3),
+        "val_ppl": round(perplexity(model, val, batch_size=16).perplexity, 3),
         "torch_threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": asdict(cfg),
