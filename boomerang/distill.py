@@ -90,7 +90,7 @@ class DistillConfig:
     ``batch_size * grad_accum * num_processes`` sequences of ``seq_len`` tokens.
     """
 
-    teacher: str = ""  # model directory or hub id
+    teacher: str = ""  # model directory, hub id, or a bundled pair's name ("demo", "smollm2")
     data: str = "demo"  # "demo", a text file/folder, or an HF dataset id (see boomerang.data)
     out: str = "runs/distill"
     keep_first: int = 0
@@ -213,7 +213,7 @@ class DistillConfig:
         """Add ``distill`` flags to ``parser``; every flag defaults to None (= config/default)."""
         a = parser.add_argument
         a("--config", help="JSON or YAML file with settings; flags given here override it")
-        a("--teacher", help="teacher model directory or hub id")
+        a("--teacher", help="teacher model directory, hub id, or a bundled pair: demo, smollm2")
         a("--data", help="'demo', a text file or folder, or an HF dataset id")
         a("--out", help="output directory (checkpoints, log.jsonl, student/)")
         a("--keep-first", type=int, dest="keep_first")
@@ -522,6 +522,16 @@ def _stop_requested(stop: StopSignal) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def resolve_teacher(name: str) -> str:
+    """The model directory or hub id behind ``--teacher``: a bundled pair's name ("demo",
+    "smollm2") stands for its teacher, so ``distill --teacher smollm2`` needs no path."""
+    from .loading import NAMED_PAIRS, named_pair_dirs
+
+    if name in NAMED_PAIRS and not Path(name).exists():
+        return str(named_pair_dirs(name, None)[0])
+    return name
+
+
 def _load_teacher(name: str) -> tuple[nn.Module, Any]:
     """Teacher model (fp32, CPU; Accelerate moves it) and tokenizer (or None)."""
     from .loading import load_model
@@ -637,7 +647,8 @@ def _distill(
     set_seed(config.seed)
 
     # ---- models -------------------------------------------------------------------------
-    teacher, tokenizer = _load_teacher(config.teacher)
+    teacher_ref = resolve_teacher(config.teacher)
+    teacher, tokenizer = _load_teacher(teacher_ref)
     mapping = mapping_mod.LayerMapping.from_rule(
         teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
     )
@@ -854,7 +865,7 @@ def _distill(
         provenance = {"mode": config.mode, "steps": step, "tokens": tokens_seen,
                       "data": config.data, "seq_len": config.seq_len, "lr": config.lr,
                       "loss_weights": dataclasses.asdict(weights), "seed": config.seed}
-        save_student(final_model, mapping, tmp, tokenizer=tokenizer, teacher=config.teacher,
+        save_student(final_model, mapping, tmp, tokenizer=tokenizer, teacher=teacher_ref,
                      extra={"distill": provenance})
         if student_dir.exists():
             shutil.rmtree(student_dir)

@@ -26,6 +26,7 @@ from boomerang.distill import (
     distill,
     distill_loss,
     forward_states,
+    resolve_teacher,
 )
 from boomerang.errors import BoomerangError
 from boomerang.loading import load_pair
@@ -437,6 +438,20 @@ def test_cli_distill_and_errors(text_teacher, tmp_path, capsys):
     assert [r["step"] for r in _log(out)] == [1, 2, 3, 4, 5, 6]
     assert cli.main(["distill", "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_bundled_pair_name_stands_for_its_teacher(tmp_path):
+    from boomerang.demo import demo_dirs
+
+    teacher_dir = str(demo_dirs()[0])
+    assert resolve_teacher("demo") == teacher_dir
+    assert resolve_teacher(teacher_dir) == teacher_dir and resolve_teacher("org/model") == "org/model"
+    cfg = DistillConfig(teacher="demo", data="demo", out=str(tmp_path / "d"), steps=2, seq_len=16,
+                        batch_size=2, warmup=1, max_blocks=8, threads=1)
+    out = distill(cfg)
+    # The student names the teacher's folder, so it loads without knowing the bundled names.
+    assert json.loads((out / "student_config.json").read_text())["teacher"] == teacher_dir
+    assert load_pair(student=out).teacher.config.num_hidden_layers == 12
 
 
 def test_bf16_run_after_fp32_run_in_one_process(synth, tmp_path):
