@@ -21,8 +21,9 @@ EVAL_BLOCKS = 32
 # Claims of issue 5 the shipped demo does not (yet) show; strict, so a better build turns them red
 # until the marker is removed.
 SHORTFALL = pytest.mark.xfail(strict=True, reason=(
-    "not shown by the shipped CPU-trained demo (teacher: 4.6M tokens; students: 0.3M tokens of "
-    "distillation): see the checks in assets/demo/MODEL_CARD.md; a longer build is the likely fix"))
+    "not shown by the shipped CPU-trained demo: putting the teacher's top layers 10 and 11 and its "
+    "head back in place of the student's costs more than the next block gains, so the 7-layer "
+    "swaps and the 8-layer model are worse than the student (see assets/demo/MODEL_CARD.md)"))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,6 @@ def test_model_card_fields(card):
     assert (ASSETS_DIR / "MODEL_CARD.md").read_text() == render_model_card(card)
 
 
-@SHORTFALL
 def test_student_is_clearly_worse_than_teacher(rows):
     assert phenomenon_checks(rows)["student_gap"], [(r["k"], r["boomerang"]) for r in rows]
 
@@ -118,7 +118,6 @@ def test_last_to_first_curve_falls_steadily(rows):
     assert phenomenon_checks(rows)["monotone"], [(r["k"], r["boomerang"]) for r in rows]
 
 
-@SHORTFALL
 def test_interpolation_beats_naive_pruning(rows):
     assert phenomenon_checks(rows)["beats_pruning"], [(r["k"], r["boomerang"], r["naive_pruning"]) for r in rows]
 
