@@ -482,10 +482,6 @@ def effective_loss_weights(cfg: Any) -> dict[str, float]:
     return asdict(cfg.effective_weights(len(alignment_pairs(mapping))))
 
 
-def _layers_of(pair: Any, patched: frozenset[int]) -> int:
-    return sum(len(b) if i in patched else 1 for i, b in enumerate(pair.mapping.blocks))
-
-
 def interpolation_report(
     teacher_dir: str | os.PathLike,
     student_dirs: dict[str, str | os.PathLike],
@@ -515,7 +511,7 @@ def interpolation_report(
             naive_ppl = {L: perplexity(prune_teacher(pair, keep), blocks, batch_size).perplexity
                          for L, keep in naive.items()}
             for k, s in enumerate(sets):
-                layers = _layers_of(pair, s)
+                layers = pair.mapping.patched_layers(s)
                 rows.append({"k": k, "patched": sorted(s), "layers": layers,
                              "naive_pruning": round(naive_ppl[layers], 3)})
         for row, res in zip(rows, results):
