@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_dir
 from .data import Document, chunk_text, read_text_file, select_split
 from .errors import BoomerangError, DataError
 
@@ -262,19 +262,12 @@ def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
 
 @torch.no_grad()
 def _atomic_save_model(model: Any, tokenizer: Any, out_dir: Path, state: dict[str, Any]) -> None:
-    """Save weights + tokenizer + ``train_state.json`` to ``out_dir`` via a temporary sibling."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(tmp))
-    (tmp / "train_state.json").write_text(json.dumps(state, indent=2))
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    """Save weights + tokenizer + ``train_state.json`` to ``out_dir`` all at once."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        (tmp / "train_state.json").write_text(json.dumps(state, indent=2))
 
 
 def train_teacher(
@@ -685,12 +678,9 @@ def ship(teacher_dir: str | os.PathLike, students: dict[str, str | os.PathLike],
     out.mkdir(parents=True, exist_ok=True)
     teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
-    tmp = out / ".teacher.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    teacher.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(out / "teacher", ignore_errors=True)
-    os.replace(tmp, out / "teacher")
+    with atomic_dir(out / "teacher") as tmp:
+        teacher.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
     for mode, sdir in students.items():
         meta = read_student_config(sdir)
         model = AutoModelForCausalLM.from_pretrained(str(sdir))
