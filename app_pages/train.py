@@ -7,7 +7,7 @@ import streamlit as st
 
 from boomerang import dashboard as dash
 from boomerang import plots
-from boomerang.distill import MODES, DistillConfig
+from boomerang.distill import FREEZABLE, MODES, DistillConfig
 from app_pages._sidebar import context, show_error
 
 ctx = context()
@@ -43,6 +43,10 @@ with st.form("train_config"):
     keep_first = m1.number_input("Keep first (1:1)", 0, pair.mapping.num_teacher_layers, 0)
     every = m2.number_input("Then one student layer per", 1, 8, 2, help="teacher layers per block")
     keep_last = m3.number_input("Keep last (1:1)", 0, pair.mapping.num_teacher_layers, 2)
+    freeze = st.multiselect(
+        "Keep at the teacher's weights", FREEZABLE, default=[],
+        help="Frozen one-to-one layers and head stay exact teacher copies, so patching them costs "
+             "nothing; the bundled demo student is trained this way.")
     st.markdown("**Data and schedule**")
     d1, d2, d3, d4 = st.columns(4)
     data = d1.text_input("Training text", value=ctx.data, help="'demo', a text file or folder, or an HF dataset id")
@@ -67,7 +71,7 @@ if submitted:
                             keep_first=int(keep_first), every=int(every), keep_last=int(keep_last), mode=mode,
                             steps=int(steps), seq_len=int(seq_len), batch_size=int(batch), lr=float(lr),
                             warmup=int(warmup), save_every=int(save_every), log_every=1,
-                            max_blocks=int(max_blocks))
+                            max_blocks=int(max_blocks), freeze=tuple(freeze))
         dash.start_training(cfg)
         st.session_state["train_out"] = str(out)
     except Exception as e:  # noqa: BLE001

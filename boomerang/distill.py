@@ -51,7 +51,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,6 +63,8 @@ from torch import nn
 from .errors import BoomerangError
 
 MODES = ("boomerang", "no-align", "ce-only", "random-init")
+#: Student parts that ``DistillConfig.freeze`` can keep at their teacher weights.
+FREEZABLE = ("one-to-one", "embeddings", "head")
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"  # written last inside a checkpoint: its presence marks it complete
 
@@ -108,6 +110,8 @@ class DistillConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     weights: LossWeights = field(default_factory=LossWeights)
+    # Parts kept at the teacher's weights (see FREEZABLE and frozen_parameters).
+    freeze: tuple[str, ...] = ()
     save_every: int = 500
     log_every: int = 10
     keep_checkpoints: int = 2
@@ -122,6 +126,9 @@ class DistillConfig:
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        if isinstance(self.freeze, str):
+            self.freeze = tuple(p.strip() for p in self.freeze.split(",") if p.strip())
+        self.freeze = tuple(self.freeze)
         self.out = str(self.out)
         self.teacher = str(self.teacher)
         self.data = str(self.data)
@@ -134,6 +141,15 @@ class DistillConfig:
             raise BoomerangError("No teacher given: pass --teacher with a model directory or hub id.")
         if self.mode not in MODES:
             raise BoomerangError(f"Unknown mode {self.mode!r}; choose one of {', '.join(MODES)}.")
+        bad = [p for p in self.freeze if p not in FREEZABLE]
+        if bad:
+            raise BoomerangError(
+                f"Cannot freeze {', '.join(map(repr, bad))}; choose from {', '.join(FREEZABLE)}."
+            )
+        if self.freeze and self.mode == "random-init":
+            raise BoomerangError(
+                "A random-init student has no teacher weights to keep; drop --freeze."
+            )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise BoomerangError(f"Unknown precision {self.precision!r}; choose auto, fp32 or bf16.")
         for name in ("steps", "seq_len", "batch_size", "grad_accum", "save_every", "log_every",
@@ -167,6 +183,7 @@ class DistillConfig:
         """A JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
+        d["freeze"] = list(self.freeze)
         return d
 
     @classmethod
@@ -220,6 +237,7 @@ class DistillConfig:
         a("--every", type=int)
         a("--keep-last", type=int, dest="keep_last")
         a("--mode", choices=MODES)
+        a("--freeze", help=f"comma-separated parts kept at the teacher's weights: {', '.join(FREEZABLE)}")
         a("--steps", type=int)
         a("--seq-len", type=int, dest="seq_len")
         a("--batch-size", type=int, dest="batch_size", help="sequences per process per micro-batch")
@@ -305,6 +323,35 @@ def forward_states(
     if len(captured) != 1:
         raise RuntimeError(f"expected one call of the last decoder layer, got {len(captured)}")
     return ForwardStates(out.logits, [*hs[:-1], captured[0], hs[-1]])
+
+
+def frozen_parameters(student: nn.Module, mapping: Any, parts: Sequence[str]) -> list[nn.Parameter]:
+    """The student's parameters that ``parts`` (names from :data:`FREEZABLE`) keep fixed.
+
+    A student layer that stands for a single teacher layer ("one-to-one") starts as an exact
+    copy of it, so patching it is a no-op only if it stays one: freezing keeps such layers, and
+    with "embeddings" and "head" the token embeddings and the final norm + output head,
+    swappable with the teacher's at no cost. What distillation can still change is then only
+    the student layers that stand for several teacher layers. With tied embeddings, freezing
+    either of "embeddings" or "head" freezes the shared matrix.
+    """
+    from .arch import find_parts
+
+    arch = find_parts(student)
+    modules: list[nn.Module] = []
+    if "one-to-one" in parts:
+        layers = arch.layer_list(student)
+        modules += [layers[i] for i, block in enumerate(mapping.blocks) if len(block) == 1]
+    if "embeddings" in parts:
+        base = arch.base_module(student)
+        modules += [getattr(base, name) for name in arch.embeddings]
+    if "head" in parts:
+        modules += [arch.norm_module(student), arch.head_module(student)]
+    seen: dict[int, nn.Parameter] = {}
+    for m in modules:
+        for p in m.parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
 
 
 def alignment_pairs(mapping: Any) -> list[tuple[int, int]]:
@@ -655,6 +702,8 @@ def _distill(
     student = init_student(teacher, mapping, random_init=config.mode == "random-init")
     student.float().train()
     student.requires_grad_(True)
+    for p in frozen_parameters(student, mapping, config.freeze):
+        p.requires_grad_(False)
     teacher.eval().requires_grad_(False)
     if hasattr(student.config, "use_cache"):
         student.config.use_cache = False
@@ -688,8 +737,9 @@ def _distill(
     order = _BlockOrder(len(blocks), config.seed)
 
     # ---- optimizer, schedule, accelerate ------------------------------------------------
-    decay = [p for n, p in student.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in student.named_parameters() if p.ndim < 2]
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],

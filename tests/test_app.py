@@ -6,6 +6,7 @@ needed); one test also opens the bundled demo when it is on disk.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -155,6 +156,7 @@ def test_train_runs_and_new_student_appears(tiny):
     name.set_value("apptest")
     steps = next(n for n in at.number_input if n.label == "Steps")
     steps.set_value(3)
+    next(m for m in at.multiselect if m.label.startswith("Keep at the teacher")).set_value(["one-to-one", "head"])
     next(b for b in at.button if b.label == "Start training").click().run()
     ok(at)
     job = dash.training_job(dash.dashboard_runs_dir() / "apptest")
@@ -165,6 +167,8 @@ def test_train_runs_and_new_student_appears(tiny):
     ok(at)
     assert any("Finished" in s.value for s in at.success)
     assert any(str(p.student).endswith("apptest/student") for p in dash.discover_pairs())
+    run_config = json.loads((dash.dashboard_runs_dir() / "apptest" / "config.json").read_text())
+    assert run_config["freeze"] == ["one-to-one", "head"]
 
 
 def test_bad_inputs_are_one_sentence_errors(tiny):

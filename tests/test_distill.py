@@ -20,12 +20,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from boomerang import cli
 from boomerang.arch import find_parts
 from boomerang.distill import (
+    FREEZABLE,
     DistillConfig,
     LossWeights,
     alignment_pairs,
     distill,
     distill_loss,
     forward_states,
+    frozen_parameters,
     resolve_teacher,
 )
 from boomerang.errors import BoomerangError
@@ -336,6 +338,55 @@ def test_each_mode_runs(mode, synth, tmp_path):
     teacher_l0 = pair.teacher.model.layers[0].mlp.up_proj.weight
     diff = (pair.student.model.layers[0].mlp.up_proj.weight - teacher_l0).abs().max().item()
     assert (diff > 0.05) if mode == "random-init" else (diff < 0.05)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
+def test_frozen_parameters_pick_the_named_parts(family):
+    teacher = tiny_model(family, 6)
+    mapping = LayerMapping.from_rule(6, 0, 2, 2)  # blocks (0,1) (2,3) (4,) (5,)
+    student = init_student(teacher, mapping)
+    arch = find_parts(student)
+    layers, base = arch.layer_list(student), arch.base_module(student)
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    params = lambda *ms: ids(p for m in ms for p in m.parameters())  # noqa: E731
+    assert ids(frozen_parameters(student, mapping, ["one-to-one"])) == params(layers[2], layers[3])
+    embeds = [getattr(base, n) for n in arch.embeddings]
+    assert ids(frozen_parameters(student, mapping, ["embeddings"])) == params(*embeds)
+    head = params(arch.norm_module(student), arch.head_module(student))
+    assert ids(frozen_parameters(student, mapping, ["head"])) == head
+    got = frozen_parameters(student, mapping, list(FREEZABLE))
+    assert len(got) == len(ids(got))  # a tied matrix is listed once
+    assert frozen_parameters(student, mapping, []) == []
+
+
+def test_frozen_one_to_one_layers_patch_at_no_cost(synth, tmp_path):
+    """Frozen one-to-one layers and head stay the teacher's, so patching them changes nothing."""
+    cfg = DistillConfig(teacher=synth["teacher"], out=str(tmp_path / "f"), steps=4, seq_len=16,
+                        batch_size=4, warmup=1, lr=3e-3, freeze=("one-to-one", "head"))
+    out = distill(cfg, blocks=synth["train"])
+    pair = load_pair(teacher=synth["teacher"], student=out, device="cpu")
+    s, t = pair.student, pair.teacher
+    assert [b for b in pair.mapping.blocks if len(b) == 1] == [(4,), (5,)]
+    for si, ti in ((2, 4), (3, 5)):
+        for (name, a), b in zip(s.model.layers[si].named_parameters(), t.model.layers[ti].parameters()):
+            assert torch.equal(a, b), name
+    assert torch.equal(s.lm_head.weight, t.lm_head.weight) and torch.equal(s.model.norm.weight, t.model.norm.weight)
+    assert not torch.equal(s.model.layers[0].mlp.up_proj.weight, t.model.layers[0].mlp.up_proj.weight)
+    held = synth["held"][:8]
+    with torch.no_grad():
+        logits = [pair.build(order="last-to-first", k=k)(input_ids=held).logits for k in range(4)]
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    assert not torch.allclose(logits[2], logits[3])
+    assert json.loads((out.parent / "config.json").read_text())["freeze"] == ["one-to-one", "head"]
+
+
+def test_freeze_settings_are_checked():
+    ns = cli.build_parser().parse_args(["distill", "--teacher", "t", "--freeze", "one-to-one, head"])
+    assert DistillConfig.from_cli_args(ns).freeze == ("one-to-one", "head")
+    with pytest.raises(BoomerangError, match="'heads'"):
+        DistillConfig(teacher="t", freeze=("heads",)).validate()
+    with pytest.raises(BoomerangError, match="random-init"):
+        DistillConfig(teacher="t", mode="random-init", freeze=("head",)).validate()
 
 
 def test_stop_then_resume(synth, tmp_path):
