@@ -15,6 +15,10 @@ iff the last student layer is patched (they read the teacher's last block)::
     patched = {0, 5}   embed(T)  T0 T1 S1 ... S4 T10 S6  norm+head(S)
     patched = all      embed(T)  T0 T1 ... T11  norm+head(T)      == the teacher
 
+A student whose embeddings, final norm and head are still exactly the teacher's (frozen while
+distilling, ``--freeze head`` with tied embeddings) takes both ends from the teacher as soon as
+either end is patched: the same numbers, but a tied matrix stays tied and is counted once.
+
 **Zero-copy.** :meth:`BoomerangPair.build` allocates no tensor. It assembles a new module tree
 whose modules are shallow clones of the teacher's and student's (new module objects, the very
 same ``Parameter`` and buffer objects), so a build costs bookkeeping only, and the clones can
@@ -29,6 +33,7 @@ import copy
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel, PretrainedConfig
 
@@ -128,6 +133,8 @@ class BoomerangPair:
         self.name = name
         self._check()
         self.parts: ArchParts = find_parts(teacher)
+        self._ends_key: tuple | None = None
+        self._ends_equal = False
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -186,6 +193,29 @@ class BoomerangPair:
         """Parameters of the model built with ``patched`` (counted once when tied)."""
         return self.build(patched=patched).num_parameters()
 
+    def _end_params(self, model: PreTrainedModel) -> list[nn.Parameter]:
+        parts = self.parts
+        modules = [getattr(parts.base_module(model), k) for k in parts.embeddings]
+        modules += [parts.norm_module(model), parts.head_module(model)]
+        return [p for m in modules for p in m.parameters()]
+
+    def ends_are_teachers(self) -> bool:
+        """True iff the student's embeddings, final norm and head equal the teacher's bit for bit.
+
+        Computed once and again only after an in-place change to one of those tensors (their
+        version counters are the cache key), so a build stays cheap.
+        """
+        pairs = list(zip(self._end_params(self.student), self._end_params(self.teacher), strict=True))
+        key = tuple((a._version, b._version, a.data_ptr(), b.data_ptr()) for a, b in pairs)
+        if key != self._ends_key:
+            self._ends_equal = all(
+                a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+                and a.device.type != "meta"
+                and torch.equal(a, b) for a, b in pairs
+            )
+            self._ends_key = key
+        return self._ends_equal
+
     # ---- building -----------------------------------------------------------------------
 
     def build(
@@ -213,6 +243,8 @@ class BoomerangPair:
 
         embed_src = t if 0 in patched else s
         head_src = t if (n - 1) in patched else s
+        if embed_src is not head_src and self.ends_are_teachers():
+            embed_src = head_src = t  # same numbers; see the module docstring
         config = config_for_layers(
             s.config, [(models[who].config, idx) for who, idx in sources]
         )
@@ -224,9 +256,8 @@ class BoomerangPair:
             tied = False
 
         top = _clone_shell(head_src, config)  # top-level attributes (generation_config, ...)
-        for key, child in head_src._modules.items():
-            if key != parts.base:
-                top._modules[key] = None if child is None else clone_module(child, config)
+        for key, child in head_src._modules.items():  # in order: the base is filled in below
+            top._modules[key] = None if child is None or key == parts.base else clone_module(child, config)
         base = _clone_shell(parts.base_module(s), config)
         t_base = parts.base_module(t)
         for key, t_child in t_base._modules.items():

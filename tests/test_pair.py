@@ -21,7 +21,7 @@ from boomerang.errors import BoomerangError, IncompatiblePairError, UnsupportedA
 from boomerang.export import export_model
 from boomerang.pair import assemble_by_hand, shares_storage
 from conftest import make_pair
-from tiny import tiny_model, tokens
+from tiny import perturb, tiny_model, tokens
 
 
 def logits(model, x):
@@ -71,6 +71,38 @@ def test_every_subset_equals_hand_assembly(family_pair):
             assert built.config.num_hidden_layers == pair.mapping.patched_layers(patched)
             ref = assemble_by_hand(pair, patched)
             torch.testing.assert_close(logits(built, x), logits(ref, x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_a_student_with_the_teacher_s_ends_takes_both_from_it(family, tmp_path):
+    """Frozen ends (``--freeze head``): mixed builds take embeddings and head from the teacher."""
+    teacher = tiny_model(family, 8)
+    mapping = bm.LayerMapping.from_rule(8, 1, 2, 1)
+    student = bm.init_student(teacher, mapping).eval()
+    for layer in find_parts(student).layer_list(student):
+        perturb(layer)
+    pair, x, n = bm.BoomerangPair(teacher, student, mapping), tokens(), mapping.num_student_layers
+    assert pair.ends_are_teachers()
+    tied = teacher.get_output_embeddings().weight is teacher.get_input_embeddings().weight
+    for patched in ([n - 1], [0], [0, 2]):
+        built = pair.build(patched=patched)
+        torch.testing.assert_close(logits(built, x), logits(assemble_by_hand(pair, patched), x), rtol=0, atol=1e-6)
+        assert built.get_input_embeddings().weight is teacher.get_input_embeddings().weight
+        assert built.get_output_embeddings().weight is teacher.get_output_embeddings().weight
+        if tied:  # stays tied, so counted once: ends + the layers actually used
+            layers = find_parts(built).layer_list(built)
+            ends = teacher.num_parameters() - sum(p.numel() for p in find_parts(teacher).layer_list(teacher).parameters())
+            assert built.num_parameters() == ends + sum(p.numel() for p in layers.parameters())
+    assert torch.equal(logits(pair.build(patched=[]), x), logits(student, x))
+    built = pair.build(patched=[n - 1])
+    export_model(built, tmp_path / "mixed")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed").eval()
+    torch.testing.assert_close(logits(reloaded, x), logits(built, x), rtol=0, atol=1e-6)
+    with torch.no_grad():  # an in-place change to the student's head is noticed
+        find_parts(student).norm_module(student).weight.add_(0.1)
+    assert not pair.ends_are_teachers()
+    built = pair.build(patched=[n - 1])
+    assert built.get_input_embeddings().weight is student.get_input_embeddings().weight
 
 
 def test_build_is_zero_copy(family_pair):
