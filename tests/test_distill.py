@@ -473,6 +473,13 @@ def test_config_from_file_and_flags(tmp_path):
     assert DistillConfig().effective_weights(8).cos == 0.25
 
 
+@pytest.mark.parametrize("name", ["distill_example.yaml", "smollm2_gpu.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = DistillConfig.from_file(Path(__file__).resolve().parent.parent / "configs" / name)
+    cfg.validate()
+    assert cfg.steps > 0 and cfg.teacher
+
+
 def test_cli_distill_and_errors(text_teacher, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["distill", "--teacher", text_teacher["teacher"], "--data", text_teacher["data"],
