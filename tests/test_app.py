@@ -148,6 +148,21 @@ def test_learn_tour_steps(tiny):
         assert charts(at), step
 
 
+@pytest.mark.skipif("not __import__('boomerang.dashboard').dashboard.demo_available()",
+                    reason="the demo family is not on disk")
+def test_learn_ablation_step_reports_measured_ratios(tiny):
+    at = app(tiny, page="learn")
+    at.segmented_control(key="learn_step").set_value(at.segmented_control(key="learn_step").options[-1]).run()
+    ok(at)
+    text = "\n".join(m.value for m in at.markdown)
+    ratio = {}
+    for name in ("no-align", "random-init"):
+        line = next(x for x in text.splitlines() if x.startswith(f"- **{name}**"))
+        ratio[name] = float(line.split("**")[-2].rstrip("×"))
+    assert ratio["random-init"] > 5 and 0.9 < ratio["no-align"] < 1.5, ratio
+    assert charts(at)
+
+
 def test_train_runs_and_new_student_appears(tiny):
     from boomerang import dashboard as dash
 
