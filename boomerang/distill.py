@@ -768,6 +768,12 @@ def _distill(
                 f"settings give {list(mapping.blocks)}; resume with the run's own teacher and "
                 "keep-first/every/keep-last, or choose another --out."
             )
+        saved_freeze = tuple(state.get("freeze", ()))
+        if saved_freeze != config.freeze:
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} was trained with freeze={list(saved_freeze)}, but "
+                f"these settings say {list(config.freeze)}; resume with the run's own --freeze."
+            )
         acc.load_state(str(ckpt))
         step, tokens_seen = int(state["step"]), int(state["tokens"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
@@ -803,7 +809,7 @@ def _distill(
         if acc.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(
                 {"step": at_step, "tokens": tokens_seen, "elapsed_s": elapsed,
-                 "mapping": [list(b) for b in mapping.blocks]}))
+                 "mapping": [list(b) for b in mapping.blocks], "freeze": list(config.freeze)}))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)  # atomic: a checkpoint is complete or absent

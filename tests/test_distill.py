@@ -523,13 +523,15 @@ def test_bf16_run_after_fp32_run_in_one_process(synth, tmp_path):
     assert next(pair.student.parameters()).dtype == torch.float32  # master weights stay fp32
 
 
-def test_resume_with_other_mapping_is_refused(synth, tmp_path):
+def test_resume_with_other_mapping_or_freeze_is_refused(synth, tmp_path):
     base = dict(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=2, seq_len=16,
                 batch_size=2, save_every=1, warmup=1, log_every=1)
     distill(DistillConfig(**base), blocks=synth["train"])
     (tmp_path / "r" / "checkpoints" / ".tmp-step-00000009").mkdir()  # left by a killed save
     with pytest.raises(BoomerangError, match="layer blocks"):
         distill(DistillConfig(**base, every=3, resume=True), blocks=synth["train"])
+    with pytest.raises(BoomerangError, match="freeze"):
+        distill(DistillConfig(**base, freeze=("head",), resume=True), blocks=synth["train"])
     distill(DistillConfig(**{**base, "steps": 3}, resume=True), blocks=synth["train"])
     assert not (tmp_path / "r" / "checkpoints" / ".tmp-step-00000009").exists()
     assert [r["step"] for r in _log(tmp_path / "r")] == [1, 2, 3]
