@@ -53,6 +53,11 @@ class ArchParts:
         """The decoder layers of ``model``."""
         return getattr(self.base_module(model), self.layers)
 
+    def embedding_modules(self, model: nn.Module) -> list[nn.Module]:
+        """The input embeddings of ``model`` (token, and position where the model has one)."""
+        base = self.base_module(model)
+        return [getattr(base, name) for name in self.embeddings]
+
     def norm_module(self, model: nn.Module) -> nn.Module:
         """The final norm of ``model``."""
         return getattr(self.base_module(model), self.norm)

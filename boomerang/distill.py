@@ -343,8 +343,7 @@ def frozen_parameters(student: nn.Module, mapping: Any, parts: Sequence[str]) ->
         layers = arch.layer_list(student)
         modules += [layers[i] for i, block in enumerate(mapping.blocks) if len(block) == 1]
     if "embeddings" in parts:
-        base = arch.base_module(student)
-        modules += [getattr(base, name) for name in arch.embeddings]
+        modules += arch.embedding_modules(student)
     if "head" in parts:
         modules += [arch.norm_module(student), arch.head_module(student)]
     seen: dict[int, nn.Parameter] = {}

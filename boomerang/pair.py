@@ -195,8 +195,7 @@ class BoomerangPair:
 
     def _end_params(self, model: PreTrainedModel) -> list[nn.Parameter]:
         parts = self.parts
-        modules = [getattr(parts.base_module(model), k) for k in parts.embeddings]
-        modules += [parts.norm_module(model), parts.head_module(model)]
+        modules = [*parts.embedding_modules(model), parts.norm_module(model), parts.head_module(model)]
         return [p for m in modules for p in m.parameters()]
 
     def ends_are_teachers(self) -> bool:
