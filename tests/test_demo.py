@@ -18,6 +18,8 @@ from boomerang.demo import (ASSETS_DIR, DEMO_STUDENTS, demo_dirs, phenomenon_che
 from boomerang.errors import BoomerangError
 
 EVAL_BLOCKS = 32
+
+
 @pytest.fixture(scope="module")
 def card() -> dict:
     return json.loads((ASSETS_DIR / "card.json").read_text())
