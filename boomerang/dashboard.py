@@ -25,7 +25,6 @@ import pandas as pd
 import torch
 
 from . import evaluate, orders, pretrained, similarity
-from .data import cache_dir
 from .errors import BoomerangError
 from .pair import ORDERS as SEQUENTIAL_ORDERS
 from .pair import BoomerangPair
@@ -169,7 +168,7 @@ def smollm2_available() -> bool:
 
     Never converts here (the first load does, in about half a minute).
     """
-    if (cache_dir() / "smollm2" / "teacher" / "config.json").is_file():
+    if (pretrained.smollm2_paths()[0] / "config.json").is_file():
         return True
     return importlib.util.find_spec(pretrained.GGUF_PACKAGE) is not None
 

@@ -56,14 +56,19 @@ def convert_smollm2(dest: Path) -> Path:
     return dest
 
 
+def smollm2_paths() -> tuple[Path, Path]:
+    """Where the converted teacher and its initialised student live in the cache (maybe not yet)."""
+    root = cache_dir() / "smollm2"
+    return root / "teacher", root / "student"
+
+
 def smollm2_dirs() -> tuple[Path, Path]:
     """(teacher_dir, student_dir) of SmolLM2-135M and its initialised student, built on first use."""
     from .loading import load_model
     from .mapping import LayerMapping
     from .student import init_student, save_student
 
-    root = cache_dir() / "smollm2"
-    teacher_dir, student_dir = root / "teacher", root / "student"
+    teacher_dir, student_dir = smollm2_paths()
     if not (teacher_dir / "config.json").is_file():
         convert_smollm2(teacher_dir)
     if not (student_dir / "student_config.json").is_file():
