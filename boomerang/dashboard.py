@@ -173,14 +173,18 @@ def smollm2_available() -> bool:
     return importlib.util.find_spec(pretrained.GGUF_PACKAGE) is not None
 
 
+def _folders_holding(root: Path, tail: str, max_depth: int = 3) -> set[Path]:
+    """Folders ``root/*/.../<tail's parent>`` (1 to ``max_depth`` levels of ``*``) holding ``tail``."""
+    if not root.is_dir():
+        return set()
+    return {m.parent for depth in range(1, max_depth + 1)
+            for m in root.glob("/".join(["*"] * depth) + "/" + tail)}
+
+
 def trained_students(root: Path | None = None) -> list[Path]:
     """Finished students under the runs folder (``<run>/student``), newest first."""
-    root = Path(root or runs_dir())
-    found = []
-    if root.is_dir():
-        for pattern in ("*/student", "*/*/student", "*/*/*/student"):
-            found += [m.parent for m in root.glob(f"{pattern}/student_config.json")]
-    return sorted(set(found), key=lambda p: p.stat().st_mtime, reverse=True)
+    found = _folders_holding(Path(root or runs_dir()), "student/student_config.json")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def discover_pairs(root: Path | None = None) -> list[PairSpec]:
@@ -766,15 +770,11 @@ class timed:
 def all_runs(max_depth: int = 3) -> list[Path]:
     """Every distillation run under the runs folder (a folder with ``log.jsonl``), newest first;
     the dashboard's own runs first."""
-    root = runs_dir()
-    found: list[Path] = []
-    if root.is_dir():
-        for depth in range(1, max_depth + 1):
-            found += [p.parent for p in root.glob("/".join(["*"] * depth) + "/log.jsonl")]
+    found = _folders_holding(runs_dir(), "log.jsonl", max_depth)
     own = [p for p in found if p.parent == dashboard_runs_dir()]
     other = [p for p in found if p.parent != dashboard_runs_dir()]
     key = lambda p: (p / "log.jsonl").stat().st_mtime  # noqa: E731
-    return sorted(set(own), key=key, reverse=True) + sorted(set(other), key=key, reverse=True)
+    return sorted(own, key=key, reverse=True) + sorted(other, key=key, reverse=True)
 
 
 def log_is_live(out: str | os.PathLike, within_s: float = 60) -> bool:
