@@ -150,8 +150,6 @@ else:
                 icon=":material/info:")
         st.stop()
     frames = [ltf.assign(order="boomerang student")]
-    sizes = ltf["layers"]
-    between = (sizes > sizes.iloc[0]) & (sizes < sizes.iloc[-1])  # the intermediate sizes
     notes = []
     for name in ablations:
         a_spec = dash.PairSpec("demo", name, label=f"demo: {name} student")
@@ -164,8 +162,8 @@ else:
             show_error(e)
             continue
         frames.append(a.assign(order=f"{name} student"))
-        if between.any():
-            ratio = (a["perplexity"][between] / ltf["perplexity"][between]).mean()
+        ratio = dash.mean_ratio_at_intermediate_sizes(a, ltf)
+        if ratio is not None:
             notes.append(f"- **{name}**: student {a['perplexity'].iloc[0]:.2f} (boomerang "
                          f"{ltf['perplexity'].iloc[0]:.2f}); its models of intermediate size are on average "
                          f"**{ratio:.2f}×** the boomerang student's perplexity at the same size")

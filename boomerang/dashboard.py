@@ -385,6 +385,21 @@ def curve(pair: BoomerangPair, order: str, blocks: torch.Tensor, calib: torch.Te
                                           progress=_two_arg(progress, order)))
 
 
+def mean_ratio_at_intermediate_sizes(curve_df: pd.DataFrame, reference: pd.DataFrame) -> float | None:
+    """Mean of ``curve_df``'s perplexity over ``reference``'s, row by row, over the rows whose size lies
+    strictly between the first row's (the student's) and the last row's (the teacher's).
+
+    Both frames are :func:`curve` results of one order on the same pair shape; rows that only
+    swap one-to-one layers keep the student's size and do not count. None when there are none.
+    """
+    sizes = reference["layers"].to_numpy()
+    between = (sizes > sizes[0]) & (sizes < sizes[-1])
+    if not between.any():
+        return None
+    ratio = curve_df["perplexity"].to_numpy()[between] / reference["perplexity"].to_numpy()[between]
+    return float(ratio.mean())
+
+
 def available_metrics() -> list[str]:
     """Metrics a sweep can report: perplexity, and the offline lm-eval tasks when supported."""
     return ["perplexity", *evaluate.OFFLINE_TASKS]

@@ -148,6 +148,18 @@ def test_learn_tour_steps(tiny):
         assert charts(at), step
 
 
+def test_mean_ratio_counts_only_intermediate_sizes():
+    import pandas as pd
+
+    from boomerang import dashboard as dash
+
+    ref = pd.DataFrame({"layers": [3, 3, 4, 5, 6], "perplexity": [40.0, 40.0, 36.0, 33.0, 30.0]})
+    other = pd.DataFrame({"layers": [3, 3, 4, 5, 6], "perplexity": [80.0, 99.0, 72.0, 33.0, 30.0]})
+    assert dash.mean_ratio_at_intermediate_sizes(other, ref) == pytest.approx(1.5)  # (2 + 1) / 2
+    flat = pd.DataFrame({"layers": [3, 3], "perplexity": [40.0, 41.0]})
+    assert dash.mean_ratio_at_intermediate_sizes(flat, flat) is None
+
+
 @pytest.mark.skipif("not __import__('boomerang.dashboard').dashboard.demo_available()",
                     reason="the demo family is not on disk")
 def test_learn_ablation_step_reports_measured_ratios(tiny):
