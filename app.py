@@ -2,7 +2,7 @@
 
 Pages live in app_pages/ (not pages/: a pages/ folder makes Streamlit 1.67 bypass
 st.navigation and run the files directly); the shared sidebar (pair, data, device) is in
-app_pages/_sidebar.py; all computation in boomerang/ (see boomerang/dashboard.py).
+app_pages/_sidebar.py; all computation in boomerang/ (see boomerang/ui/).
 """
 
 import streamlit as st
@@ -10,7 +10,7 @@ import streamlit as st
 st.set_page_config(page_title="boomerang", page_icon="🪃", layout="wide")
 
 from app_pages._sidebar import sidebar  # noqa: E402  (after set_page_config)
-from boomerang.dashboard import configure_threads  # noqa: E402
+from boomerang.ui import configure_threads  # noqa: E402
 
 configure_threads()
 

@@ -9,9 +9,10 @@ from typing import Any
 import streamlit as st
 import torch
 
-from boomerang import dashboard as dash
+from boomerang import ui
+from boomerang.core import BoomerangPair
 from boomerang.errors import BoomerangError
-from boomerang.pair import BoomerangPair
+from boomerang.progress import Progress, Update
 
 FOLDERS = "folders"
 DEFAULT_DATA = "demo"
@@ -21,7 +22,7 @@ DEFAULT_DATA = "demo"
 class Context:
     """What every page gets: the loaded pair, its evaluation blocks and the cache keys."""
 
-    spec: dash.PairSpec | None = None
+    spec: ui.PairSpec | None = None
     pair: BoomerangPair | None = None
     device: str = "cpu"
     data: str = DEFAULT_DATA
@@ -82,7 +83,7 @@ def fmt_layers(patched) -> str:
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _load_pair(key: str, _spec: dash.PairSpec, device: str) -> BoomerangPair:
+def _load_pair(key: str, _spec: ui.PairSpec, device: str) -> BoomerangPair:
     pair = _spec.load(device)
     for m in (pair.teacher, pair.student):
         m.eval().requires_grad_(False)
@@ -92,7 +93,7 @@ def _load_pair(key: str, _spec: dash.PairSpec, device: str) -> BoomerangPair:
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _eval_blocks(pair_key: str, data_key: str, _pair: BoomerangPair, source: str, seq_len: int,
                  n: int, split: str) -> torch.Tensor:
-    return dash.load_eval_blocks(_pair, source, seq_len, n, split)
+    return ui.load_eval_blocks(_pair, source, seq_len, n, split)
 
 
 def eval_blocks(ctx: Context, pair: BoomerangPair | None = None, pair_key: str | None = None) -> torch.Tensor:
@@ -105,25 +106,25 @@ def eval_blocks(ctx: Context, pair: BoomerangPair | None = None, pair_key: str |
 def calib_ids(ctx: Context) -> torch.Tensor:
     """Training blocks to choose data-driven orders on (cached)."""
     key = ("calib", ctx.pair_key, ctx.data, ctx.seq_len)
-    return dash.RESULTS.get_or_compute(
-        key, lambda: dash.calibration_ids(ctx.pair, ctx.data, ctx.seq_len))
+    return ui.RESULTS.get_or_compute(
+        key, lambda: ui.calibration_ids(ctx.pair, ctx.data, ctx.seq_len))
 
 
-def computed(key: tuple, label: str, fn: Callable[[dash.Progress], Any]) -> Any:
+def computed(key: tuple, label: str, fn: Callable[[Progress], Any]) -> Any:
     """``fn(progress)`` cached under ``key``; on a miss, shows an expanding status with a bar."""
-    hit = dash.RESULTS.get(key)
+    hit = ui.RESULTS.get(key)
     if hit is not None:
         return hit
     holder = st.empty()  # the status disappears once the result is there
     with holder.status(label + "…", expanded=True):
         bar = st.progress(0.0, text="starting")
 
-        def progress(done: int, total: int, msg: str) -> None:
-            bar.progress(min(1.0, done / max(total, 1)), text=msg)
+        def progress(u: Update) -> None:
+            bar.progress(min(1.0, u.done / max(u.total, 1)), text=u.note or f"{u.done}/{u.total}")
 
         value = fn(progress)
     holder.empty()
-    return dash.RESULTS.put(key, value)
+    return ui.RESULTS.put(key, value)
 
 
 def show_error(e: Exception) -> None:
@@ -139,19 +140,19 @@ def show_error(e: Exception) -> None:
 # ---- the sidebar -----------------------------------------------------------------------------
 
 
-def _spec_from_choice(choice: str, teacher: str, student: str) -> dash.PairSpec | None:
+def _spec_from_choice(choice: str, teacher: str, student: str) -> ui.PairSpec | None:
     if choice == FOLDERS:
         if not student.strip():
             return None
-        return dash.PairSpec.from_query({"pair": FOLDERS, "teacher": teacher.strip(),
+        return ui.PairSpec.from_query({"pair": FOLDERS, "teacher": teacher.strip(),
                                          "student": student.strip()})
-    return dash.PairSpec.from_query({"pair": choice})
+    return ui.PairSpec.from_query({"pair": choice})
 
 
 def sidebar() -> Context:
     """Draw the shared sidebar (pair, data, device), load the pair, and return the context."""
     ctx = Context()
-    pairs = dash.discover_pairs()
+    pairs = ui.discover_pairs()
     options = [p.key if p.kind != FOLDERS else f"{FOLDERS}:{p.student}" for p in pairs]
     labels = {o: p.title for o, p in zip(options, pairs)}
     labels[FOLDERS] = "Other folders or hub ids…"
@@ -186,7 +187,7 @@ def sidebar() -> Context:
                           help="Leave empty when the student's student_config.json names its teacher.")
         if not pairs and choice == FOLDERS and not st.session_state.get("student_ref"):
             st.caption("No bundled demo found. Point at a student folder, or train one on the Train page.")
-        devs = dash.devices()
+        devs = ui.devices()
         bind("device", devs[0])
         if st.session_state["device"] not in devs:
             st.session_state["device"] = devs[0]
@@ -225,7 +226,7 @@ def sidebar() -> Context:
     if spec is None:
         ctx.error = "Choose a model pair in the sidebar (a student folder, or a demo student)."
         return ctx
-    ctx.pair_key = dash.pair_fingerprint(spec, ctx.device)
+    ctx.pair_key = ui.spec_fingerprint(spec, ctx.device)
     try:
         with st.spinner(f"Loading {spec.title} on {ctx.device}…"):  # shown only when slow
             ctx.pair = _load_pair(ctx.pair_key, spec, ctx.device)
@@ -235,7 +236,7 @@ def sidebar() -> Context:
         ctx.error = f"Could not load {spec.title}: {str(e).splitlines()[0]}"
     previous = st.session_state.get("_pair_key")
     if previous is not None and previous != ctx.pair_key:
-        dash.release_memory()  # the old pair's last reference may just have gone
+        ui.release_memory()  # the old pair's last reference may just have gone
     st.session_state["_pair_key"] = ctx.pair_key
 
     with st.sidebar:
@@ -249,15 +250,15 @@ def sidebar() -> Context:
     return ctx
 
 
-def load_spec(spec: dash.PairSpec, device: str) -> BoomerangPair:
+def load_spec(spec: ui.PairSpec, device: str) -> BoomerangPair:
     """Load another pair (e.g. a demo ablation) through the same cache as the sidebar's."""
-    key = dash.pair_fingerprint(spec, device)
+    key = ui.spec_fingerprint(spec, device)
     with st.spinner(f"Loading {spec.title}…"):
         return _load_pair(key, spec, device)
 
 
 def pair_summary(ctx: Context) -> dict[str, Any]:
-    return dash.RESULTS.get_or_compute(("summary", ctx.pair_key), lambda: dash.pair_summary(ctx.pair))
+    return ui.RESULTS.get_or_compute(("summary", ctx.pair_key), lambda: ui.pair_summary(ctx.pair))
 
 
 def context() -> Context:

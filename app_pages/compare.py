@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from boomerang import dashboard as dash
+from boomerang import ui
 from boomerang import plots
 from app_pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, show_error
 
@@ -13,7 +13,7 @@ st.title("Compare orders", anchor=False)
 st.caption("Each order grows the model from the student to the teacher one patched layer at a "
            "time. Baselines shrink the teacher by dropping layers instead (no student at all).")
 
-choices = dash.available_orders(pair) + dash.available_baselines()
+choices = ui.available_orders(pair) + ui.available_baselines()
 bind("orders", ",".join(choices[:2]))
 picked_default = [o for o in str(st.session_state.get("_keep_orders", st.session_state["orders"])).split(",")
                   if o in choices]
@@ -24,7 +24,7 @@ picked = c1.multiselect("Orders and baselines", choices, key="orders_pick")
 keep("orders", ",".join(picked))
 x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers",
                               format_func=plots.X_TITLES.get, key="compare_x") or "layers"
-metrics = dash.available_metrics()
+metrics = ui.available_metrics()
 metric = c3.selectbox("Metric", metrics, key="compare_metric", format_func=lambda m: m if m == "perplexity"
                       else f"accuracy: {m}", help="Perplexity on the sidebar's data, or zero-shot accuracy "
                       "on an offline lm-eval task (slow: limited to a sample of examples).")
@@ -38,9 +38,9 @@ if not picked:
 
 try:
     blocks = eval_blocks(ctx)
-    calib = calib_ids(ctx) if any(dash.needs_calibration(o) for o in picked) else None
+    calib = calib_ids(ctx) if any(ui.needs_calibration(o) for o in picked) else None
     frames = [computed(("sweep", ctx.pair_key, ctx.data_key, o, metric, limit), f"Evaluating {o}",
-                       lambda progress, o=o: dash.sweep(pair, [o], blocks, calib, progress, metric, limit))
+                       lambda progress, o=o: ui.sweep(pair, [o], blocks, calib, progress, metric, limit))
               for o in picked]
 except Exception as e:  # noqa: BLE001
     show_error(e)

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from boomerang import dashboard as dash
+from boomerang import ui
+
+from app_pages._timing import timed
 from boomerang import plots
 from app_pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, pair_summary, show_error
 
@@ -15,7 +17,7 @@ st.title("Interpolate", anchor=False)
 st.caption(f"{summary['name']}: no training between the ends — each size is the student with some "
            "layers swapped for the teacher blocks they were distilled to imitate.")
 
-orders = dash.available_orders(pair)
+orders = ui.available_orders(pair)
 c_order, c_x = st.columns([3, 2])
 bind("order", orders[0])
 if st.session_state["order"] not in orders:
@@ -32,12 +34,12 @@ keep("x", x_axis)
 
 try:
     blocks = eval_blocks(ctx)
-    calib = calib_ids(ctx) if order not in dash.SEQUENTIAL_ORDERS else None
+    calib = calib_ids(ctx) if order not in ui.SEQUENTIAL_ORDERS else None
     df = computed(("curve", ctx.pair_key, ctx.data_key, order), f"Evaluating the {order} curve",
-                  lambda progress: dash.curve(pair, order, blocks, calib, progress))
+                  lambda progress: ui.curve(pair, order, blocks, calib, progress))
     sets = [frozenset(p) for p in df["patched"]]
     lat = computed(("latency", ctx.pair_key, order), "Timing generation at every size",
-                   lambda progress: dash.latency_profile(pair, sets))
+                   lambda progress: ui.latency_profile(pair, sets))
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
@@ -53,14 +55,14 @@ def _label(k: int) -> str:
         else f"{layers} layers ({k} patched)"
 
 
-traces = dash.RESULTS.get_or_compute(("traces", ctx.pair_key, ctx.data_key, order, x_axis),
+traces = ui.RESULTS.get_or_compute(("traces", ctx.pair_key, ctx.data_key, order, x_axis),
                                      lambda: plots.curve_traces(df, x_axis))
 
 
 @st.fragment
 def size_view() -> None:
     """The slider and everything that depends on it: reruns alone when the slider moves."""
-    with dash.timed("interpolate.size_view"):
+    with timed("interpolate.size_view"):
         _size_view()
 
 
@@ -79,7 +81,7 @@ def _size_view() -> None:
     m3.metric("Decoder layers", f"{int(row['layers'])}",
               delta=f"{k} of {n} student layers patched", delta_color="off")
     m4.metric("Latency", f"{lat[k]:.1f} ms/token", delta="greedy, batch 1", delta_color="off")
-    st.html(plots.strip_html(dash.strip_cells(pair, row["patched"])))
+    st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
     st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces),
                     width="stretch", key="curve")
 
@@ -97,6 +99,6 @@ with st.form("generate", border=False):
 if go:
     try:
         model = pair.build(patched=row["patched"])
-        st.write_stream(dash.stream_generate(model, pair.tokenizer, prompt, int(max_new), float(temperature)))
+        st.write_stream(ui.stream_generate(model, pair.tokenizer, prompt, int(max_new), float(temperature)))
     except Exception as e:  # noqa: BLE001
         show_error(e)

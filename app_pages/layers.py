@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from boomerang import dashboard as dash
+from boomerang import ui
 from boomerang import plots
 from app_pages._sidebar import (
     calib_ids,
@@ -21,7 +21,7 @@ from app_pages._sidebar import (
 ctx = context()
 pair = ctx.pair
 n = pair.mapping.num_student_layers
-labels = dash.layer_labels(pair)
+labels = ui.layer_labels(pair)
 
 st.title("Layer picker", anchor=False)
 st.caption("Toggle a student layer to replace it by the teacher block it stands for. Every "
@@ -68,18 +68,18 @@ for r0 in range(0, n, per_row):
 patched = frozenset(i for i in range(n) if st.session_state[f"pick_{i}"])
 keep("patched", fmt_layers(patched))
 
-st.plotly_chart(plots.strip_figure(dash.strip_cells(pair, patched), labels), width="stretch",
+st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, patched), labels), width="stretch",
                 key="strip")
 
 try:
     blocks = eval_blocks(ctx)
     with st.spinner("Evaluating your model…"):
-        point = dash.RESULTS.get_or_compute(
+        point = ui.RESULTS.get_or_compute(
             ("point", ctx.pair_key, ctx.data_key, tuple(sorted(patched))),
-            lambda: dash.evaluate_point(pair, patched, blocks))
+            lambda: ui.evaluate_point(pair, patched, blocks))
     curves = [computed(("curve", ctx.pair_key, ctx.data_key, o), f"Evaluating the {o} curve",
-                       lambda progress, o=o: dash.curve(pair, o, blocks, None, progress))
-              for o in dash.SEQUENTIAL_ORDERS]
+                       lambda progress, o=o: ui.curve(pair, o, blocks, None, progress))
+              for o in ui.SEQUENTIAL_ORDERS]
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
@@ -95,13 +95,13 @@ m3.metric("Decoder layers", f"{point['layers']}", delta=f"{len(patched)} of {n} 
 import pandas as pd  # noqa: E402
 
 frames = list(curves)
-show_opt = "optimal" in dash.available_orders() and st.toggle(
+show_opt = "optimal" in ui.available_orders() and st.toggle(
     "Show the optimal curve (best subset at every size; computed once, may take a while)",
     key="show_optimal")
 if show_opt:
     try:
         frames.append(computed(("curve", ctx.pair_key, ctx.data_key, "optimal"), "Searching the optimal subsets",
-                               lambda progress: dash.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
+                               lambda progress: ui.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
     except Exception as e:  # noqa: BLE001
         show_error(e)
 x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers",
@@ -111,7 +111,7 @@ st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x=x_axi
                 width="stretch", key="curve")
 
 st.subheader("Export this model", anchor=False)
-default_dir = dash.runs_dir() / "exports" / (
+default_dir = ui.runs_dir() / "exports" / (
     f"{(ctx.spec.key.split('|')[-1] if ctx.spec else 'pair').replace('/', '_').replace(':', '-')}"
     f"-patched-{'_'.join(map(str, sorted(patched))) or 'none'}")
 c1, c2 = st.columns([4, 1])
@@ -120,8 +120,8 @@ out_dir = c1.text_input("Folder", value=str(default_dir), label_visibility="coll
 if c2.button("Export", type="primary", width="stretch"):
     try:
         with st.spinner("Writing safetensors…"):
-            path = dash.export_patched(pair, patched, out_dir)
-            st.session_state["_export"] = (str(path), dash.zip_folder(path))
+            path = ui.export_patched(pair, patched, out_dir)
+            st.session_state["_export"] = (str(path), ui.zip_folder(path))
     except Exception as e:  # noqa: BLE001
         show_error(e)
 exp = st.session_state.get("_export")

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from boomerang import dashboard as dash
+from boomerang import ui
 from boomerang import plots
 from app_pages._sidebar import computed, context, eval_blocks, load_spec, show_error
 
@@ -12,15 +12,15 @@ ctx = context()
 STEPS = ["1 · The student", "2 · Patching", "3 · The curve", "4 · Order matters", "5 · Ablations"]
 
 st.title("Learn", anchor=False)
-on_demo = dash.demo_available()
+on_demo = ui.demo_available()
 if on_demo:
-    spec = dash.PairSpec("demo", "boomerang", label="demo: boomerang student")
+    spec = ui.PairSpec("demo", "boomerang", label="demo: boomerang student")
     try:
         pair = load_spec(spec, ctx.device)
     except Exception as e:  # noqa: BLE001
         show_error(e)
         st.stop()
-    pair_key = dash.pair_fingerprint(spec, ctx.device)
+    pair_key = ui.spec_fingerprint(spec, ctx.device)
     st.caption("A guided tour on the bundled demo family (a 12-layer Llama trained from scratch on "
                "Shakespeare, the Bible and BBC News, and students distilled from it). Every number "
                "below is computed from the models, on the sidebar's evaluation data.")
@@ -34,12 +34,12 @@ if "learn_step" not in st.session_state:
 step = st.segmented_control("Step", STEPS, key="learn_step", label_visibility="collapsed") or STEPS[0]
 m = pair.mapping
 n, N = m.num_student_layers, m.num_teacher_layers
-summary = dash.RESULTS.get_or_compute(("summary", pair_key), lambda: dash.pair_summary(pair))
+summary = ui.RESULTS.get_or_compute(("summary", pair_key), lambda: ui.pair_summary(pair))
 
 try:
     blocks = eval_blocks(ctx, pair, pair_key)
     ltf = computed(("curve", pair_key, ctx.data_key, "last-to-first"), "Evaluating the curve",
-                   lambda progress: dash.curve(pair, "last-to-first", blocks, None, progress))
+                   lambda progress: ui.curve(pair, "last-to-first", blocks, None, progress))
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
@@ -67,17 +67,17 @@ if step == STEPS[0]:
     st.dataframe(table, hide_index=True)
     st.markdown(f"After distillation the student's perplexity is **{student['perplexity']:.2f}**, the "
                 f"teacher's **{teacher['perplexity']:.2f}**.")
-    st.plotly_chart(plots.strip_figure(dash.strip_cells(pair, ()), dash.layer_labels(pair)),
+    st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, ()), ui.layer_labels(pair)),
                     width="stretch", key="learn_strip_s")
     next_button(0)
 
 elif step == STEPS[1]:
     st.header("Patching swaps a student layer for its teacher block", anchor=False)
     i = st.select_slider("Patch student layer", list(range(n)), value=n // 2,
-                         format_func=lambda i: dash.layer_labels(pair)[i], key="learn_layer")
-    point = dash.RESULTS.get_or_compute(("point", pair_key, ctx.data_key, (i,)),
-                                        lambda: dash.evaluate_point(pair, (i,), blocks))
-    st.plotly_chart(plots.strip_figure(dash.strip_cells(pair, (i,)), dash.layer_labels(pair)),
+                         format_func=lambda i: ui.layer_labels(pair)[i], key="learn_layer")
+    point = ui.RESULTS.get_or_compute(("point", pair_key, ctx.data_key, (i,)),
+                                        lambda: ui.evaluate_point(pair, (i,), blocks))
+    st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, (i,)), ui.layer_labels(pair)),
                     width="stretch", key="learn_strip_p")
     delta = point["perplexity"] - student["perplexity"]
     st.markdown(
@@ -98,10 +98,10 @@ elif step == STEPS[2]:
         f"{ltf['layers'].nunique() - 2} intermediate sizes. Half-way, with {n // 2} layers patched, the model has "
         f"{int(mid['layers'])} layers and a perplexity of **{mid['perplexity']:.2f}**.")
     frames = [ltf]
-    if "naive-pruning" in dash.available_baselines():
+    if "naive-pruning" in ui.available_baselines():
         try:
             frames.append(computed(("sweep", pair_key, ctx.data_key, "naive-pruning", "perplexity", None),
-                                   "Pruning the teacher", lambda progress: dash.sweep(
+                                   "Pruning the teacher", lambda progress: ui.sweep(
                                        pair, ["naive-pruning"], blocks, None, progress)))
             pr = frames[-1]
             same = pr[pr["layers"] == int(mid["layers"])]
@@ -123,7 +123,7 @@ elif step == STEPS[3]:
     st.header("Which layers you patch first matters", anchor=False)
     try:
         ftl = computed(("curve", pair_key, ctx.data_key, "first-to-last"), "Evaluating first-to-last",
-                       lambda progress: dash.curve(pair, "first-to-last", blocks, None, progress))
+                       lambda progress: ui.curve(pair, "first-to-last", blocks, None, progress))
     except Exception as e:  # noqa: BLE001
         show_error(e)
         st.stop()
@@ -144,7 +144,7 @@ elif step == STEPS[3]:
 
 else:
     st.header("What initialisation and alignment buy", anchor=False)
-    ablations = [s for s in ("no-align", "random-init") if s in dash.demo_student_dirs()]
+    ablations = [s for s in ("no-align", "random-init") if s in ui.demo_student_dirs()]
     if not on_demo or not ablations:
         st.info("This step compares the demo's ablation students; they are not on disk.",
                 icon=":material/info:")
@@ -152,17 +152,17 @@ else:
     frames = [ltf.assign(order="boomerang student")]
     notes = []
     for name in ablations:
-        a_spec = dash.PairSpec("demo", name, label=f"demo: {name} student")
+        a_spec = ui.PairSpec("demo", name, label=f"demo: {name} student")
         try:
             a_pair = load_spec(a_spec, ctx.device)
-            a_key = dash.pair_fingerprint(a_spec, ctx.device)
+            a_key = ui.spec_fingerprint(a_spec, ctx.device)
             a = computed(("curve", a_key, ctx.data_key, "last-to-first"), f"Evaluating the {name} student",
-                         lambda progress, a_pair=a_pair: dash.curve(a_pair, "last-to-first", blocks, None, progress))
+                         lambda progress, a_pair=a_pair: ui.curve(a_pair, "last-to-first", blocks, None, progress))
         except Exception as e:  # noqa: BLE001
             show_error(e)
             continue
         frames.append(a.assign(order=f"{name} student"))
-        ratio = dash.mean_ratio_at_intermediate_sizes(a, ltf)
+        ratio = ui.mean_ratio_at_intermediate_sizes(a, ltf)
         if ratio is not None:
             notes.append(f"- **{name}**: student {a['perplexity'].iloc[0]:.2f} (boomerang "
                          f"{ltf['perplexity'].iloc[0]:.2f}); its models of intermediate size are on average "

@@ -3,7 +3,7 @@ where patching helps."""
 
 import streamlit as st
 
-from boomerang import dashboard as dash
+from boomerang import ui
 from boomerang import plots
 from app_pages._sidebar import calib_ids, computed, context, show_error
 
@@ -20,12 +20,12 @@ try:
     calib = calib_ids(ctx)
     sim, per_layer = computed(("similarity", ctx.pair_key, ctx.data, ctx.seq_len),
                               "Running both models on calibration text",
-                              lambda progress: dash.similarity_tables(pair, calib))
+                              lambda progress: ui.similarity_tables(pair, calib))
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
 
-st.plotly_chart(plots.heatmap_figure(sim, dash.mapping_cells(pair)), width="stretch", key="heatmap")
+st.plotly_chart(plots.heatmap_figure(sim, ui.mapping_cells(pair)), width="stretch", key="heatmap")
 
 SIMS = {"cos_local": "local (same input)", "cos_global": "global (with drift)"}
 SIM_HELP = ("local: student layer i vs. teacher block i run on the same teacher input (this layer's own "

@@ -5,9 +5,10 @@ import time
 
 import streamlit as st
 
-from boomerang import dashboard as dash
+from boomerang import ui
 from boomerang import plots
-from boomerang.distill import FREEZABLE, MODES, DistillConfig
+from boomerang.core import LayerMapping
+from boomerang.train import FREEZABLE, MODES, DistillConfig
 from app_pages._sidebar import context, show_error
 
 ctx = context()
@@ -36,7 +37,7 @@ with st.form("train_config"):
     st.markdown(f"**Teacher:** `{teacher_ref}` ({pair.mapping.num_teacher_layers} layers)")
     c1, c2 = st.columns(2)
     name = c1.text_input("Run name", value=f"{time.strftime('%m%d-%H%M')}-student",
-                         help=f"Written to {dash.dashboard_runs_dir()}/<name>")
+                         help=f"Written to {ui.dashboard_runs_dir()}/<name>")
     mode = c2.selectbox("Mode", MODES, format_func=lambda m: f"{m} — {MODE_HELP.get(m, '')}")
     st.markdown("**Layer mapping** — which teacher layers the student keeps")
     m1, m2, m3 = st.columns(3)
@@ -62,23 +63,21 @@ with st.form("train_config"):
 
 if submitted:
     run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "student"
-    out = dash.dashboard_runs_dir() / run_name
+    out = ui.dashboard_runs_dir() / run_name
     try:
-        from boomerang.mapping import LayerMapping
-
         LayerMapping.from_rule(pair.mapping.num_teacher_layers, int(keep_first), int(every), int(keep_last))
         cfg = DistillConfig(teacher=teacher_ref, data=data.strip() or "demo", out=str(out),
                             keep_first=int(keep_first), every=int(every), keep_last=int(keep_last), mode=mode,
                             steps=int(steps), seq_len=int(seq_len), batch_size=int(batch), lr=float(lr),
                             warmup=int(warmup), save_every=int(save_every), log_every=1,
                             max_blocks=int(max_blocks), freeze=tuple(freeze))
-        dash.start_training(cfg)
+        ui.start_training(cfg)
         st.session_state["train_out"] = str(out)
     except Exception as e:  # noqa: BLE001
         show_error(e)
 
-runs = [str(p) for p in dash.all_runs()]
-for p in dash.dashboard_runs():  # started here but not logged yet
+runs = [str(p) for p in ui.all_runs()]
+for p in ui.dashboard_runs():  # started here but not logged yet
     if str(p) not in runs:
         runs.insert(0, str(p))
 if st.session_state.get("train_out") and st.session_state["train_out"] not in runs:
@@ -88,17 +87,17 @@ if not runs:
     st.stop()
 if st.session_state.get("train_out") in runs:
     st.session_state["train_view"] = st.session_state.pop("train_out")
-own_root = str(dash.dashboard_runs_dir())
+own_root = str(ui.dashboard_runs_dir())
 out = st.selectbox("Run", runs, key="train_view",
                    format_func=lambda p: p.rsplit("/", 1)[-1] if p.startswith(own_root)
-                   else f"{p.replace(str(dash.runs_dir()) + '/', '')} (started elsewhere)")
+                   else f"{p.replace(str(ui.runs_dir()) + '/', '')} (started elsewhere)")
 
 
 def live(out: str) -> None:
     """Progress of one run, refreshed every second while it trains."""
-    job = dash.training_job(out)
-    status = dash.run_status(out)
-    log = dash.read_log(out)
+    job = ui.training_job(out)
+    status = ui.run_status(out)
+    log = ui.read_log(out)
     if job is not None and job.running:
         total = job.config.steps
         step = job.step
@@ -120,7 +119,7 @@ def live(out: str) -> None:
             st.session_state[f"_announced_{out}"] = True
             st.rerun(scope="app")  # the sidebar lists the new student
     elif not out.startswith(own_root):
-        live_now = dash.log_is_live(out)
+        live_now = ui.log_is_live(out)
         steps = (status["config"] or {}).get("steps", "?")
         done = int(log["step"].iloc[-1]) if not log.empty else 0
         st.info(f"A run started outside the dashboard (step {done} of {steps}"
@@ -132,7 +131,7 @@ def live(out: str) -> None:
                    icon=":material/pause_circle:")
         if st.button("Resume", icon=":material/play_arrow:", type="primary", key=f"resume_{out}"):
             try:
-                dash.start_training(DistillConfig.from_dict({**cfg, "resume": True}))
+                ui.start_training(DistillConfig.from_dict({**cfg, "resume": True}))
                 st.rerun()
             except Exception as e:  # noqa: BLE001
                 show_error(e)
@@ -146,6 +145,6 @@ def live(out: str) -> None:
                    + ", ".join(f"{k} {log[k].iloc[-1]:.3f}" for k in ("loss", "ce", "kl", "cos") if k in log))
 
 
-job = dash.training_job(out)
-watching = (job is not None and job.running) or dash.log_is_live(out)
+job = ui.training_job(out)
+watching = (job is not None and job.running) or ui.log_is_live(out)
 st.fragment(live, run_every=(1.0 if job is not None else 3.0) if watching else None)(out)

@@ -19,7 +19,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import boomerang as bm
-from boomerang.pair import assemble_by_hand
+from oracles import assemble_by_hand
 
 
 def timed(fn, repeat: int) -> float:

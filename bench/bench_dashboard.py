@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import browser_util as bu  # noqa: E402
+from pairs_on_disk import build_tiny_pair  # noqa: E402
 
 SHOWN_JS = """([k, n]) => {
     let delta = null;
@@ -57,7 +58,7 @@ def main() -> None:
     if bu.chromium_path() is None:
         sys.exit("no chromium: apt-get install -y chromium")
 
-    from boomerang import dashboard as dash
+    from boomerang import ui as dash
 
     use_demo = args.pair == "demo" or (args.pair is None and args.student is None and dash.demo_available())
     params: dict[str, str] = {}
@@ -69,7 +70,7 @@ def main() -> None:
         label = "demo (boomerang student), default evaluation data"
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bm-bench-"))
-        _, student, text = dash.build_tiny_pair(tmp / "pair")
+        _, student, text = build_tiny_pair(tmp / "pair")
         params = {"pair": "folders", "student": str(student), "data": str(text)}
         label = "tiny random pair (the demo is not on disk)"
 

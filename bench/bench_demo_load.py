@@ -10,7 +10,7 @@ import torch
 def main() -> None:
     """Load each shipped demo pair a few times and print the best and median wall times."""
     import boomerang as bm
-    from boomerang.demo import DEMO_STUDENTS
+    from boomerang.zoo import DEMO_STUDENTS
 
     torch.set_num_threads(2)
     bm.load_pair("demo")  # warm the import and file caches once

@@ -1,7 +1,7 @@
 """Benchmark: distillation throughput (tokens/s) and, on a GPU, model-FLOPs utilisation.
 
 CPU: a randomly initialised teacher of the demo teacher's shape (Llama, 12 layers, hidden 96,
-vocab 2048; student 7 layers), ``seq_len`` 128, batch 16, fp32, through :func:`boomerang.distill`
+vocab 2048; student 7 layers), ``seq_len`` 128, batch 16, fp32, through :func:`boomerang.train.distill`
 exactly as the CLI runs it (teacher forward + student forward/backward + AdamW).
 
 GPU (when CUDA is present): a teacher of SmolLM2-135M's shape (30 layers, hidden 576, 9/3
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from boomerang.distill import DistillConfig, DistillProgress, distill
-from boomerang.mapping import LayerMapping
+from boomerang.train import DistillConfig, DistillProgress, distill
+from boomerang.core import LayerMapping
 
 # Dense bf16 peak FLOP/s (no sparsity) by device-name substring.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,

@@ -6,7 +6,7 @@ shared machine are far steadier than wall time; use ``--threads 1`` there.
 
 1. Perplexity of every size of last-to-first, first-to-last and klpatch on ``--blocks`` blocks
    of 128 tokens: (a) from scratch, ``perplexity(pair.build(patched=s), blocks)`` per size,
-   (b) one :class:`~boomerang.runner.PatchRunner` walk per order, (c) one walk for all orders
+   (b) one :class:`~boomerang.core.PatchRunner` walk per order, (c) one walk for all orders
    together (what :func:`boomerang.sweep` does). Same numbers, less time: the ratio (b)/(a)
    is the target (<= 0.75).
 2. Mean token KL(teacher || model) of each size for optimal (exhaustive), shortest-path (run-KL
@@ -27,7 +27,7 @@ import time
 import torch
 
 import boomerang as bm
-from boomerang import evaluate as ev
+from boomerang import eval as ev
 from boomerang import orders as od
 
 

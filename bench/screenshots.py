@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 import browser_util as bu  # noqa: E402
+from pairs_on_disk import build_tiny_pair  # noqa: E402
 
 
 def settle(page, plots: int = 0, timeout_s: float = 900) -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated page names")
     ap.add_argument("--student", default=None, help="a local student folder instead of the demo")
     args = ap.parse_args()
-    from boomerang import dashboard as dash
+    from boomerang import ui as dash
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ def main() -> None:
         base = {"pair": "demo"}
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bm-shots-"))
-        _, student, text = dash.build_tiny_pair(tmp / "pair")
+        _, student, text = build_tiny_pair(tmp / "pair")
         base = {"pair": "folders", "student": str(student), "data": str(text)}
 
     shots = [

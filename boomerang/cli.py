@@ -9,10 +9,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import pandas as pd
+import transformers
+
+from .core import BoomerangPair, export_model
 from .errors import BoomerangError
+from .eval import block_similarity, similarity_matrix, sweep
+from .io import atomic_write
+from .orders import ORDER_NAMES, ORDERS, calibration_ids, needs_calibration
+from .paths import demo_assets_dir
+from .progress import tqdm_progress
+from .recipes.demo import TeacherConfig, build_demo
+from .train import DistillConfig, distill
+from .zoo import load_pair
 
 # name -> (add_arguments, run). Each command registers itself below with @command.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -36,10 +51,8 @@ def add_pair_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
 
 
-def pair_from_args(args: argparse.Namespace):
+def pair_from_args(args: argparse.Namespace) -> BoomerangPair:
     """Load the pair named by :func:`add_pair_arguments`' options."""
-    from .loading import load_pair
-
     if args.pair is None and args.teacher is None and args.student is None:
         args.pair = "demo"
     return load_pair(args.pair, teacher=args.teacher, student=args.student, device=args.device)
@@ -52,7 +65,8 @@ def parse_layers(text: str | None) -> list[int]:
     out = []
     for item in text.split(","):
         item = item.strip()
-        if not item.lstrip("-").isdigit():
+        digits = item[1:] if item.startswith("-") else item
+        if not (digits.isascii() and digits.isdigit()):
             raise BoomerangError(f"'{item}' is not a layer number; write e.g. --patched 1,2,5.")
         out.append(int(item))
     return out
@@ -88,23 +102,28 @@ def _info(args: argparse.Namespace) -> int:
 def _patch_args(p: argparse.ArgumentParser) -> None:
     add_pair_arguments(p)
     p.add_argument("--patched", help="student layers to patch, e.g. 1,2")
-    p.add_argument("--order", choices=["last-to-first", "first-to-last"])
+    p.add_argument("--order", choices=[o for o in ORDER_NAMES if o != "custom"])
     p.add_argument("--k", type=int, help="with --order: how many student layers to patch")
+    _calib_arguments(p)
     p.add_argument("--out", required=True, help="folder for the standalone checkpoint")
 
 
 @command("patch", "build an intermediate model and save it as a standalone HF checkpoint", _patch_args)
 def _patch(args: argparse.Namespace) -> int:
-    from .export import export_model
-
-    if args.patched is not None and args.order is not None:
+    if args.patched is not None and (args.order is not None or args.k is not None):
         raise BoomerangError("Give either --patched or --order with --k, not both.")
-    if args.order is not None and args.k is None:
-        raise BoomerangError("--order needs --k, the number of student layers to patch.")
+    if (args.order is None) != (args.k is None):
+        raise BoomerangError("--order and --k go together: --order names the order, --k how many layers to patch.")
+    if args.patched is None and args.order is None:
+        raise BoomerangError("Say what to patch: --patched 1,2 or --order last-to-first --k 3 (--patched '' for the student).")
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BoomerangError(f"--out {args.out} is a file; give a new folder for the checkpoint.")
     patched = parse_layers(args.patched)
     pair = pair_from_args(args)
     if args.order is not None:
-        model = pair.build(order=args.order, k=args.k)
+        calib = _calib_from_args(pair, args) if needs_calibration(args.order) else None
+        model = pair.build(order=args.order, k=args.k, calib_ids=calib)
     else:
         model = pair.build(patched=patched)
     out = export_model(model, args.out, tokenizer=pair.tokenizer)
@@ -117,18 +136,11 @@ def _patch(args: argparse.Namespace) -> int:
 
 
 def _distill_args(p: argparse.ArgumentParser) -> None:
-    from .distill import DistillConfig
-
     DistillConfig.add_cli_arguments(p)
 
 
 @command("distill", "train a boomerang student (or an ablation) from a teacher", _distill_args)
 def _distill(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from .distill import DistillConfig, distill
-
     config = DistillConfig.from_cli_args(args)
     stop = threading.Event()
 
@@ -153,20 +165,20 @@ def _distill(args: argparse.Namespace) -> int:
 # ---- sweep / similarity (evaluation) -------------------------------------------------------
 
 
-def _tqdm_progress(desc: str):
-    """A ``progress(done, total)`` callback drawing a tqdm bar, and the bar (close it after)."""
-    from tqdm import tqdm
+def _csv_destination(path: str) -> Path:
+    """Check a CSV output path before any work is done."""
+    out = Path(path)
+    if out.is_dir():
+        raise BoomerangError(f"--out {path} is a folder; give a file name such as {Path(path) / 'results.csv'}.")
+    return out
 
-    bar = tqdm(total=0, desc=desc, unit="step", file=sys.stderr)
 
-    def progress(done: int, total: int) -> None:
-        if bar.total != total:  # a new phase (e.g. choosing an order, then evaluating)
-            bar.reset(total=total)
-        if done != bar.n:
-            bar.n = done
-            bar.refresh()
-
-    return progress, bar
+def _write_csv(frame: pd.DataFrame, out: Path, index: bool = False) -> None:
+    """Write a CSV all at once (a full disk leaves the old file, not a 0-byte one)."""
+    try:
+        atomic_write(out, frame.to_csv(index=index))
+    except OSError as e:
+        raise BoomerangError(f"Could not write {out}: {e.strerror or e}.") from None
 
 
 def _calib_arguments(p: argparse.ArgumentParser) -> None:
@@ -176,17 +188,15 @@ def _calib_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-len", type=int, default=128, help="calibration sequence length (default 128)")
 
 
-def _calib_from_args(pair, args: argparse.Namespace):
-    from .orders import calibration_ids
-
+def _calib_from_args(pair: BoomerangPair, args: argparse.Namespace):
+    if args.calib_n < 1 or args.calib_len < 2:
+        raise BoomerangError("--calib-n must be at least 1 and --calib-len at least 2.")
     return calibration_ids(pair, n=args.calib_n, seq_len=args.calib_len, source=args.calib_data)
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     add_pair_arguments(p)
-    p.add_argument("--orders", default="last-to-first",
-                   help="comma-separated: last-to-first, first-to-last, custom, similarity, klpatch, "
-                        "optimal, shortest-path, naive-pruning, block-influence")
+    p.add_argument("--orders", default="last-to-first", help="comma-separated: " + ", ".join(ORDERS))
     p.add_argument("--custom", help="with --orders custom: the patching sequence, e.g. 6,5,0,1,2,3,4")
     p.add_argument("--data", default="demo", help="text source: demo, a .txt file, a folder or a dataset id")
     p.add_argument("--split", default="validation", choices=["train", "validation", "test", "all"])
@@ -203,31 +213,34 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "perplexity / accuracy of every size of one or more patch orders (and baselines)", _sweep_args)
 def _sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .evaluate import sweep
-
+    out = _csv_destination(args.out)
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
     custom = parse_layers(args.custom) if args.custom else None
     if "custom" in orders and not custom:
         raise BoomerangError("--orders custom needs --custom, the patching sequence, e.g. 6,5,0,1,2,3,4.")
     limit = args.limit
+    if limit is not None and not limit > 0:
+        raise BoomerangError(f"--limit must be a positive number of examples (or a fraction below 1), not {limit:g}.")
     if limit is not None and limit >= 1:
+        if limit != int(limit):
+            raise BoomerangError(f"--limit above 1 counts examples and must be whole, not {limit:g}.")
         limit = int(limit)
+    for name, value in (("--max-blocks", args.max_blocks), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise BoomerangError(f"{name} must be at least 1, not {value}.")
+    if args.seq_len < 2:
+        raise BoomerangError(f"--seq-len must be at least 2 tokens, not {args.seq_len}.")
     pair = pair_from_args(args)
-    needs_calib = any(o not in ("last-to-first", "first-to-last", "custom", "naive-pruning") for o in orders)
-    calib = _calib_from_args(pair, args) if needs_calib else None
-    progress, bar = _tqdm_progress("sweep")
+    calib = _calib_from_args(pair, args) if any(needs_calibration(o) for o in orders) else None
+    progress, close = tqdm_progress("sweep")
     try:
         frame = sweep(pair, orders, data=args.data, metrics=args.metrics, split=args.split,
                       seq_len=args.seq_len, max_blocks=args.max_blocks, calib_ids=calib,
                       progress=progress, custom=custom, limit=limit, batch_size=args.batch_size,
                       use_cache=not args.no_cache)
     finally:
-        bar.close()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+        close()
+    _write_csv(frame, out)
     shown = [c for c in frame.columns if c not in ("kept", "seconds")]
     print(frame[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"wrote {len(frame)} rows to {out}")
@@ -244,22 +257,17 @@ def _similarity_args(p: argparse.ArgumentParser) -> None:
 @command("similarity", "cosine similarity of student vs teacher hidden states (and per-layer table)",
          _similarity_args)
 def _similarity(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .similarity import block_similarity, similarity_matrix
-
+    out = _csv_destination(args.out)
+    blocks_out = _csv_destination(args.blocks_out) if args.blocks_out else None
     pair = pair_from_args(args)
     calib = _calib_from_args(pair, args)
     sim = similarity_matrix(pair, calib)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sim.to_csv(out)
+    _write_csv(sim, out, index=True)
     print(sim.to_string(float_format=lambda x: f"{x:.3f}"))
     print(f"wrote {sim.shape[0]}x{sim.shape[1]} matrix to {out}")
-    if args.blocks_out:
+    if blocks_out is not None:
         table = block_similarity(pair, calib)
-        Path(args.blocks_out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.blocks_out, index=False)
+        _write_csv(table, blocks_out)
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         print(f"wrote per-layer table to {args.blocks_out}")
     return 0
@@ -270,7 +278,7 @@ def _similarity(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("build",), help="build: rebuild the bundled demo family from scratch")
-    p.add_argument("--out", default=None, help="where to write the weights and model card (default: assets/demo)")
+    p.add_argument("--out", default=None, help="where to write the weights and model card (default: the package's demo assets)")
     p.add_argument("--work", default="runs/demo-build", help="intermediate runs; an interrupted build resumes from them")
     p.add_argument("--teacher-steps", type=int, default=6000, dest="teacher_steps", help="at most this many teacher steps")
     p.add_argument("--teacher-minutes", type=float, default=None, dest="teacher_minutes",
@@ -282,9 +290,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "rebuild the bundled demo family (corpus, tokenizer, teacher, students, model card)", _demo_args)
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import ASSETS_DIR, TeacherConfig, build_demo
-
-    out = args.out or ASSETS_DIR
+    out = args.out or demo_assets_dir()
     budget = None if args.teacher_minutes is None else 60 * args.teacher_minutes
     teacher = TeacherConfig(num_threads=args.threads, max_steps=args.teacher_steps, time_budget_s=budget)
     card = build_demo(out, args.work, teacher, student_steps=args.student_steps,
@@ -314,8 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, with one sentence on stderr)."""
     args = build_parser().parse_args(argv)
-    import transformers
-
     # The CLI shows its own progress (tqdm); transformers' per-load bars and warnings are noise.
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()

@@ -10,9 +10,12 @@ builder's output once instead.
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -192,7 +195,6 @@ def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
                  marker=dict(size=11, color=TEACHER_COLOR, line=dict(width=1, color="black")),
                  name="student layers")]
     if len(df) >= 3 and df[x].nunique() > 1:
-        import numpy as np
 
         a, b = np.polyfit(df[x].astype(float), df[y].astype(float), 1)
         xs = np.linspace(float(df[x].min()), float(df[x].max()), 20)
@@ -227,9 +229,6 @@ def for_export(fig: go.Figure) -> go.Figure:
 
 def figure_png(fig: go.Figure, width: int = 1000, height: int = 560) -> tuple[bytes | None, str]:
     """(PNG bytes, "") through kaleido, or (None, why) when kaleido cannot find a browser."""
-    import os
-    import shutil
-
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
         if path and not os.environ.get("BROWSER_PATH"):

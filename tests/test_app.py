@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from pairs_on_disk import build_tiny_pair  # noqa: E402
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 300
 
@@ -22,13 +24,13 @@ TIMEOUT = 300
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(student_dir, text_file) of a tiny pair; runs and caches go to temporary folders."""
-    from boomerang import dashboard as dash
+    from boomerang import ui as dash
 
     root = tmp_path_factory.mktemp("dash")
     old = {k: os.environ.get(k) for k in ("BOOMERANG_RUNS", "BOOMERANG_CACHE")}
     os.environ["BOOMERANG_RUNS"] = str(root / "runs")
     os.environ["BOOMERANG_CACHE"] = str(root / "cache")
-    _, student, text = dash.build_tiny_pair(root / "pair")
+    _, student, text = build_tiny_pair(root / "pair")
     yield str(student), str(text)
     for k, v in old.items():
         if v is None:
@@ -117,7 +119,7 @@ def test_layer_picker_toggles_and_exports(tiny):
 
 
 def test_compare_orders_with_baselines(tiny):
-    from boomerang import dashboard as dash
+    from boomerang import ui as dash
 
     orders = dash.available_orders()[:2] + dash.available_baselines()[:1]
     at = app(tiny, page="compare", orders=",".join(orders))
@@ -131,7 +133,7 @@ def test_compare_orders_with_baselines(tiny):
 
 
 def test_similarity_page(tiny):
-    pytest.importorskip("boomerang.similarity")
+    pytest.importorskip("boomerang.eval.similarity")
     at = app(tiny, page="similarity")
     assert len(charts(at)) == 3  # heatmap, per-layer bars, scatter
     assert len(at.dataframe[0].value) == 4  # one row per student layer
@@ -151,7 +153,7 @@ def test_learn_tour_steps(tiny):
 def test_mean_ratio_counts_only_intermediate_sizes():
     import pandas as pd
 
-    from boomerang import dashboard as dash
+    from boomerang import ui as dash
 
     ref = pd.DataFrame({"layers": [3, 3, 4, 5, 6], "perplexity": [40.0, 40.0, 36.0, 33.0, 30.0]})
     other = pd.DataFrame({"layers": [3, 3, 4, 5, 6], "perplexity": [80.0, 99.0, 72.0, 33.0, 30.0]})
@@ -160,7 +162,7 @@ def test_mean_ratio_counts_only_intermediate_sizes():
     assert dash.mean_ratio_at_intermediate_sizes(flat, flat) is None
 
 
-@pytest.mark.skipif("not __import__('boomerang.dashboard').dashboard.demo_available()",
+@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
                     reason="the demo family is not on disk")
 def test_learn_ablation_step_reports_measured_ratios(tiny):
     at = app(tiny, page="learn")
@@ -176,7 +178,7 @@ def test_learn_ablation_step_reports_measured_ratios(tiny):
 
 
 def test_train_runs_and_new_student_appears(tiny):
-    from boomerang import dashboard as dash
+    from boomerang import ui as dash
 
     at = app(tiny, page="train")
     name = next(t for t in at.text_input if t.label == "Run name")
@@ -212,7 +214,7 @@ def test_bad_inputs_are_one_sentence_errors(tiny):
     assert at.error and "Traceback" not in at.error[0].value
 
 
-@pytest.mark.skipif("not __import__('boomerang.dashboard').dashboard.demo_available()",
+@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
                     reason="the demo family is not on disk")
 def test_opens_on_the_demo_by_default():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -226,8 +228,8 @@ def test_opens_on_the_demo_by_default():
 def test_train_stop_then_resume_from_the_page(tiny):
     import time
 
-    from boomerang import dashboard as dash
-    from boomerang.distill import DistillConfig
+    from boomerang import ui as dash
+    from boomerang.train import DistillConfig
 
     out = dash.dashboard_runs_dir() / "stopresume"
     cfg = DistillConfig(teacher=str(Path(tiny[0]).parent / "teacher"), data=tiny[1], out=str(out), steps=60,

@@ -11,6 +11,7 @@ import os
 import pytest
 
 import browser_util as bu
+from pairs_on_disk import build_tiny_pair
 
 
 if bu.chromium_path() is None or not __import__("importlib").util.find_spec("playwright"):
@@ -23,10 +24,10 @@ if bu.chromium_path() is None or not __import__("importlib").util.find_spec("pla
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from boomerang import dashboard as dash
+    from boomerang import ui as dash
 
     root = tmp_path_factory.mktemp("browser")
-    _, student, text = dash.build_tiny_pair(root / "pair")
+    _, student, text = build_tiny_pair(root / "pair")
     env = {"BOOMERANG_RUNS": str(root / "runs"), "BOOMERANG_CACHE": str(root / "cache")}
     with bu.serve(env) as url:
         yield url, str(student), str(text)

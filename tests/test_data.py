@@ -29,7 +29,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from boomerang.demo import train_tokenizer
+    from boomerang.recipes.demo import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok")
     return train_tokenizer([_prose(50, seed=s) for s in range(4)], out, vocab_size=300)
@@ -139,7 +139,7 @@ def test_error_unknown_split(text_file, tokenizer):
 def test_demo_corpus_has_all_parts_in_every_split():
     test_docs = load_documents("demo", "test")
     assert 100 < len(test_docs) < 1000
-    from boomerang.demo import demo_documents
+    from boomerang.data import demo_documents
 
     docs = demo_documents()
     held = select_split(docs, "test")

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import boomerang as bm
-from boomerang.demo import (ASSETS_DIR, DEMO_STUDENTS, demo_dirs, phenomenon_checks, render_model_card,
-                            strip_gutenberg)
+from boomerang.paths import demo_assets_dir
+from boomerang.data.demo_corpus import strip_gutenberg
+from boomerang.recipes.demo import phenomenon_checks, render_model_card
+from boomerang.zoo import DEMO_STUDENTS, demo_dirs
 from boomerang.errors import BoomerangError
 
 EVAL_BLOCKS = 32
@@ -22,7 +24,7 @@ EVAL_BLOCKS = 32
 
 @pytest.fixture(scope="module")
 def card() -> dict:
-    return json.loads((ASSETS_DIR / "card.json").read_text())
+    return json.loads((demo_assets_dir() / "card.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def held_out() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def rows(held_out) -> list[dict]:
     """Last-to-first interpolation of the boomerang and random-init students vs naive pruning."""
-    from boomerang.demo import interpolation_report
+    from boomerang.recipes.demo import interpolation_report
 
     teacher_dir, _ = demo_dirs()
     students = {m: demo_dirs(m)[1] for m in ("boomerang", "random-init")}
@@ -59,7 +61,7 @@ def test_demo_dirs_and_loader():
         assert (teacher_dir / "model.safetensors").is_file()
         assert (student_dir / "model.safetensors").is_file()
         assert (student_dir / "student_config.json").is_file()
-    assert not list(ASSETS_DIR.rglob("*.bin")) and not list(ASSETS_DIR.rglob("*.pt"))
+    assert not list(demo_assets_dir().rglob("*.bin")) and not list(demo_assets_dir().rglob("*.pt"))
     pair = bm.load_pair("demo")
     assert pair.teacher.config.num_hidden_layers >= 12
     assert pair.mapping.kept == bm.LayerMapping.from_rule(pair.teacher.config.num_hidden_layers, 0, 2, 2).kept
@@ -76,7 +78,7 @@ def test_demo_dirs_unknown_student_lists_the_valid_ones():
 
 
 def test_assets_fit_the_size_budget():
-    total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in demo_assets_dir().rglob("*") if p.is_file())
     assert total <= 40 * 2**20
 
 
@@ -95,7 +97,7 @@ def test_model_card_fields(card):
     assert res["teacher"] > 1 and set(res["students"]) == set(DEMO_STUDENTS)
     assert [r["k"] for r in res["rows"]] == list(range(len(card["mapping"]["kept"]) + 1))
     # The shipped Markdown card is rendered from card.json and up to date with it.
-    assert (ASSETS_DIR / "MODEL_CARD.md").read_text() == render_model_card(card)
+    assert (demo_assets_dir() / "MODEL_CARD.md").read_text() == render_model_card(card)
 
 
 def test_student_is_clearly_worse_than_teacher(rows):
@@ -129,8 +131,8 @@ def test_random_init_student_interpolates_worse(rows):
 
 def test_frozen_parts_of_the_shipped_students_are_the_teacher_s():
     """The one-to-one layers and head stayed the teacher's, so patching them is a no-op."""
-    from boomerang.demo import DEMO_FREEZE
-    from boomerang.distill import frozen_parameters
+    from boomerang.recipes.demo import DEMO_FREEZE
+    from boomerang.train import frozen_parameters
 
     for mode in ("boomerang", "no-align"):
         pair = bm.load_pair("demo", student=mode)
@@ -145,7 +147,7 @@ def test_frozen_parts_of_the_shipped_students_are_the_teacher_s():
 
 
 def test_curve_figure_names_an_off_scale_ablation_instead_of_drawing_it(card):
-    from boomerang.demo import interpolation_curve_figure
+    from boomerang.recipes.demo import interpolation_curve_figure
 
     fig = interpolation_curve_figure(card["results"])
     names = {t.name for t in fig.data}

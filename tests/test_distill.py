@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from boomerang import cli
-from boomerang.arch import find_parts
-from boomerang.distill import (
+from boomerang.core.arch import find_parts
+from boomerang.train import (
     FREEZABLE,
     DistillConfig,
     LossWeights,
@@ -28,12 +28,12 @@ from boomerang.distill import (
     distill_loss,
     forward_states,
     frozen_parameters,
-    resolve_teacher,
 )
+from boomerang.zoo import resolve_teacher
 from boomerang.errors import BoomerangError
-from boomerang.loading import load_pair
-from boomerang.mapping import LayerMapping
-from boomerang.student import init_student
+from boomerang import load_pair
+from boomerang.core import LayerMapping
+from boomerang.core import init_student
 
 from tiny import perturb, tiny_model
 
@@ -101,7 +101,7 @@ def synth(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def text_teacher(tmp_path_factory) -> Iterator[dict]:
     """A tiny random teacher with a real (trained BPE) tokenizer, and a text file to train on."""
-    from boomerang.demo import train_tokenizer
+    from boomerang.recipes.demo import train_tokenizer
 
     root = tmp_path_factory.mktemp("text")
     words = ("the king and queen of the land went to see a ship on the sea while the lord "
@@ -499,7 +499,7 @@ def test_cli_distill_and_errors(text_teacher, tmp_path, capsys):
 
 
 def test_a_bundled_pair_name_stands_for_its_teacher(tmp_path):
-    from boomerang.demo import demo_dirs
+    from boomerang.zoo import demo_dirs
 
     teacher_dir = str(demo_dirs()[0])
     assert resolve_teacher("demo") == teacher_dir
@@ -553,7 +553,7 @@ def test_chunked_kl_matches_and_backprops(monkeypatch):
     """The chunked, checkpointed KL gives the same value and gradient as the one-shot one."""
     import importlib
 
-    D = importlib.import_module("boomerang.distill")  # `boomerang.distill` is also the function
+    D = importlib.import_module("boomerang.train.loss")
 
     g = torch.Generator().manual_seed(0)
     s0, t = torch.randn(50, 17, generator=g), torch.randn(50, 17, generator=g)

@@ -13,7 +13,9 @@ import torch
 from eval_fixtures import random_ids, tiny_pair, tiny_tokenizer
 
 import boomerang as bm
-from boomerang import evaluate as ev
+from boomerang import eval as ev
+from boomerang.cache import pair_fingerprint
+from boomerang.eval.perplexity import _POINTS
 from boomerang.errors import BoomerangError
 from boomerang.orders import patch_order, prune_teacher
 
@@ -155,10 +157,10 @@ def test_sweep_cache_returns_identical_frame(pair, tmp_path):
     # Other data, or other weights, miss the cache.
     d = bm.sweep(pair, ["last-to-first"], data=random_ids(4, 12, seed=8), cache_dir=tmp_path)
     assert not d.nll.equals(a[a.order == "last-to-first"].nll.reset_index(drop=True))
-    fp = ev.pair_fingerprint(pair)
+    fp = pair_fingerprint(pair)
     changed = tiny_pair("llama", 8, perturb=0.1, seed=1)
-    assert ev.pair_fingerprint(changed) != fp
-    assert ev.pair_fingerprint(tiny_pair("llama", 8, perturb=0.1)) == fp  # stable across objects
+    assert pair_fingerprint(changed) != fp
+    assert pair_fingerprint(tiny_pair("llama", 8, perturb=0.1)) == fp  # stable across objects
 
 
 def test_sweep_rejects_bad_input(pair):
@@ -174,10 +176,10 @@ def test_evaluate_patched_is_memoised(pair):
     ids = random_ids(3, 10, seed=9)
     a = ev.evaluate_patched(pair, [3, 4], ids)
     assert a == ev.perplexity(pair.build(patched=[3, 4]), ids)
-    assert len(ev._POINT_CACHE) == 1
+    assert len(_POINTS) == 1
     assert ev.evaluate_patched(pair, {4, 3}, ids) is a
     ev.evaluate_patched(pair, [3], ids)
-    assert len(ev._POINT_CACHE) == 2
+    assert len(_POINTS) == 2
 
 
 def test_generate_text_greedy_and_streamed():
@@ -207,7 +209,7 @@ def test_offline_lm_eval_tasks_run(monkeypatch):
     pair = tiny_pair("llama", 4, vocab=len(tok))
     seen = []
     acc = ev.accuracy(pair.build(patched=[0]), tok, ["bbc_news", "demo_cloze"], limit=3, batch_size=8,
-                      progress=lambda d, t: seen.append((d, t)))
+                      progress=lambda u: seen.append((u.done, u.total)))
     assert set(acc) == {"bbc_news", "demo_cloze"} and seen == [(1, 2), (2, 2)]
     assert all(0.0 <= v <= 1.0 for v in acc.values())
     with pytest.raises(BoomerangError, match="at least one"):
@@ -215,7 +217,7 @@ def test_offline_lm_eval_tasks_run(monkeypatch):
 
 
 def test_offline_task_items_are_well_formed():
-    from boomerang.task_data import task_dataset
+    from boomerang.eval.task_items import task_dataset
 
     bbc = task_dataset("bbc_news")["test"]
     assert len(bbc) > 200
@@ -228,7 +230,7 @@ def test_offline_task_items_are_well_formed():
 
 @pytest.mark.skipif(not os.environ.get("BOOMERANG_SLOW"), reason="reads the whole demo corpus (set BOOMERANG_SLOW=1)")
 def test_shipped_task_items_match_a_fresh_build(tmp_path):
-    from boomerang.task_data import SHIPPED_DIR, build_task_files
+    from boomerang.eval.task_items import SHIPPED_DIR, build_task_files
 
     for path in build_task_files(tmp_path):
         assert path.read_text() == (SHIPPED_DIR / path.name).read_text()

@@ -70,5 +70,5 @@ def test_check_patched():
     assert m.check_patched(["1", 2]) == {1, 2}
     with pytest.raises(BoomerangError, match="out of range"):
         m.check_patched([5])
-    with pytest.raises(BoomerangError, match="not a number"):
+    with pytest.raises(BoomerangError, match="not a whole number"):
         m.check_patched(["x"])

@@ -12,7 +12,7 @@ from eval_fixtures import random_ids, tiny_pair
 import boomerang as bm
 from boomerang import orders as od
 from boomerang.errors import BoomerangError
-from boomerang.pair import shares_storage
+from boomerang.core import shares_storage
 
 torch.set_num_threads(1)
 
@@ -97,7 +97,7 @@ def test_optimal_refuses_large_students_and_reports_progress(calib):
         bm.patch_order(teacher_pair, "optimal", calib)
     small = tiny_pair("llama", 6, perturb=0.1)
     seen = []
-    od.patch_order(small, "optimal", calib, progress=lambda d, t: seen.append((d, t)))
+    od.patch_order(small, "optimal", calib, progress=lambda u: seen.append((u.done, u.total)))
     assert seen and seen[-1][0] == seen[-1][1] == 2 ** small.num_student_layers
 
 

@@ -16,10 +16,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import boomerang as bm
-from boomerang.arch import find_parts
+from boomerang.core.arch import find_parts
 from boomerang.errors import BoomerangError, IncompatiblePairError, UnsupportedArchitectureError
-from boomerang.export import export_model
-from boomerang.pair import assemble_by_hand, shares_storage
+from boomerang.core import export_model
+from boomerang.core import shares_storage
+from oracles import assemble_by_hand
 from conftest import make_pair
 from tiny import perturb, tiny_model, tokens
 

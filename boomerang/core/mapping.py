@@ -1,0 +1,206 @@
+"""Which teacher layers each student layer stands for.
+
+A boomerang student is initialised from a subset of its teacher's decoder layers. Student layer
+``i`` is copied from teacher layer ``kept[i]`` and, after distillation, *stands for* the
+contiguous block of teacher layers ``blocks[i] = (kept[i], ..., kept[i+1] - 1)``: the teacher
+layers that were dropped after ``kept[i]`` are folded into it. Patching student layer ``i``
+means running that whole teacher block in its place.
+
+The blocks of a valid mapping are non-empty, contiguous, in order, and cover every teacher layer
+exactly once, so ``kept[0] == 0`` and the last block ends at the teacher's last layer.
+
+The reference implementation stores a mapping as ``student_config.json`` with
+``copied_teacher_layers`` (= ``kept``) and ``pruned_teacher_layers`` (the rest);
+:meth:`LayerMapping.from_student_config` and :meth:`LayerMapping.to_student_config` read and
+write that format (plus a few fields of our own that the reference ignores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BoomerangError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerMapping:
+    """Student layer ``i`` <-> contiguous teacher block ``blocks[i]``."""
+
+    blocks: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        blocks = tuple(tuple(int(t) for t in b) for b in self.blocks)
+        object.__setattr__(self, "blocks", blocks)
+        if not blocks:
+            raise BoomerangError("A layer mapping needs at least one student layer.")
+        expected = 0
+        for i, block in enumerate(blocks):
+            if not block:
+                raise BoomerangError(f"Student layer {i} stands for an empty teacher block.")
+            if list(block) != list(range(expected, expected + len(block))):
+                raise BoomerangError(
+                    f"Student layer {i} stands for teacher layers {list(block)}, but blocks must be "
+                    f"contiguous and continue at teacher layer {expected}."
+                )
+            expected += len(block)
+
+    # ---- constructors -------------------------------------------------------------------
+
+    @classmethod
+    def from_rule(
+        cls, num_teacher_layers: int, keep_first: int = 0, every: int = 2, keep_last: int = 2
+    ) -> "LayerMapping":
+        """The paper's rule: ``keep_first`` layers 1:1, groups of ``every``, ``keep_last`` 1:1.
+
+        The middle teacher layers are grouped ``every`` at a time and each group becomes one
+        student layer copied from the group's first layer (a shorter last group if ``every``
+        does not divide the middle). E.g. Qwen3 (36 layers) with ``(0, 2, 2)`` gives 19 student
+        layers copied from ``[0, 2, ..., 32, 34, 35]``.
+        """
+        n, first, last = int(num_teacher_layers), int(keep_first), int(keep_last)
+        if n < 1:
+            raise BoomerangError(f"The teacher must have at least one layer, not {n}.")
+        if every < 1:
+            raise BoomerangError(f"'every' must be at least 1, not {every}.")
+        if first < 0 or last < 0 or first + last > n:
+            raise BoomerangError(
+                f"keep_first={first} and keep_last={last} must be >= 0 and together at most the "
+                f"teacher's {n} layers."
+            )
+        blocks: list[tuple[int, ...]] = [(t,) for t in range(first)]
+        middle = range(first, n - last)
+        blocks += [tuple(middle[i : i + every]) for i in range(0, len(middle), every)]
+        blocks += [(t,) for t in range(n - last, n)]
+        return cls(tuple(blocks))
+
+    @classmethod
+    def from_kept(cls, kept: Sequence[int], num_teacher_layers: int) -> "LayerMapping":
+        """A mapping from the teacher layers the student was copied from (sorted, starting at 0)."""
+        kept = [int(k) for k in kept]
+        n = int(num_teacher_layers)
+        if not kept or kept[0] != 0:
+            raise BoomerangError(
+                "The kept teacher layers must start at layer 0 so that every teacher layer belongs "
+                f"to a student layer's block; got {kept}."
+            )
+        if any(b <= a for a, b in zip(kept, kept[1:])) or kept[-1] >= n:
+            raise BoomerangError(
+                f"The kept teacher layers {kept} must be strictly increasing and below {n}."
+            )
+        ends = kept[1:] + [n]
+        return cls(tuple(tuple(range(a, b)) for a, b in zip(kept, ends)))
+
+    @classmethod
+    def from_student_config(cls, config: dict[str, Any]) -> "LayerMapping":
+        """Read the reference ``student_config.json`` (``copied_teacher_layers`` + ``pruned_...``)."""
+        if not isinstance(config, dict):
+            raise BoomerangError(f"student_config.json must hold a JSON object, not a {type(config).__name__}.")
+
+        def ints(key: str, value: Any) -> list[int]:
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                raise BoomerangError(f"student_config.json's {key!r} must be a list of whole numbers, not {value!r}.")
+            return value
+
+        if "blocks" in config:
+            blocks = config["blocks"]
+            if not isinstance(blocks, list):
+                raise BoomerangError(f"student_config.json's 'blocks' must be a list of lists, not {blocks!r}.")
+            return cls(tuple(tuple(ints("blocks", b)) for b in blocks))
+        if "copied_teacher_layers" not in config:
+            raise BoomerangError(
+                "student_config.json has no 'copied_teacher_layers'; it is not a boomerang student."
+            )
+        kept = ints("copied_teacher_layers", config["copied_teacher_layers"])
+        pruned = ints("pruned_teacher_layers", config.get("pruned_teacher_layers", []))
+        n = config.get("num_teacher_layers", len(kept) + len(pruned))
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise BoomerangError(f"student_config.json's 'num_teacher_layers' must be a whole number, not {n!r}.")
+        return cls.from_kept(kept, n)
+
+    # ---- views --------------------------------------------------------------------------
+
+    @property
+    def kept(self) -> list[int]:
+        """Teacher layer each student layer was copied from."""
+        return [b[0] for b in self.blocks]
+
+    @property
+    def pruned(self) -> list[int]:
+        """Teacher layers with no student copy (folded into a block)."""
+        kept = set(self.kept)
+        return [t for t in range(self.num_teacher_layers) if t not in kept]
+
+    @property
+    def num_student_layers(self) -> int:
+        """Number of student decoder layers."""
+        return len(self.blocks)
+
+    @property
+    def num_teacher_layers(self) -> int:
+        """Number of teacher decoder layers."""
+        return self.blocks[-1][-1] + 1
+
+    def block_end(self, i: int) -> int:
+        """Last teacher layer of student layer ``i``'s block (whose output the student mimics)."""
+        return self.blocks[i][-1]
+
+    def patched_layers(self, patched: Iterable[int]) -> int:
+        """Number of decoder layers of the model built with ``patched`` student layers patched."""
+        patched = self.check_patched(patched)
+        return sum(len(self.blocks[i]) if i in patched else 1 for i in range(len(self.blocks)))
+
+    def check_patched(self, patched: Iterable[int]) -> frozenset[int]:
+        """Validate a collection of student-layer indices to patch; one clear error if one is bad.
+
+        Accepts any iterable of integers (Python, numpy or torch integer scalars, or strings of
+        digits as typed in a URL). A bare number or a string such as ``"12"`` is refused rather
+        than read as its digits, so no spelling silently patches the wrong layers.
+        """
+        n = self.num_student_layers
+        if isinstance(patched, (str, bytes)) or not isinstance(patched, Iterable):
+            raise BoomerangError(
+                f"Patched layers must be a collection of student layer indices such as [1, 2], "
+                f"not {patched!r}."
+            )
+        out = set()
+        for p in patched:
+            if isinstance(p, bool):
+                raise BoomerangError(f"Student layer {p!r} is not a number; use indices 0..{n - 1}.")
+            if hasattr(p, "__index__"):
+                p = int(p.__index__())
+            else:
+                text = str(p).strip()
+                if not (text.isascii() and text.isdigit()):
+                    raise BoomerangError(
+                        f"Student layer {p!r} is not a whole number; use indices 0..{n - 1}."
+                    )
+                p = int(text)
+            if not 0 <= p < n:
+                raise BoomerangError(
+                    f"Student layer {p} is out of range: this student has layers 0..{n - 1}."
+                )
+            out.add(p)
+        return frozenset(out)
+
+    def to_student_config(self) -> dict[str, Any]:
+        """The reference ``student_config.json`` content, plus ``blocks`` and counts."""
+        return {
+            "copied_teacher_layers": self.kept,
+            "pruned_teacher_layers": self.pruned,
+            "num_teacher_layers": self.num_teacher_layers,
+            "num_student_layers": self.num_student_layers,
+            "blocks": [list(b) for b in self.blocks],
+            "boomerang_format_version": FORMAT_VERSION,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"LayerMapping({self.num_teacher_layers} teacher -> {self.num_student_layers} student "
+            f"layers, kept={self.kept})"
+        )

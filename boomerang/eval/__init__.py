@@ -1,0 +1,21 @@
+"""Measuring interpolated models: perplexity, task accuracy, generation, size curves, similarity.
+
+:func:`perplexity` and :func:`perplexity_many` score token blocks; :func:`accuracy` runs
+lm-evaluation-harness tasks on a model object; :func:`sweep` measures every size of patch orders
+and pruning baselines (cached on disk); :mod:`.similarity` compares student and teacher hidden
+states; :mod:`.generation` produces text and times it.
+"""
+
+from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, task_manager
+from .generation import generate_text, latency_ms_per_token, stream_generate
+from .perplexity import (PerplexityResult, clear_point_cache, evaluate_patched, model_device, perplexity,
+                         perplexity_many, token_nll, windows)
+from .similarity import block_similarity, similarity_matrix
+from .sweep import CACHE_VERSION, format_patched, parse_patched, sweep, sweep_cache_dir
+
+__all__ = [
+    "CACHE_VERSION", "OFFLINE_TASKS", "TASKS_DIR", "PerplexityResult", "accuracy", "block_similarity",
+    "clear_point_cache", "evaluate_patched", "format_patched", "generate_text", "latency_ms_per_token",
+    "model_device", "parse_patched", "perplexity", "perplexity_many", "similarity_matrix",
+    "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "windows",
+]

@@ -1,0 +1,197 @@
+"""Perplexity of a model, of many patched models at once, and of one point for interactive use.
+
+A causal LM assigns each token ``x_t`` a probability given the tokens before it; the negative
+log-likelihood (NLL) averaged over the scored tokens, and its exponential, the perplexity,
+measure how well the model predicts text. :func:`perplexity` scores fixed windows of
+``seq_len`` tokens. With ``stride < seq_len`` the token blocks are joined into one stream and
+read with overlapping windows that start every ``stride`` tokens, each scoring only its last
+``stride`` tokens (the new ones), so that every token after the first window is predicted with
+at least ``seq_len - stride`` tokens of context (sliding-window evaluation).
+
+:func:`perplexity_many` measures many patched models of one pair on the same blocks, computing
+their shared prefixes once (:class:`~boomerang.core.PatchRunner`); :func:`evaluate_patched`
+measures one, memoised for a dashboard that asks again on every slider move.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..cache import Memo, pair_fingerprint, tensor_fingerprint
+from ..core import BoomerangPair, PatchRunner, autocast_context
+from ..errors import BoomerangError
+from ..progress import Progress, report
+
+#: Entries kept by :func:`evaluate_patched`'s in-memory cache.
+POINT_CACHE_SIZE = 256
+_POINTS = Memo(POINT_CACHE_SIZE)
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Mean token NLL (nats), its exponential, and the number of scored tokens."""
+
+    nll: float
+    perplexity: float
+    tokens: int
+
+
+# --------------------------------------------------------------------------------------------
+# Windows and token scores
+
+
+def windows(blocks: torch.Tensor, stride: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation windows ``[W, L]`` and a mask ``[W, L]`` of the tokens each window scores.
+
+    Without ``stride`` (or with ``stride >= L``) the windows are the blocks and each scores its
+    tokens ``1..L-1``. With ``stride < L`` the blocks are joined into one stream of ``S`` tokens
+    and window ``w`` covers ``[w * stride, w * stride + L)``; the first scores tokens ``1..L-1``,
+    the others only their last ``stride`` tokens (a last window that would run past the end is
+    shifted back to end at the stream's end and scores only the tokens not yet scored).
+    """
+    if blocks.dim() != 2 or blocks.size(1) < 2:
+        raise BoomerangError(f"Token blocks must be a [n, seq_len >= 2] tensor, not {list(blocks.shape)}.")
+    n, L = blocks.shape
+    if stride is None or stride >= L:
+        mask = torch.ones(n, L, dtype=torch.bool)
+        mask[:, 0] = False
+        return blocks, mask
+    if stride < 1:
+        raise BoomerangError(f"stride must be at least 1, not {stride}.")
+    stream = blocks.reshape(-1)  # [S]
+    S = stream.numel()
+    starts, firsts = [0], [1]  # window start, first scored offset inside the window
+    scored_to = L  # tokens [0, scored_to) are scored
+    while scored_to < S:
+        end = min(scored_to + stride, S)
+        start = end - L
+        starts.append(start)
+        firsts.append(scored_to - start)
+        scored_to = end
+    ids = torch.stack([stream[s : s + L] for s in starts])  # [W, L]
+    pos = torch.arange(L)
+    mask = pos.unsqueeze(0) >= torch.tensor(firsts).unsqueeze(1)  # [W, L]
+    return ids, mask
+
+
+def _batches(ids: torch.Tensor, mask: torch.Tensor, batch_size: int):
+    if batch_size < 1:
+        raise BoomerangError(f"batch_size must be at least 1, not {batch_size}.")
+    return [(ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(ids), batch_size)]
+
+
+def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
+    """Summed NLL (float64) and count of the tokens ``mask`` selects; ``logits`` is ``[B, T, V]``.
+
+    Position ``t`` predicts token ``t + 1``; the targets are shifted instead of the logits so
+    that the big ``[B, T, V]`` tensor is never copied.
+    """
+    B, T, V = logits.shape
+    target = torch.full((B, T), -100, dtype=torch.long, device=logits.device)
+    target[:, :-1] = ids[:, 1:].to(logits.device)
+    keep = torch.zeros(B, T, dtype=torch.bool, device=logits.device)
+    keep[:, :-1] = mask[:, 1:].to(logits.device)
+    target[~keep] = -100
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(B * T, V).float(), target.view(-1), reduction="none"
+    )  # [B * T], 0 where ignored
+    return float(nll.double().sum()), int(keep.sum())
+
+
+def _result(total: float, count: int) -> PerplexityResult:
+    if count == 0:
+        raise BoomerangError("No token was scored; give longer blocks.")
+    nll = total / count
+    return PerplexityResult(nll=nll, perplexity=math.exp(nll), tokens=count)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter."""
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def perplexity(
+    model: PreTrainedModel,
+    blocks: torch.Tensor,
+    batch_size: int = 8,
+    stride: int | None = None,
+    progress: Progress | None = None,
+) -> PerplexityResult:
+    """Token-level NLL and perplexity of ``model`` on ``blocks`` (``[n, seq_len]`` token ids).
+
+    Fixed windows by default; ``stride < seq_len`` gives sliding-window evaluation (see
+    :func:`windows`). Batched, deterministic, under ``torch.inference_mode`` (and bf16 autocast
+    on GPU); the NLL is summed in float64.
+    """
+    ids, mask = windows(blocks, stride)
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    total, count = 0.0, 0
+    batches = _batches(ids, mask, batch_size)
+    try:
+        for i, (b_ids, b_mask) in enumerate(batches):
+            with autocast_context(model):
+                logits = model(input_ids=b_ids.to(device), use_cache=False).logits  # [B, L, V]
+            s, c = token_nll(logits, b_ids, b_mask)
+            total += s
+            count += c
+            report(progress, i + 1, len(batches), f"{i + 1}/{len(batches)} batches")
+    finally:
+        model.train(was_training)
+    return _result(total, count)
+
+
+def perplexity_many(
+    pair: BoomerangPair,
+    sets: Sequence[Iterable[int]],
+    blocks: torch.Tensor,
+    batch_size: int = 8,
+    stride: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[PerplexityResult], list[float]]:
+    """:func:`perplexity` of ``pair.build(patched=s)`` for every ``s``, sharing common prefixes.
+
+    Same numbers as evaluating each model from scratch (up to float rounding), computed by a
+    :class:`~boomerang.core.PatchRunner`. Returns the results and the seconds spent per set.
+    """
+    ids, mask = windows(blocks, stride)
+    batches = _batches(ids, mask, batch_size)
+    totals = [0.0] * len(sets)
+    counts = [0] * len(sets)
+
+    def consume(i: int, b: int, logits: torch.Tensor) -> None:
+        s, c = token_nll(logits, batches[b][0], batches[b][1])
+        totals[i] += s
+        counts[i] += c
+
+    runner = PatchRunner(pair)
+    runner.run(sets, [b for b, _ in batches], consume, progress=progress)
+    return [_result(t, c) for t, c in zip(totals, counts)], list(runner.seconds)
+
+
+
+def evaluate_patched(
+    pair: BoomerangPair, patched: Iterable[int], blocks: torch.Tensor, batch_size: int = 8
+) -> PerplexityResult:
+    """Perplexity of the model with ``patched`` student layers, memoised in an in-memory LRU.
+
+    The key is the pair's content fingerprint (so retraining a pair in place, or another pair
+    at the same address, never returns stale numbers), the patched set and a hash of ``blocks``.
+    """
+    patched = pair.mapping.check_patched(patched)
+    key = (pair_fingerprint(pair), tuple(sorted(patched)), tensor_fingerprint(blocks), batch_size)
+    return _POINTS.get_or_compute(
+        key, lambda: perplexity(pair.build(patched=patched), blocks, batch_size=batch_size))
+
+
+def clear_point_cache() -> None:
+    """Forget every result :func:`evaluate_patched` memoised."""
+    _POINTS.clear()

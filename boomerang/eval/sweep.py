@@ -1,0 +1,263 @@
+"""Whole size curves: every size of one or more patch orders and pruning baselines, measured.
+
+:func:`sweep` returns a tidy :class:`pandas.DataFrame`, one row per ``(order, k)``. Sequential
+orders share prefixes: all sizes of last-to-first start with the student's first layers, all
+sizes of first-to-last with the teacher's first blocks, and :class:`~boomerang.core.PatchRunner`
+computes each shared prefix once. Results are cached on disk as JSON, keyed by fingerprints of
+the pair's weights, the data and the settings, so the dashboard and the CLI share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..cache import pair_fingerprint, tensor_fingerprint
+from ..core import BoomerangPair
+from ..data import load_blocks, tokenizer_fingerprint
+from ..errors import BoomerangError
+from ..io import atomic_write
+from ..orders import (BASELINES, calibration_ids, get_order, needs_calibration, patch_order, prune_teacher,
+                      pruning_order)
+from ..paths import cache_dir
+from ..progress import Progress, report, scaled
+from .accuracy import accuracy
+from .perplexity import PerplexityResult, perplexity, perplexity_many
+
+#: Version of the on-disk sweep cache format (bump when a row's meaning changes).
+CACHE_VERSION = 2
+
+
+def sweep_cache_dir() -> Path:
+    """Where sweep results are cached (``<boomerang cache>/sweeps``)."""
+    return cache_dir() / "sweeps"
+
+
+def format_patched(patched: Iterable[int]) -> str:
+    """The ``patched`` column's format: ``"[0, 5, 6]"`` (sorted; JSON-readable)."""
+    return json.dumps(sorted(int(p) for p in patched))
+
+
+def parse_patched(text: str) -> frozenset[int]:
+    """Inverse of :func:`format_patched`."""
+    return frozenset(int(p) for p in json.loads(text)) if text else frozenset()
+
+
+def _count_params(model: nn.Module) -> int:
+    return int(model.num_parameters())
+
+
+def _cache_load(path: Path) -> pd.DataFrame | None:
+    """A cached frame (JSON: columns + rows), or None when absent or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if d.get("version") != CACHE_VERSION:
+            return None
+        return pd.DataFrame(d["rows"], columns=d["columns"])
+    except (OSError, ValueError, KeyError, TypeError):  # a corrupt entry is recomputed, not fatal
+        return None
+
+
+def _cache_store(path: Path, frame: pd.DataFrame) -> None:
+    """Store a frame as JSON (a data format: reading it can never run code); Python floats
+    round-trip exactly. An unwritable cache only disables caching."""
+    rows = [[v.item() if hasattr(v, "item") else v for v in row]
+            for row in frame.itertuples(index=False, name=None)]
+    text = json.dumps({"version": CACHE_VERSION, "columns": list(frame.columns), "rows": rows})
+    try:
+        atomic_write(path, text)
+    except OSError:
+        pass
+
+
+def _order_rows(
+    pair: BoomerangPair, order: str, calib_ids: torch.Tensor | None, custom: Sequence[int] | None,
+    progress: Progress | None,
+) -> list[dict[str, Any]]:
+    """``order``, ``k``, ``patched``, ``layers``, ``params``, ``kept`` for each size of ``order``."""
+    rows = []
+    if order in BASELINES:
+        method = "naive" if order == "naive-pruning" else "block-influence"
+        n = pair.num_student_layers
+        for layers, keep in pruning_order(pair, method, calib_ids=calib_ids).items():
+            rows.append(dict(order=order, k=layers - n, patched="", layers=layers,
+                             params=_count_params(prune_teacher(pair, keep)), kept=json.dumps(keep)))
+        return rows
+    sets = patch_order(pair, order, calib_ids, custom=custom, progress=progress)
+    for k, s in enumerate(sets):
+        rows.append(dict(order=order, k=k, patched=format_patched(s),
+                         layers=pair.mapping.patched_layers(s),
+                         params=_count_params(pair.build(patched=s)), kept=""))
+    return rows
+
+
+def sweep(
+    pair: BoomerangPair,
+    orders: Sequence[str] | str = ("last-to-first",),
+    data: str | os.PathLike | torch.Tensor = "demo",
+    metrics: Sequence[str] | str = ("perplexity",),
+    *,
+    split: str = "validation",
+    seq_len: int | None = None,
+    max_blocks: int | None = 64,
+    calib_ids: torch.Tensor | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    custom: Sequence[int] | None = None,
+    limit: int | float | None = None,
+    batch_size: int = 8,
+    use_cache: bool = True,
+) -> pd.DataFrame:
+    """Measure every size of each patch order: one row per ``(order, k)``.
+
+    ``orders`` are names from :data:`boomerang.orders.ORDER_NAMES` (``custom`` takes the
+    ``custom`` list) or the pruning baselines ``naive-pruning`` and ``block-influence``, whose
+    rows are teachers pruned to every layer count from the student's to the teacher's (their
+    ``k`` is the number of layers above the student's, ``kept`` the teacher layers kept).
+    ``data`` is a text source for :func:`boomerang.data.load_blocks` (``split``, ``seq_len``
+    (default 128), ``max_blocks``) or a ready ``[n, seq_len]`` tensor of token ids.
+    ``metrics``: ``perplexity`` (columns ``perplexity``, ``nll``) and lm-eval task names (a
+    column per task with its accuracy; ``limit`` examples per task). Calibration-based orders
+    (similarity, klpatch, optimal, shortest-path, block-influence) use ``calib_ids``, by default
+    :func:`boomerang.orders.calibration_ids` of the pair (from the training split).
+
+    Columns: ``order, k, patched, layers, params, kept, perplexity, nll, <tasks...>, seconds``.
+    Each (order, metric) part is cached under ``cache_dir`` (default
+    :func:`sweep_cache_dir`), keyed by the pair's :func:`pair_fingerprint`, the order, a hash
+    of the token blocks and calibration ids, the metric and the settings; a cache hit returns
+    an identical frame. All uncached perplexities of one call are computed in one
+    :class:`~boomerang.core.PatchRunner` walk, so sizes and orders share prefixes.
+    """
+    if isinstance(orders, str):
+        orders = [o.strip() for o in orders.split(",") if o.strip()]
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    orders, metrics = list(dict.fromkeys(orders)), list(dict.fromkeys(metrics))
+    if not orders or not metrics:
+        raise BoomerangError("Give at least one order and one metric.")
+    for o in orders:
+        get_order(o)
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2):
+        raise BoomerangError(f"seq_len must be a whole number of at least 2 tokens, not {seq_len!r}.")
+    tokenizer = pair.tokenizer
+    if isinstance(data, torch.Tensor):
+        blocks = data
+    else:
+        if tokenizer is None:
+            raise BoomerangError("This pair has no tokenizer to read text with; pass token ids.")
+        blocks = load_blocks(data, tokenizer, seq_len or 128, split=split, max_blocks=max_blocks)
+    needs_calib = any(needs_calibration(o) for o in orders)
+    if needs_calib and calib_ids is None:
+        calib_ids = calibration_ids(pair)
+
+    pair_fp = pair_fingerprint(pair)
+    data_fp = tensor_fingerprint(blocks)
+    calib_fp = tensor_fingerprint(calib_ids) if calib_ids is not None else ""
+    tok_fp = tokenizer_fingerprint(tokenizer) if tokenizer is not None and any(m != "perplexity" for m in metrics) else ""
+    root = Path(cache_dir) if cache_dir is not None else sweep_cache_dir()
+
+    def key(order: str, metric: str) -> Path:
+        settings = dict(
+            v=CACHE_VERSION, pair=pair_fp, order=order, metric=metric,
+            custom=list(custom) if order == "custom" and custom is not None else None,
+            calib=calib_fp if needs_calibration(order) else "",
+            data=data_fp if metric == "perplexity" else "", batch_size=batch_size,
+            limit=limit if metric != "perplexity" else None,
+            tokenizer=tok_fp if metric != "perplexity" else "",
+        )
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+        return root / f"{digest}.json"
+
+    parts: dict[tuple[str, str], pd.DataFrame] = {}
+    todo: list[tuple[str, str]] = []
+    for o in orders:
+        for m in metrics:
+            cached = _cache_load(key(o, m)) if use_cache else None
+            if cached is not None:
+                parts[(o, m)] = cached
+            else:
+                todo.append((o, m))
+
+    if todo:
+        # Choosing data-driven orders can take a while: report it as its own phase.
+        base_rows = {o: _order_rows(pair, o, calib_ids, custom, progress)
+                     for o in dict.fromkeys(o for o, _ in todo)}
+        # Perplexity: one shared walk over every distinct patched set still needed.
+        ppl_orders = [o for o, m in todo if m == "perplexity"]
+        interp = [o for o in ppl_orders if o not in BASELINES]
+        ppl: dict[str, tuple[PerplexityResult, float]] = {}
+        sets = list(dict.fromkeys(r["patched"] for o in interp for r in base_rows[o]))
+        n_acc = sum(len(base_rows[o]) for o, m in todo if m != "perplexity")
+        n_base = sum(len(base_rows[o]) for o in ppl_orders if o in BASELINES)
+        total = len(sets) + n_base + n_acc
+        done = 0
+
+        def tick(step: int = 1) -> None:
+            nonlocal done
+            done += step
+            report(progress, done, total, f"{done}/{total} models measured")
+
+        if sets:
+            results, seconds = perplexity_many(
+                pair, [parse_patched(s) for s in sets], blocks, batch_size=batch_size,
+                progress=scaled(progress, done, len(sets), total, "perplexity"),
+            )
+            done += len(sets)
+            ppl = {s: (r, sec) for s, r, sec in zip(sets, results, seconds)}
+        for o, m in todo:
+            rows = []
+            for r in base_rows[o]:
+                row = dict(r)
+                t0 = time.perf_counter()
+                if o in BASELINES:
+                    model = prune_teacher(pair, json.loads(r["kept"]))
+                else:
+                    model = None
+                if m == "perplexity":
+                    if model is not None:
+                        res = perplexity(model, blocks, batch_size=batch_size)
+                        sec = time.perf_counter() - t0
+                        tick()
+                    else:
+                        res, sec = ppl[r["patched"]]
+                    row.update(perplexity=res.perplexity, nll=res.nll, seconds=sec)
+                else:
+                    if model is None:
+                        model = pair.build(patched=parse_patched(r["patched"]))
+                    acc = accuracy(model, tokenizer, [m], limit=limit, batch_size=batch_size)
+                    row[m] = acc.get(m, float("nan"))
+                    row["seconds"] = time.perf_counter() - t0
+                    tick()
+                rows.append(row)
+            frame = pd.DataFrame(rows)
+            parts[(o, m)] = frame
+            if use_cache:
+                _cache_store(key(o, m), frame)
+
+    frames = []
+    id_cols = ["order", "k", "patched", "layers", "params", "kept"]
+    for o in orders:
+        merged = None
+        for m in metrics:
+            part = parts[(o, m)]
+            if merged is None:
+                merged = part.copy()
+            else:
+                merged = merged.merge(part.drop(columns=id_cols[3:]), on=["order", "k", "patched"],
+                                      suffixes=("", "_r"))
+                merged["seconds"] = merged["seconds"] + merged.pop("seconds_r")
+        frames.append(merged)
+    out = pd.concat(frames, ignore_index=True)
+    metric_cols = [c for m in metrics for c in (("perplexity", "nll") if m == "perplexity" else (m,))]
+    return out[id_cols + metric_cols + ["seconds"]]

@@ -1,0 +1,25 @@
+"""Which student layers to patch at each size: patch orders, their registry, pruning baselines.
+
+:data:`ORDERS` lists every order (see :mod:`.registry` for what each one optimises);
+:func:`patch_order` computes one; :func:`pruning_order` and :func:`prune_teacher` build the
+baselines an interpolated model is compared with. Importing this package also teaches
+``BoomerangPair.build(order=..., k=...)`` every registered order.
+"""
+
+from ..core.pair import install_order_resolver
+from .calibration import calib_batches, calibration_ids, kl_to_teacher
+from .pruning import PRUNING_METHODS, block_influence, prune_teacher, pruning_order
+from .registry import (BASELINES, ORDER_NAMES, ORDERS, Order, available_orders, get_order,
+                       needs_calibration, patch_order)
+from .search import (MAX_EXHAUSTIVE_LAYERS, all_subset_kls, layer_cosines, local_run_costs,
+                     nested_from_sequence, recordings, run_costs, shortest_path_subsets)
+
+install_order_resolver(lambda pair, name, calib_ids: patch_order(pair, name, calib_ids))
+
+__all__ = [
+    "BASELINES", "MAX_EXHAUSTIVE_LAYERS", "ORDERS", "ORDER_NAMES", "PRUNING_METHODS", "Order",
+    "all_subset_kls", "available_orders", "block_influence", "calib_batches", "calibration_ids",
+    "get_order", "kl_to_teacher", "layer_cosines", "local_run_costs", "needs_calibration",
+    "nested_from_sequence", "patch_order", "prune_teacher", "pruning_order", "recordings",
+    "run_costs", "shortest_path_subsets",
+]

@@ -1,0 +1,123 @@
+"""Pruning baselines: the teacher with layers dropped and no training, at every size.
+
+A fair comparison for an interpolated model of ``L`` layers is the teacher pruned to ``L``
+layers with no training: :func:`prune_teacher` builds it (zero-copy), :func:`pruning_order` says
+which layers each size keeps (``naive``: drop the layers the student dropped, re-adding them
+last-to-first; ``block-influence``: drop the layers whose output is most similar to their input,
+ShortGPT's *block influence*).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..core import BoomerangPair, Recorded, autocast_context, clone_module
+from ..core.arch import config_for_layers
+from ..errors import BoomerangError
+from .calibration import calib_batches
+
+#: Methods of :func:`pruning_order`.
+PRUNING_METHODS = ("naive", "block-influence")
+
+
+def prune_teacher(pair: BoomerangPair, keep: Sequence[int]) -> PreTrainedModel:
+    """The teacher with only the decoder layers ``keep`` (in order), zero-copy.
+
+    Like :meth:`BoomerangPair.build`, every module is a shallow clone sharing the teacher's
+    parameters; the config's per-layer lists follow the kept layers and ``layer_idx`` is
+    renumbered so that generation with a KV cache works.
+    """
+    teacher = pair.teacher
+    N = pair.mapping.num_teacher_layers
+    keep = [int(k) for k in keep]
+    if not keep or any(not 0 <= k < N for k in keep) or sorted(set(keep)) != keep:
+        raise BoomerangError(
+            f"Layers to keep must be distinct, increasing teacher layers in 0..{N - 1}; got {keep}."
+        )
+    config = config_for_layers(teacher.config, [(teacher.config, k) for k in keep])
+    parts = pair.parts
+    t_layers = parts.layer_list(teacher)
+    top = clone_module(teacher, config)  # zero-copy; its layer list is replaced below
+    base = parts.base_module(top)
+    base._modules[parts.layers] = nn.ModuleList(
+        [clone_module(t_layers[k], config, layer_idx=p) for p, k in enumerate(keep)]
+    )
+    if "has_sliding_layers" in base.__dict__ and hasattr(config, "layer_types"):
+        base.__dict__["has_sliding_layers"] = "sliding_attention" in config.layer_types
+    top.__dict__["generation_config"] = copy.deepcopy(teacher.generation_config)
+    top.name_or_path = f"pruned-teacher:{keep}"
+    top.boomerang_kept = tuple(keep)
+    return top
+
+
+def block_influence(pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: int = 8) -> list[float]:
+    """Per teacher layer: ``1 - mean token cos(layer input, layer output)`` (ShortGPT's BI).
+
+    A layer that barely changes its input (low BI) is the cheapest to drop.
+    """
+    N = pair.mapping.num_teacher_layers
+    t_model = pair.build(patched=range(pair.num_student_layers)).eval()
+    layers = pair.parts.layer_list(t_model)
+    sums = torch.zeros(N, dtype=torch.float64)
+    count = 0
+    with torch.inference_mode():
+        for ids in calib_batches(calib_ids, batch_size):
+            ids = ids.to(next(t_model.parameters()).device)
+            with autocast_context(t_model):
+                rec = Recorded(t_model, layers, ids)
+            for t in range(N):
+                cos = torch.nn.functional.cosine_similarity(
+                    rec.inputs[t].float(), rec.outputs[t].float(), dim=-1
+                )
+                sums[t] += (1 - cos).double().sum()
+            count += ids.numel()
+    return (sums / count).tolist()
+
+
+def pruning_order(
+    pair: BoomerangPair,
+    method: str = "naive",
+    calib_ids: torch.Tensor | None = None,
+    sizes: Iterable[int] | None = None,
+) -> dict[int, list[int]]:
+    """``{layers: kept teacher layers}``: the pruned teacher of each size, for :func:`prune_teacher`.
+
+    ``sizes`` are layer counts (default: every count from the student's ``n`` to the teacher's
+    ``N``, the sizes interpolation reaches).
+
+    * ``naive``: drop teacher layers with no training and no data: the ones the student
+      dropped (``mapping.pruned``), re-added from the last: a model of ``N - d`` layers lacks
+      the first ``d`` of them. At ``n`` layers this is the student's initialisation before
+      distillation; the layer choice mirrors the last-to-first patch order. Sizes must lie in
+      ``n..N``.
+    * ``block-influence``: drop the ``N - L`` layers with the lowest :func:`block_influence`
+      on ``calib_ids`` (one-shot, ShortGPT). Any size ``1..N``.
+    """
+    n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
+    sizes = sorted(set(int(s) for s in (range(n, N + 1) if sizes is None else sizes)))
+    if method not in PRUNING_METHODS:
+        raise BoomerangError(f"Unknown pruning method '{method}'; choose {' or '.join(PRUNING_METHODS)}.")
+    out: dict[int, list[int]] = {}
+    if method == "naive":
+        bad = [s for s in sizes if not n <= s <= N]
+        if bad:
+            raise BoomerangError(f"Naive pruning gives sizes {n}..{N} layers, not {bad}.")
+        pruned = pair.mapping.pruned
+        for L in sizes:
+            drop = set(pruned[: N - L])
+            out[L] = [t for t in range(N) if t not in drop]
+        return out
+    bad = [s for s in sizes if not 1 <= s <= N]
+    if bad:
+        raise BoomerangError(f"Pruned sizes must lie in 1..{N} layers, not {bad}.")
+    bi = block_influence(pair, calib_ids)
+    ranked = sorted(range(N), key=lambda t: (bi[t], t))  # least influential first
+    for L in sizes:
+        drop = set(ranked[: N - L])
+        out[L] = [t for t in range(N) if t not in drop]
+    return out

@@ -1,0 +1,71 @@
+"""Progress of long operations: one callback signature for the whole package.
+
+Every long operation (a sweep, choosing an order, distillation, building the demo) takes an
+optional ``progress`` callable and calls it with one :class:`Update`: how much is done, of how
+much, and a short note for a human. Operations that have more to say pass a subclass
+(distillation's :class:`boomerang.train.loop.DistillProgress` adds losses and the learning
+rate). The CLI turns updates into a tqdm bar (:func:`tqdm_progress`), the dashboard into an
+``st.status`` box; :func:`scaled` nests a sub-operation inside a larger one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class Update:
+    """``done`` of ``total`` units of work, with a short ``note`` ("klpatch: 12/28")."""
+
+    done: int
+    total: int
+    note: str = ""
+
+
+#: The one progress callback type: ``progress(update)``.
+Progress = Callable[[Update], None]
+
+
+def report(progress: Progress | None, done: int, total: int, note: str = "") -> None:
+    """Call ``progress`` with an :class:`Update` (no-op when it is None)."""
+    if progress is not None:
+        progress(Update(int(done), int(total), note))
+
+
+def scaled(progress: Progress | None, offset: int, span: int, total: int, label: str = "") -> Progress | None:
+    """A callback for a sub-operation that fills ``[offset, offset + span)`` of ``total`` units."""
+    if progress is None:
+        return None
+
+    def inner(u: Update) -> None:
+        frac = u.done / u.total if u.total else 1.0
+        note = f"{label}: {u.note}" if label and u.note else (label or u.note)
+        progress(Update(offset + int(round(frac * span)), total, note))
+
+    return inner
+
+
+def tqdm_progress(desc: str) -> tuple[Progress, Callable[[], None]]:
+    """A callback drawing a tqdm bar on stderr, and a function that closes the bar."""
+    bar: dict[str, Any] = {}
+
+    def progress(u: Update) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=u.total, desc=desc, dynamic_ncols=True)
+        b = bar["bar"]
+        if b.total != u.total:
+            b.total = u.total
+        b.n = u.done
+        if u.note:
+            b.set_postfix_str(u.note, refresh=False)
+        b.refresh()
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return progress, close

@@ -1,0 +1,1 @@
+"""How shipped artifacts are rebuilt: the demo family (:mod:`.demo`)."""

@@ -1,0 +1,17 @@
+"""Distillation: the config, the boomerang loss, checkpoints, and the Accelerate training loop.
+
+``distill(DistillConfig(teacher=..., data=..., out=...))`` trains a boomerang student (or an
+ablation) and returns its folder; see :mod:`.loop` for the loop, :mod:`.loss` for the loss,
+:mod:`.config` for every setting and :mod:`.checkpoints` for the run folder's layout.
+"""
+
+from .checkpoints import CHECKPOINT_DIR, STATE_FILE, last_checkpoint
+from .config import FREEZABLE, MODES, DistillConfig, LossWeights
+from .loop import DistillProgress, distill
+from .loss import ForwardStates, alignment_pairs, distill_loss, forward_states, frozen_parameters
+
+__all__ = [
+    "CHECKPOINT_DIR", "FREEZABLE", "MODES", "STATE_FILE", "DistillConfig", "DistillProgress",
+    "ForwardStates", "LossWeights", "alignment_pairs", "distill", "distill_loss", "forward_states",
+    "frozen_parameters", "last_checkpoint",
+]

@@ -1,0 +1,473 @@
+"""The training loop: a resumable Accelerate loop around the boomerang loss.
+
+The student (initialised from a subset of the teacher's layers, see
+:func:`boomerang.core.init_student`) is trained with the loss of :mod:`.loss`. The loop uses
+Hugging Face Accelerate, so one code path runs on CPU (fp32), one GPU (bf16 autocast) and many
+GPUs / FSDP via ``accelerate launch`` (see ``configs/``). Checkpoints (``accelerator.save_state``
+into a temporary directory, then an atomic rename; see :mod:`.checkpoints`) hold the student
+weights, optimizer, scheduler, RNG states and step; the data order is a pure function of
+``(seed, step)``, so resuming after ``kill -9`` continues exactly where the last checkpoint left
+off and ``log.jsonl`` has no duplicate steps.
+
+Running it::
+
+    python -m boomerang distill --teacher T --data demo --steps 2000 --out runs/x      # CPU / 1 GPU
+    accelerate launch --multi_gpu --num_processes 8 -m boomerang distill ...          # DDP
+    accelerate launch --config_file configs/accelerate_fsdp.yaml -m boomerang distill ...  # FSDP
+
+``--batch-size`` is per process; add ``--resume`` to continue a run. From code::
+
+    from boomerang import DistillConfig, distill
+    student_dir = distill(DistillConfig(teacher=..., data=..., out=...), progress=print)
+
+Output folder: ``config.json``, ``log.jsonl`` (one line per logged step), ``checkpoints/step-N``
+(the last ``keep_checkpoints``), and finally ``student/`` (see :func:`boomerang.save_student`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DistributedType, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
+
+from ..core import LayerMapping, init_student, load_model, save_student
+from ..data import load_blocks
+from ..errors import BoomerangError
+from ..progress import Update
+from ..zoo import resolve_teacher
+from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, last_checkpoint, trim_log
+from .config import DistillConfig
+from .loss import alignment_pairs, distill_loss, forward_states, frozen_parameters, last_decoder_layer
+
+class _BlockOrder:
+    """Sample ``k`` of the run is ``blocks[perm(epoch)[k % n]]`` with ``epoch = k // n``.
+
+    The order depends only on ``seed`` and the sample index, so the data position after a resume
+    is just the step number (no sampler state to save).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {epoch: torch.randperm(self.n, generator=g)}  # keep only one epoch
+        return self._perms[epoch]
+
+    def indices(self, start: int, count: int) -> torch.Tensor:
+        ks = range(start, start + count)
+        return torch.stack([self.perm(k // self.n)[k % self.n] for k in ks])
+
+
+def _lr_lambda(warmup: int, steps: int, min_ratio: float) -> Callable[[int], float]:
+    """Linear warmup then cosine decay to ``min_ratio`` (a multiplier of the peak lr)."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if steps <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillProgress(Update):
+    """What a progress callback receives after every step and at the end: an
+    :class:`~boomerang.progress.Update` (``done`` steps of ``total``) with the run's state."""
+
+    losses: dict[str, float]  # loss, ce, kl, cos of the last logged step
+    lr: float
+    tokens_per_s: float
+    eta_s: float | None
+    elapsed_s: float
+    event: str = "step"  # step | checkpoint | done | stopped
+    checkpoint: Path | None = None
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done."""
+        return self.done
+
+
+def _progress(step: int, total: int, losses: dict[str, float], lr: float, tok_s: float,
+              eta: float | None, elapsed: float, event: str, ck: Path | None = None) -> DistillProgress:
+    loss = f", loss {losses['loss']:.4g}" if "loss" in losses else ""
+    return DistillProgress(done=step, total=total, note=f"step {step}/{total}{loss}", losses=dict(losses),
+                           lr=lr, tokens_per_s=tok_s, eta_s=eta, elapsed_s=elapsed, event=event, checkpoint=ck)
+
+
+StopSignal = Callable[[], bool] | threading.Event | None
+
+
+def _stop_requested(stop: StopSignal) -> bool:
+    if stop is None:
+        return False
+    if isinstance(stop, threading.Event):
+        return stop.is_set()
+    return bool(stop())
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_teacher(name: str) -> tuple[nn.Module, Any]:
+    """Teacher model (fp32, CPU; Accelerate moves it) and tokenizer (or None)."""
+    return load_model(name, device="cpu", dtype=torch.float32)
+
+
+class _DropTiedWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+def _quiet_tied_weight_warning() -> None:
+    # accelerate warns at every checkpoint that tied embeddings are saved once; that is expected.
+    lg = logging.getLogger("accelerate.utils.other")
+    if not any(isinstance(f, _DropTiedWarning) for f in lg.filters):
+        lg.addFilter(_DropTiedWarning())
+
+
+_ACTIVE_RUNS = 0  # distill() calls running in this process (threads of the dashboard)
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _active_run() -> Iterator[None]:
+    global _ACTIVE_RUNS
+    with _ACTIVE_LOCK:
+        _ACTIVE_RUNS += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE_RUNS -= 1
+
+
+def _make_accelerator(config: DistillConfig) -> Accelerator:
+    if config.precision == "bf16":
+        mp = "bf16"
+    elif config.precision == "fp32":
+        mp = "no"
+    elif os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        mp = None  # `accelerate launch` decided
+    else:
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    shared = AcceleratorState._shared_state
+    if shared and mp is not None and shared.get("_mixed_precision") != mp:
+        # Accelerate keeps one precision per process. An earlier run in this process (a
+        # dashboard session, a test) may have set another: reset it, unless a run is active.
+        if _ACTIVE_RUNS > 1 or PartialState().num_processes > 1:
+            raise BoomerangError(
+                f"Another run in this process trains with precision {shared.get('_mixed_precision')!r}; "
+                f"wait for it to finish or use the same precision."
+            )
+        AcceleratorState._reset_state()
+    return Accelerator(
+        mixed_precision=mp,
+        gradient_accumulation_steps=config.grad_accum,
+        step_scheduler_with_optimizer=False,  # we step the scheduler once per optimizer step
+    )
+
+
+def distill(
+    config: DistillConfig,
+    progress: Callable[[DistillProgress], None] | None = None,
+    should_stop: StopSignal = None,
+    *,
+    blocks: torch.Tensor | None = None,
+    show_progress_bar: bool = False,
+) -> Path:
+    """Train a boomerang student as ``config`` says; return ``OUT/student`` (or, if stopped, the checkpoint).
+
+    ``progress`` is called after every optimizer step with a :class:`DistillProgress`.
+    ``should_stop`` (a callable or a ``threading.Event``) is polled after every step; when it
+    fires, a checkpoint is written and its directory returned, and ``config.resume=True`` later
+    continues from it. ``blocks`` (``[n, seq_len]`` token ids) replaces ``config.data`` for
+    callers that already tokenized their corpus.
+    """
+    with _active_run():
+        return _distill(config, progress, should_stop, blocks, show_progress_bar)
+
+
+def _distill(
+    config: DistillConfig,
+    progress: Callable[[DistillProgress], None] | None,
+    should_stop: StopSignal,
+    blocks: torch.Tensor | None,
+    show_progress_bar: bool,
+) -> Path:
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _quiet_tied_weight_warning()
+    out = Path(config.out)
+    log_path = out / "log.jsonl"
+    ckpt = last_checkpoint(out) if config.resume else None
+    if not config.resume and (checkpoints(out) or (out / "student").exists()):
+        raise BoomerangError(
+            f"{str(out)!r} already holds a run (checkpoints or a student); pass --resume to "
+            "continue it or choose another --out."
+        )
+
+    acc = _make_accelerator(config)
+    set_seed(config.seed)
+
+    # ---- models -------------------------------------------------------------------------
+    teacher_ref = resolve_teacher(config.teacher)
+    teacher, tokenizer = _load_teacher(teacher_ref)
+    mapping = LayerMapping.from_rule(
+        teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
+    )
+    student = init_student(teacher, mapping, random_init=config.mode == "random-init")
+    student.float().train()
+    student.requires_grad_(True)
+    for p in frozen_parameters(student, mapping, config.freeze):
+        p.requires_grad_(False)
+    teacher.eval().requires_grad_(False)
+    if hasattr(student.config, "use_cache"):
+        student.config.use_cache = False
+    s_last, t_last = last_decoder_layer(student), last_decoder_layer(teacher)
+    pairs = alignment_pairs(mapping)
+    weights = config.effective_weights(len(pairs))
+    need_teacher = weights.kl > 0 or weights.cos > 0
+
+    # ---- data ---------------------------------------------------------------------------
+    if blocks is None:
+        if tokenizer is None:
+            raise BoomerangError(
+                f"The teacher {config.teacher!r} has no tokenizer to tokenize {config.data!r} with; "
+                "save one in its folder (tokenizer.save_pretrained)."
+            )
+        blocks = load_blocks(config.data, tokenizer, config.seq_len, split=config.split,
+                             max_blocks=config.max_blocks)
+    if blocks.ndim != 2 or blocks.shape[1] < config.seq_len:
+        raise BoomerangError(
+            f"Training blocks have shape {tuple(blocks.shape)}; expected [n, {config.seq_len}]."
+        )
+    blocks = blocks[:, : config.seq_len].long()
+    vocab = teacher.get_output_embeddings().weight.shape[0]
+    if int(blocks.max()) >= vocab or int(blocks.min()) < 0:
+        raise BoomerangError(
+            f"The data has token ids outside the teacher's vocabulary of {vocab}; was it tokenized "
+            "with another tokenizer?"
+        )
+    order = _BlockOrder(len(blocks), config.seed)
+
+    # ---- optimizer, schedule, accelerate ------------------------------------------------
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=config.betas,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(config.warmup, config.steps, config.min_lr_ratio)
+    )
+    model, opt, sched = acc.prepare(student, opt, sched)
+    fsdp = acc.distributed_type == DistributedType.FSDP
+    # The frozen teacher is replicated on every device (bf16 under mixed precision: no master
+    # weights needed), not wrapped: it has no gradients to sync, and FSDP2 in Accelerate takes
+    # one model per run. So the teacher must fit on one device; the student may be sharded.
+    if acc.mixed_precision == "bf16":
+        teacher = teacher.to(torch.bfloat16)
+    teacher = teacher.to(acc.device)
+
+    # ---- resume -------------------------------------------------------------------------
+    step, tokens_seen, elapsed_before = 0, 0, 0.0
+    if ckpt is not None:
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        saved = [tuple(b) for b in state.get("mapping", mapping.blocks)]
+        if saved != list(mapping.blocks):
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} is of a student with layer blocks {saved}, but these "
+                f"settings give {list(mapping.blocks)}; resume with the run's own teacher and "
+                "keep-first/every/keep-last, or choose another --out."
+            )
+        saved_freeze = tuple(state.get("freeze", ()))
+        if saved_freeze != config.freeze:
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} was trained with freeze={list(saved_freeze)}, but "
+                f"these settings say {list(config.freeze)}; resume with the run's own --freeze."
+            )
+        acc.load_state(str(ckpt))
+        step, tokens_seen = int(state["step"]), int(state["tokens"])
+        elapsed_before = float(state.get("elapsed_s", 0.0))
+        if acc.is_main_process:
+            trim_log(log_path, step)
+    elif acc.is_main_process:
+        # A fresh run: a log left by a run killed before its first checkpoint starts over.
+        out.mkdir(parents=True, exist_ok=True)
+        if log_path.exists():
+            log_path.unlink()
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):  # saves cut short by a kill
+            shutil.rmtree(stale, ignore_errors=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    acc.wait_for_everyone()
+
+    world = acc.num_processes
+    per_step = config.batch_size * config.grad_accum * world  # sequences per optimizer step
+    tokens_per_step = per_step * config.seq_len
+
+    def save_checkpoint(at_step: int, elapsed: float) -> Path:
+        root = out / CHECKPOINT_DIR
+        final = root / f"step-{at_step:08d}"
+        tmp = root / f".tmp-step-{at_step:08d}"
+        if acc.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(
+                {"step": at_step, "tokens": tokens_seen, "elapsed_s": elapsed,
+                 "mapping": [list(b) for b in mapping.blocks], "freeze": list(config.freeze)}))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)  # atomic: a checkpoint is complete or absent
+            for _, old in checkpoints(out)[: -config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    # ---- loop ---------------------------------------------------------------------------
+    bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and acc.is_main_process),
+               dynamic_ncols=True)
+    last_losses: dict[str, float] = {}
+    t0 = time.perf_counter()
+    start_step = step
+    log_f = open(log_path, "a", encoding="utf-8") if acc.is_main_process else None
+    try:
+        while step < config.steps:
+            logged = {k: 0.0 for k in ("loss", "ce", "kl", "cos")}  # means over micro-batches
+            for micro in range(config.grad_accum):
+                # Global sample index of this process's micro-batch (data position = step).
+                first = step * per_step + (micro * world + acc.process_index) * config.batch_size
+                ids = blocks[order.indices(first, config.batch_size)].to(acc.device)  # [B, T]
+                mask = torch.ones_like(ids)
+                with acc.accumulate(model):
+                    s_out = forward_states(model, ids, mask, last_layer=s_last)
+                    t_out = None
+                    if need_teacher or (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+                        with torch.no_grad(), acc.autocast():
+                            t_out = forward_states(teacher, ids, mask, last_layer=t_last)
+                    terms = distill_loss(s_out, t_out if need_teacher else None, ids, mask,
+                                         mapping, weights)
+                    if not need_teacher and t_out is not None:
+                        # ce-only: report KL/cosine to the teacher for comparison, not trained on.
+                        with torch.no_grad():
+                            full = distill_loss(s_out, t_out, ids, mask, mapping,
+                                                dataclasses.replace(weights, kl=1.0, cos=1.0))
+                        terms["kl"], terms["cos"] = full["kl"], full["cos"]
+                    acc.backward(terms["loss"])
+                    for k in logged:
+                        logged[k] = logged[k] + terms[k].detach().float() / config.grad_accum
+                    if acc.sync_gradients and config.grad_clip > 0:
+                        acc.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            sched.step()
+            step += 1
+            tokens_seen += tokens_per_step
+            elapsed = time.perf_counter() - t0
+            tok_s = (step - start_step) * tokens_per_step / max(elapsed, 1e-9)
+            lr = sched.get_last_lr()[0]
+
+            if step % config.log_every == 0 or step == config.steps:
+                vals = {k: acc.reduce(v.reshape(1), "mean").item() for k, v in logged.items()}
+                last_losses = vals
+                if log_f is not None:
+                    rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),
+                           "tokens": tokens_seen, "elapsed_s": round(elapsed_before + elapsed, 2)}
+                    log_f.write(json.dumps(rec) + "\n")
+                    log_f.flush()
+                bar.set_postfix(loss=f"{vals['loss']:.4g}", kl=f"{vals['kl']:.3g}",
+                                cos=f"{vals['cos']:.3g}", refresh=False)
+            bar.update(1)
+
+            stop = _stop_requested(should_stop)
+            if world > 1:  # every rank must stop at the same step (the checkpoint is collective)
+                flag = torch.tensor([float(stop)], device=acc.device)
+                stop = bool(acc.reduce(flag, "sum").item() > 0)
+            event, ck = "step", None
+            if step % config.save_every == 0 or (stop and step < config.steps):
+                ck = save_checkpoint(step, elapsed_before + elapsed)
+                event = "checkpoint"
+            eta = (config.steps - step) * elapsed / max(1, step - start_step)
+            if progress is not None and acc.is_main_process:
+                progress(_progress(step, config.steps, last_losses, lr, tok_s, eta,
+                                   elapsed_before + elapsed, event, ck))
+            if stop and step < config.steps:
+                if progress is not None and acc.is_main_process:
+                    progress(_progress(step, config.steps, last_losses, lr, tok_s, None,
+                                       elapsed_before + elapsed, "stopped", ck))
+                return ck  # type: ignore[return-value]
+    finally:
+        bar.close()
+        if log_f is not None:
+            log_f.close()
+
+    # ---- final student ------------------------------------------------------------------
+    student_dir = out / "student"
+    acc.wait_for_everyone()
+    if fsdp:
+        state = acc.get_state_dict(model)
+        final_model = None
+        if acc.is_main_process:
+            final_model = AutoModelForCausalLM.from_config(acc.unwrap_model(model).config)
+            res = final_model.load_state_dict(state, strict=False)
+            tied = {"lm_head.weight"} if final_model.config.tie_word_embeddings else set()
+            if res.unexpected_keys or set(res.missing_keys) - tied:
+                raise RuntimeError(f"gathered student state does not fit its config: {res}")
+    else:
+        final_model = acc.unwrap_model(model)
+    if acc.is_main_process:
+        tmp = out / ".tmp-student"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        final_model = final_model.to("cpu")
+        if hasattr(final_model.config, "use_cache"):
+            final_model.config.use_cache = True
+        provenance = {"mode": config.mode, "steps": step, "tokens": tokens_seen,
+                      "data": config.data, "seq_len": config.seq_len, "lr": config.lr,
+                      "loss_weights": dataclasses.asdict(weights), "seed": config.seed}
+        save_student(final_model, mapping, tmp, tokenizer=tokenizer, teacher=teacher_ref,
+                     extra={"distill": provenance})
+        if student_dir.exists():
+            shutil.rmtree(student_dir)
+        os.replace(tmp, student_dir)
+        if progress is not None:
+            progress(_progress(step, config.steps, last_losses, sched.get_last_lr()[0],
+                               0.0, 0.0, time.perf_counter() - t0 + elapsed_before, "done"))
+    acc.wait_for_everyone()
+    return student_dir

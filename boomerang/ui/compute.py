@@ -1,0 +1,256 @@
+"""What the dashboard's pages compute: pair descriptions, curves, points, similarity, exports.
+
+Adapters from the backend (:mod:`boomerang.eval`, :mod:`boomerang.orders`) to what a page shows:
+a whole curve for one order, one point with its size, the composed layer strip, similarity
+tables, latency, a zipped export. Pages call these and only lay out the results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from collections.abc import Iterable
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .. import eval as evaluate
+from .. import orders
+from ..cache import Memo
+from ..core import BoomerangPair, export_model
+from ..data import load_blocks
+from ..errors import BoomerangError, DataError
+from ..progress import Progress, report
+
+#: Results the pages computed, shared by sessions (values are treated as read-only).
+RESULTS = Memo()
+
+
+# --------------------------------------------------------------------------------------------
+# Describing a pair
+
+
+def block_label(block: tuple[int, ...]) -> str:
+    """``(4, 5)`` -> "T4–5", ``(11,)`` -> "T11"."""
+    return f"T{block[0]}" if len(block) == 1 else f"T{block[0]}–{block[-1]}"
+
+
+def layer_labels(pair: BoomerangPair) -> list[str]:
+    """One label per student layer: "S2 → T4–5"."""
+    return [f"S{i} → {block_label(b)}" for i, b in enumerate(pair.mapping.blocks)]
+
+
+def strip_cells(pair: BoomerangPair, patched: Iterable[int]) -> list[dict[str, Any]]:
+    """The composed model, bottom to top: one dict per layer (position, source, index, student layer)."""
+    patched = pair.mapping.check_patched(patched)
+    cells = []
+    for i, block in enumerate(pair.mapping.blocks):
+        if i in patched:
+            cells += [{"source": "teacher", "index": t, "student_layer": i} for t in block]
+        else:
+            cells.append({"source": "student", "index": i, "student_layer": i})
+    for p, c in enumerate(cells):
+        c["position"] = p
+    return cells
+
+
+def size_of(pair: BoomerangPair, patched: Iterable[int]) -> dict[str, int]:
+    """Layers and parameters of the model built with ``patched``."""
+    patched = pair.mapping.check_patched(patched)
+    return {"layers": pair.mapping.patched_layers(patched),
+            "params": int(pair.num_parameters(patched))}
+
+
+def pair_summary(pair: BoomerangPair) -> dict[str, Any]:
+    """Sizes of both ends, for headers and the Learn page."""
+    n = pair.mapping.num_student_layers
+    return {
+        "name": pair.name or "",
+        "architecture": type(pair.teacher).__name__,
+        "student_layers": n,
+        "teacher_layers": pair.mapping.num_teacher_layers,
+        "student_params": int(pair.num_parameters(())),
+        "teacher_params": int(pair.num_parameters(range(n))),
+        "device": str(next(pair.teacher.parameters()).device),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def load_eval_blocks(pair: BoomerangPair, source: str, seq_len: int, max_blocks: int,
+                     split: str = "validation") -> torch.Tensor:
+    """Held-out token blocks of ``source`` for evaluation, on the pair's device."""
+    if pair.tokenizer is None:
+        raise BoomerangError("This pair has no tokenizer; save one with the student or teacher.")
+    try:
+        blocks = load_blocks(source, pair.tokenizer, seq_len, split=split, max_blocks=max_blocks)
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:
+        raise BoomerangError(f"Could not read evaluation data '{source}': {e}".split("\n")[0]) from None
+    return blocks
+
+
+def calibration_ids(pair: BoomerangPair, source: str, seq_len: int, n: int = 8) -> torch.Tensor:
+    """A few training blocks to choose data-driven orders on (never the evaluation blocks)."""
+    return orders.calibration_ids(pair, n=n, seq_len=seq_len, source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation (adapters over boomerang.eval / boomerang.orders)
+
+
+def perplexity(model: Any, blocks: torch.Tensor) -> tuple[float, float]:
+    """(perplexity, mean NLL) of ``model`` on ``blocks``."""
+    r = evaluate.perplexity(model, blocks)
+    return float(r.perplexity), float(r.nll)
+
+
+def evaluate_point(pair: BoomerangPair, patched: Iterable[int], blocks: torch.Tensor) -> dict[str, Any]:
+    """Perplexity, NLL, layers and parameters of the model built with ``patched``."""
+    patched = pair.mapping.check_patched(patched)
+    r = evaluate.evaluate_patched(pair, patched, blocks)
+    return {"patched": tuple(sorted(patched)), "perplexity": float(r.perplexity), "nll": float(r.nll),
+            **size_of(pair, patched)}
+
+
+def available_orders(pair: BoomerangPair | None = None) -> list[str]:
+    """Patch orders the backend can compute for ``pair`` (no exhaustive search on large students)."""
+    return orders.available_orders(pair)
+
+
+def available_baselines() -> list[str]:
+    """Pruning baselines the backend's sweep knows."""
+    return list(orders.BASELINES)
+
+
+def order_caption(order: str) -> str:
+    """What ``order`` optimises and on which data, for a legend or caption."""
+    return orders.get_order(order).optimises
+
+
+def order_sets(pair: BoomerangPair, order: str, calib: torch.Tensor | None = None) -> list[frozenset]:
+    """The patched set at each size ``k = 0..n`` of ``order``."""
+    return orders.patch_order(pair, order, calib)
+
+
+def _as_tuple(p: Any) -> tuple[int, ...]:
+    """A patched set in any of the backend's spellings ("[0, 5]", "", frozenset, list) as a tuple."""
+    if isinstance(p, str):
+        return tuple(sorted(int(i) for i in json.loads(p))) if p.strip() else ()
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return ()
+    return tuple(sorted(int(i) for i in p))
+
+
+def normalize_sweep(df: pd.DataFrame) -> pd.DataFrame:
+    """A sweep frame with ``patched`` as sorted tuples (baseline rows: empty)."""
+    df = df.copy()
+    if "patched" in df:
+        df["patched"] = df["patched"].map(_as_tuple)
+    return df
+
+
+def curve(pair: BoomerangPair, order: str, blocks: torch.Tensor, calib: torch.Tensor | None = None,
+          progress: Progress | None = None) -> pd.DataFrame:
+    """One order's curve: a row per size k (order, k, patched, layers, params, perplexity, nll)."""
+    return normalize_sweep(evaluate.sweep(pair, [order], data=blocks, calib_ids=calib, progress=progress))
+
+
+def mean_ratio_at_intermediate_sizes(curve_df: pd.DataFrame, reference: pd.DataFrame) -> float | None:
+    """Mean of ``curve_df``'s perplexity over ``reference``'s, row by row, over the rows whose size lies
+    strictly between the first row's (the student's) and the last row's (the teacher's).
+
+    Both frames are :func:`curve` results of one order on the same pair shape; rows that only
+    swap one-to-one layers keep the student's size and do not count. None when there are none.
+    """
+    sizes = reference["layers"].to_numpy()
+    between = (sizes > sizes[0]) & (sizes < sizes[-1])
+    if not between.any():
+        return None
+    ratio = curve_df["perplexity"].to_numpy()[between] / reference["perplexity"].to_numpy()[between]
+    return float(ratio.mean())
+
+
+def available_metrics() -> list[str]:
+    """Metrics a sweep can report: perplexity, and the offline lm-eval tasks when supported."""
+    return ["perplexity", *evaluate.OFFLINE_TASKS]
+
+
+def sweep(pair: BoomerangPair, orders: list[str], blocks: torch.Tensor, calib: torch.Tensor | None = None,
+          progress: Progress | None = None, metric: str = "perplexity",
+          limit: int | None = None) -> pd.DataFrame:
+    """Several orders' curves (and pruning baselines) in one frame.
+
+    ``metric`` is "perplexity" (columns perplexity, nll) or an lm-eval task name (a column with
+    its accuracy, ``limit`` examples).
+    """
+    return normalize_sweep(evaluate.sweep(pair, list(orders), data=blocks, metrics=[metric],
+                                          calib_ids=calib, limit=limit,
+                                          progress=progress))
+
+
+def single_layer_gains(pair: BoomerangPair, blocks: torch.Tensor,
+                       progress: Progress | None = None) -> pd.DataFrame:
+    """Perplexity drop from patching each student layer alone (student ppl - patched ppl)."""
+    base = evaluate_point(pair, (), blocks)
+    rows = []
+    n = pair.mapping.num_student_layers
+    for i in range(n):
+        report(progress, i, n, f"patching layer {i} alone")
+        p = evaluate_point(pair, (i,), blocks)
+        rows.append({"student_layer": i, "block": block_label(pair.mapping.blocks[i]),
+                     "perplexity": p["perplexity"], "gain": base["perplexity"] - p["perplexity"],
+                     "nll_gain": base["nll"] - p["nll"], "params_added": p["params"] - base["params"]})
+    return pd.DataFrame(rows)
+
+
+def similarity_tables(pair: BoomerangPair, calib: torch.Tensor) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(student x teacher cosine-similarity matrix, one row per student layer with its gains)."""
+    per_layer = evaluate.block_similarity(pair, calib).copy()
+    per_layer["label"] = [f"S{i} → {block_label(b)}" for i, b in enumerate(pair.mapping.blocks)]
+    return evaluate.similarity_matrix(pair, calib), per_layer
+
+
+def mapping_cells(pair: BoomerangPair) -> list[tuple[str, str]]:
+    """(row, column) labels of the similarity matrix where each student state should match."""
+    cells = [("emb", "emb")]
+    cells += [(f"s{i}", f"t{b[-1]}") for i, b in enumerate(pair.mapping.blocks)]
+    return cells
+
+
+
+
+def latency_profile(pair: BoomerangPair, sets: list[frozenset]) -> list[float]:
+    """Latency per token (ms, median of 3 runs) of each patched set."""
+    return [evaluate.latency_ms_per_token(pair.build(patched=s)) for s in sets]
+
+
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def export_patched(pair: BoomerangPair, patched: Iterable[int], out_dir: str | os.PathLike) -> Path:
+    """Save the model built with ``patched`` as a standalone checkpoint folder."""
+    return export_model(pair.build(patched=pair.mapping.check_patched(patched)), out_dir, pair.tokenizer)
+
+
+def zip_folder(folder: str | os.PathLike) -> bytes:
+    """The folder as a zip archive, in memory (for a download button)."""
+    folder = Path(folder)
+    buf = BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f"{folder.name}/{f.relative_to(folder)}")
+    return buf.getvalue()
+

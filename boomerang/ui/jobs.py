@@ -1,0 +1,150 @@
+"""Training from the dashboard: a distillation in a background thread, and the runs on disk.
+
+A :class:`TrainingJob` runs :func:`boomerang.train.distill` in a thread, records every step's
+losses for live curves, and stops at the next step with a checkpoint when asked. The other
+functions read what runs left on disk (logs, checkpoints, finished students).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import BoomerangError
+from ..paths import runs_dir
+from ..train import DistillConfig, DistillProgress, distill, last_checkpoint
+from .specs import folders_holding, dashboard_runs_dir
+
+
+@dataclass
+class TrainingJob:
+    """A distillation run in a thread: poll ``history``/``state``; ``stop()`` checkpoints and ends it."""
+
+    config: DistillConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    state: str = "starting"  # starting | running | stopped | done | failed
+    message: str = ""
+    result: Path | None = None
+    started: float = field(default_factory=time.time)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def step(self) -> int:
+        return self.history[-1]["step"] if self.history else 0
+
+    def start(self) -> "TrainingJob":
+        self.config.validate()
+        self._thread = threading.Thread(target=self._run, name=f"distill:{self.out.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _on_progress(self, p: DistillProgress) -> None:
+        self.state = "running"
+        rec = {"step": p.step, "total": p.total, "lr": p.lr, "tokens_per_s": p.tokens_per_s,
+               "eta_s": p.eta_s, "elapsed_s": p.elapsed_s, "event": p.event, **p.losses}
+        self.history.append(rec)
+
+    def _run(self) -> None:
+        try:
+            self.result = Path(distill(self.config, progress=self._on_progress, should_stop=self._stop))
+            self.state = "stopped" if self._stop.is_set() and self.result.name != "student" else "done"
+            self.message = f"Student saved to {self.result}" if self.state == "done" else \
+                f"Stopped at step {self.step}; checkpoint {self.result}"
+        except BoomerangError as e:
+            self.state, self.message = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - shown to the user as one sentence
+            self.state, self.message = "failed", f"Training failed: {type(e).__name__}: {e}".split("\n")[0]
+
+
+_JOBS: dict[str, TrainingJob] = {}
+_JOBS_LOCK = threading.Lock()
+
+
+def start_training(config: DistillConfig) -> TrainingJob:
+    """Start a distillation in the background; one job per output folder."""
+    key = str(Path(config.out).resolve())
+    with _JOBS_LOCK:
+        old = _JOBS.get(key)
+        if old is not None and old.running:
+            raise BoomerangError(f"A run is already training into {config.out}; stop it or pick another name.")
+        job = TrainingJob(config).start()
+        _JOBS[key] = job
+    return job
+
+
+def training_job(out: str | os.PathLike) -> TrainingJob | None:
+    """The job (running or finished in this process) writing to ``out``."""
+    return _JOBS.get(str(Path(out).resolve()))
+
+
+def read_log(out: str | os.PathLike) -> pd.DataFrame:
+    """A run's ``log.jsonl`` as a frame (empty when there is none)."""
+    p = Path(out) / "log.jsonl"
+    if not p.is_file():
+        return pd.DataFrame()
+    rows = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return pd.DataFrame(rows)
+
+
+def run_status(out: str | os.PathLike) -> dict[str, Any]:
+    """What is on disk for a run: finished student, last checkpoint step, logged steps."""
+    out = Path(out)
+    ck = last_checkpoint(out) if out.is_dir() else None
+    return {"student": (out / "student") if (out / "student" / "config.json").is_file() else None,
+            "checkpoint": ck, "checkpoint_step": int(ck.name.split("-")[-1]) if ck else 0,
+            "config": json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None}
+
+
+def dashboard_runs() -> list[Path]:
+    """Runs started from the dashboard, newest first."""
+    root = dashboard_runs_dir()
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+
+def all_runs(max_depth: int = 3) -> list[Path]:
+    """Every distillation run under the runs folder (a folder with ``log.jsonl``), newest first;
+    the dashboard's own runs first."""
+    found = folders_holding(runs_dir(), "log.jsonl", max_depth)
+    own = [p for p in found if p.parent == dashboard_runs_dir()]
+    other = [p for p in found if p.parent != dashboard_runs_dir()]
+    key = lambda p: (p / "log.jsonl").stat().st_mtime  # noqa: E731
+    return sorted(own, key=key, reverse=True) + sorted(other, key=key, reverse=True)
+
+
+def log_is_live(out: str | os.PathLike, within_s: float = 60) -> bool:
+    """True when a run's log was written in the last ``within_s`` seconds (someone trains it)."""
+    p = Path(out) / "log.jsonl"
+    return p.is_file() and time.time() - p.stat().st_mtime < within_s
+

@@ -1,0 +1,186 @@
+"""What the sidebar picks: pair specs, the pairs on offer, devices and threads.
+
+A :class:`PairSpec` names a loadable pair (the demo and its ablations, SmolLM2, or teacher and
+student folders) and round-trips through the URL's query parameters, so a link reproduces what
+its sender saw. :func:`discover_pairs` lists what can be offered without typing.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..core import BoomerangPair
+from ..errors import BoomerangError
+from ..paths import runs_dir
+from ..zoo import demo_student_dirs, load_pair, named_pair_dirs, smollm2_available
+
+
+def dashboard_runs_dir() -> Path:
+    """Where the Train page writes its runs."""
+    return runs_dir() / "dashboard"
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A loadable pair: ``kind`` is "demo" (with a demo ``student`` name), "smollm2", or
+    "folders" (``teacher`` and ``student`` are local folders or hub ids)."""
+
+    kind: str
+    student: str = ""
+    teacher: str = ""
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        """A stable id (URL, caches)."""
+        if self.kind == "demo":
+            return "demo" if self.student in ("", "boomerang") else f"demo:{self.student}"
+        if self.kind == "smollm2":
+            return "smollm2"
+        return f"folders:{self.teacher}|{self.student}"
+
+    @property
+    def title(self) -> str:
+        return self.label or self.key
+
+    def to_query(self) -> dict[str, str]:
+        """Query parameters that reproduce this spec."""
+        if self.kind == "folders":
+            q = {"pair": "folders", "student": self.student}
+            if self.teacher:
+                q["teacher"] = self.teacher
+            return q
+        return {"pair": self.key}
+
+    @classmethod
+    def from_query(cls, q: dict[str, str]) -> "PairSpec | None":
+        """The spec named by query parameters, or None when they name none."""
+        pair = (q.get("pair") or "").strip()
+        if pair in ("folders", "local", "hub") or (not pair and q.get("student")):
+            student = (q.get("student") or "").strip()
+            if not student:
+                return None
+            return cls("folders", student=student, teacher=(q.get("teacher") or "").strip(),
+                       label=_folder_label(q.get("teacher") or "", student))
+        if pair == "demo":
+            return cls("demo", "boomerang", label="demo: boomerang student")
+        if pair.startswith("demo:"):
+            name = pair.split(":", 1)[1]
+            return cls("demo", name, label=f"demo: {name} student")
+        if pair == "smollm2":
+            return cls("smollm2", label="SmolLM2-135M")
+        return None
+
+    def load(self, device: str | None = None) -> BoomerangPair:
+        """Load the pair (slow: cache the result)."""
+        if self.kind == "demo":
+            student = None if self.student in ("", "boomerang") else self.student
+            return load_pair("demo", student=student, device=device)
+        if self.kind == "smollm2":
+            return load_pair("smollm2", device=device)
+        return load_pair(teacher=self.teacher or None, student=self.student, device=device)
+
+    def teacher_ref(self) -> str:
+        """The teacher's folder or hub id (what a new distillation starts from)."""
+        if self.kind == "folders":
+            if self.teacher:
+                return self.teacher
+            meta = Path(self.student) / "student_config.json"
+            if meta.is_file():
+                t = json.loads(meta.read_text()).get("teacher")
+                if t:
+                    return str(t)
+            raise BoomerangError(
+                f"The student {self.student} does not record its teacher; give the teacher folder."
+            )
+        name = "demo" if self.kind == "demo" else "smollm2"
+        return str(named_pair_dirs(name, None)[0])
+
+
+def _folder_label(teacher: str, student: str) -> str:
+    s = Path(student)
+    name = s.parent.name if s.name == "student" else s.name
+    return f"{name} (local)" if not teacher else f"{Path(teacher).name} / {name}"
+
+
+def demo_available() -> bool:
+    """True when the bundled demo family is on disk."""
+    return demo_student_dirs() != {}
+
+
+def folders_holding(root: Path, tail: str, max_depth: int = 3) -> set[Path]:
+    """Folders ``root/*/.../<tail's parent>`` (1 to ``max_depth`` levels of ``*``) holding ``tail``."""
+    if not root.is_dir():
+        return set()
+    return {m.parent for depth in range(1, max_depth + 1)
+            for m in root.glob("/".join(["*"] * depth) + "/" + tail)}
+
+
+def trained_students(root: Path | None = None) -> list[Path]:
+    """Finished students under the runs folder (``<run>/student``), newest first."""
+    found = folders_holding(Path(root or runs_dir()), "student/student_config.json")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def discover_pairs(root: Path | None = None) -> list[PairSpec]:
+    """Every pair the sidebar can offer without typing: demo students, SmolLM2, trained runs."""
+    out = [PairSpec("demo", name, label=f"demo: {name} student")
+           for name in demo_student_dirs()]
+    for s in trained_students(root):
+        out.append(PairSpec("folders", student=str(s), label=_folder_label("", str(s))))
+    if smollm2_available():
+        out.append(PairSpec("smollm2", label="SmolLM2-135M (undistilled student)"))
+    return out
+
+
+def default_pair() -> PairSpec | None:
+    """The pair the app opens on: the demo when it exists, else the newest trained student."""
+    pairs = discover_pairs()
+    return pairs[0] if pairs else None
+
+
+def devices() -> list[str]:
+    """Devices to offer: CUDA first when present, then CPU."""
+    out = [f"cuda:{i}" if torch.cuda.device_count() > 1 else "cuda"
+           for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return out + ["cpu"]
+
+
+def configure_threads() -> int:
+    """Set torch's CPU threads for an interactive server and return the number.
+
+    ``$BOOMERANG_THREADS`` wins; otherwise one thread per two cores (at least one). Small models
+    on a busy machine get *much* slower with more threads than free cores (spinning OpenMP
+    workers), and a dashboard shares its machine with training runs.
+    """
+    env = os.environ.get("BOOMERANG_THREADS")
+    n = int(env) if env and env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 2) // 2)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def release_memory() -> None:
+    """Give memory back after a pair is dropped (CUDA cache included)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+
+def spec_fingerprint(spec: PairSpec, device: str) -> str:
+    """Key of a loaded pair in result caches: changes when a local student is retrained."""
+    stamp = ""
+    if spec.kind == "folders":
+        for ref in (spec.student, spec.teacher):
+            p = Path(ref) if ref else None
+            if p is not None and p.exists():
+                stamp += f"|{max((f.stat().st_mtime_ns for f in p.glob('*.safetensors')), default=0)}"
+    return f"{spec.key}@{device}{stamp}"
+

@@ -1,0 +1,69 @@
+"""Named pairs: ``"demo"`` (bundled) and ``"smollm2"`` (a real model, offline), by name.
+
+:func:`load_pair` is the public entry point: ``load_pair("demo")``, ``load_pair("demo",
+student="no-align")``, ``load_pair("smollm2")``, or any teacher and student folders / hub ids
+(``load_pair(teacher=..., student=...)``), which it hands to :func:`boomerang.core.load_pair`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..core import BoomerangPair
+from ..core import load_pair as load_pair_from
+from ..errors import BoomerangError
+from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs
+from .smollm2 import smollm2_available, smollm2_dirs, smollm2_paths
+
+#: Names :func:`load_pair` accepts.
+NAMED_PAIRS = ("demo", "smollm2")
+
+
+def named_pair_dirs(name: str, student: str | None = None) -> tuple[Path, Path]:
+    """(teacher_dir, student_dir) of a bundled pair: ``demo`` (with a demo student name) or ``smollm2``."""
+    if name == "demo":
+        return demo_dirs(student or "boomerang")
+    if name == "smollm2":
+        if student is not None:
+            raise BoomerangError("The smollm2 pair has one student; drop student=.")
+        return smollm2_dirs()
+    raise BoomerangError(f"Unknown named pair '{name}'; choose one of {', '.join(NAMED_PAIRS)}.")
+
+
+def resolve_teacher(name: str) -> str:
+    """The model directory or hub id behind a teacher reference: a bundled pair's name ("demo",
+    "smollm2") stands for its teacher, so ``distill --teacher smollm2`` needs no path."""
+    if name in NAMED_PAIRS and not Path(name).exists():
+        return str(named_pair_dirs(name)[0])
+    return name
+
+
+def load_pair(
+    name: str | None = None,
+    *,
+    teacher: str | os.PathLike | None = None,
+    student: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> BoomerangPair:
+    """Load a :class:`BoomerangPair`: a bundled ``name`` ("demo", "smollm2") or teacher + student.
+
+    ``load_pair("demo", student="no-align")`` picks one of the demo's ablation students.
+    ``student`` alone works when its ``student_config.json`` records its teacher.
+    """
+    if name is not None:
+        if teacher is not None:
+            raise BoomerangError("Give either a named pair or a teacher, not both.")
+        teacher, student = named_pair_dirs(name, None if student is None else str(student))
+    return load_pair_from(teacher=teacher, student=student, device=device, dtype=dtype,
+                          trust_remote_code=trust_remote_code, name=name)
+
+
+__all__ = [
+    "DEMO_STUDENTS", "NAMED_PAIRS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
+    "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
+]
