@@ -2,9 +2,16 @@
 
 import streamlit as st
 
-from boomerang import ui
-from boomerang import plots
-from app_pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, show_error
+from app_pages._sidebar import (
+    bind,
+    calib_ids,
+    computed,
+    context,
+    eval_blocks,
+    keep,
+    show_error,
+)
+from boomerang import plots, ui
 
 ctx = context()
 pair = ctx.pair

@@ -2,11 +2,18 @@
 
 import streamlit as st
 
-from boomerang import ui
-
+from app_pages._sidebar import (
+    bind,
+    calib_ids,
+    computed,
+    context,
+    eval_blocks,
+    keep,
+    pair_summary,
+    show_error,
+)
 from app_pages._timing import timed
-from boomerang import plots
-from app_pages._sidebar import bind, calib_ids, computed, context, eval_blocks, keep, pair_summary, show_error
+from boomerang import plots, ui
 
 ctx = context()
 pair = ctx.pair

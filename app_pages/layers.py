@@ -4,8 +4,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from boomerang import ui
-from boomerang import plots
 from app_pages._sidebar import (
     calib_ids,
     computed,
@@ -17,6 +15,7 @@ from app_pages._sidebar import (
     show_error,
     url_default,
 )
+from boomerang import plots, ui
 
 ctx = context()
 pair = ctx.pair

@@ -3,9 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from boomerang import ui
-from boomerang import plots
 from app_pages._sidebar import computed, context, eval_blocks, load_spec, show_error
+from boomerang import plots, ui
 
 ctx = context()
 

@@ -3,9 +3,8 @@ where patching helps."""
 
 import streamlit as st
 
-from boomerang import ui
-from boomerang import plots
 from app_pages._sidebar import calib_ids, computed, context, show_error
+from boomerang import plots, ui
 
 ctx = context()
 pair = ctx.pair

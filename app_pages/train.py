@@ -5,11 +5,10 @@ import time
 
 import streamlit as st
 
-from boomerang import ui
-from boomerang import plots
+from app_pages._sidebar import context, show_error
+from boomerang import plots, ui
 from boomerang.core import LayerMapping
 from boomerang.train import FREEZABLE, MODES, DistillConfig
-from app_pages._sidebar import context, show_error
 
 ctx = context()
 pair = ctx.pair

@@ -16,10 +16,10 @@ import statistics
 import time
 
 import torch
+from oracles import assemble_by_hand
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import boomerang as bm
-from oracles import assemble_by_hand
 
 
 def timed(fn, repeat: int) -> float:

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from boomerang.train import DistillConfig, DistillProgress, distill
 from boomerang.core import LayerMapping
+from boomerang.train import DistillConfig, DistillProgress, distill
 
 # Dense bf16 peak FLOP/s (no sparsity) by device-name substring.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12,

@@ -280,9 +280,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("build",), help="build: rebuild the bundled demo family from scratch")
     p.add_argument("--out", default=None, help="where to write the weights and model card (default: the package's demo assets)")
     p.add_argument("--work", default="runs/demo-build", help="intermediate runs; an interrupted build resumes from them")
-    p.add_argument("--teacher-steps", type=int, default=6000, dest="teacher_steps", help="at most this many teacher steps")
-    p.add_argument("--teacher-minutes", type=float, default=None, dest="teacher_minutes",
-                   help="fit the teacher's schedule into this wall time (as the shipped build did)")
+    p.add_argument("--teacher-steps", type=int, default=6000, dest="teacher_steps", help="teacher training steps")
     p.add_argument("--student-steps", type=int, default=150, dest="student_steps")
     p.add_argument("--eval-blocks", type=int, default=256, dest="eval_blocks")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -291,8 +289,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 @command("demo", "rebuild the bundled demo family (corpus, tokenizer, teacher, students, model card)", _demo_args)
 def _demo(args: argparse.Namespace) -> int:
     out = args.out or demo_assets_dir()
-    budget = None if args.teacher_minutes is None else 60 * args.teacher_minutes
-    teacher = TeacherConfig(num_threads=args.threads, max_steps=args.teacher_steps, time_budget_s=budget)
+    teacher = TeacherConfig(num_threads=args.threads, max_steps=args.teacher_steps)
     card = build_demo(out, args.work, teacher, student_steps=args.student_steps,
                       eval_blocks=args.eval_blocks, threads=args.threads)
     r = card["results"]

@@ -33,16 +33,26 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", suffix=".tmp", dir=dest.parent))
-            old.rmdir()
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dest)
+        replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move the finished folder ``src`` to ``dest`` (same filesystem), replacing any old ``dest``.
+
+    The old folder is renamed aside first and deleted last, so at every instant one complete
+    folder is on disk under ``dest`` or beside it.
+    """
+    src, dest = Path(src), Path(dest)
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", suffix=".tmp", dir=dest.parent))
+        old.rmdir()
+        dest.rename(old)
+        src.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        src.rename(dest)
 
 
 def atomic_write(dest: str | os.PathLike, data: bytes | str, encoding: str = "utf-8") -> Path:

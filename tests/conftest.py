@@ -13,8 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-import boomerang as bm  # noqa: E402
 from tiny import FAMILIES, perturb, tiny_model  # noqa: E402
+
+import boomerang as bm  # noqa: E402
 
 
 def make_pair(family: str = "llama", num_layers: int = 8, rule=(1, 2, 1)) -> bm.BoomerangPair:

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
 from pairs_on_disk import build_tiny_pair  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 300
@@ -24,7 +23,6 @@ TIMEOUT = 300
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(student_dir, text_file) of a tiny pair; runs and caches go to temporary folders."""
-    from boomerang import ui as dash
 
     root = tmp_path_factory.mktemp("dash")
     old = {k: os.environ.get(k) for k in ("BOOMERANG_RUNS", "BOOMERANG_CACHE")}

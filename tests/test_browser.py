@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import browser_util as bu
+import pytest
 from pairs_on_disk import build_tiny_pair
-
 
 if bu.chromium_path() is None or not __import__("importlib").util.find_spec("playwright"):
     if os.environ.get("CI") == "true":
@@ -24,7 +22,6 @@ if bu.chromium_path() is None or not __import__("importlib").util.find_spec("pla
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from boomerang import ui as dash
 
     root = tmp_path_factory.mktemp("browser")
     _, student, text = build_tiny_pair(root / "pair")

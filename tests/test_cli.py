@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
+from conftest import make_pair
+from tiny import tiny_model, tokens
 from transformers import AutoModelForCausalLM
 
 import boomerang as bm
 from boomerang.cli import main
-from conftest import make_pair
-from tiny import tiny_model, tokens
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from boomerang.data import Document, assign_splits, chunk_text, load_blocks, load_documents, select_split
+from boomerang.data import (
+    Document,
+    assign_splits,
+    chunk_text,
+    load_blocks,
+    load_documents,
+    select_split,
+)
 from boomerang.errors import BoomerangError, DataError
 
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import boomerang as bm
-from boomerang.paths import demo_assets_dir
 from boomerang.data.demo_corpus import strip_gutenberg
+from boomerang.errors import BoomerangError
+from boomerang.paths import demo_assets_dir
 from boomerang.recipes.demo import phenomenon_checks, render_model_card
 from boomerang.zoo import DEMO_STUDENTS, demo_dirs
-from boomerang.errors import BoomerangError
 
 EVAL_BLOCKS = 32
 

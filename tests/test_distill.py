@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import perturb, tiny_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from boomerang import cli
+from boomerang import cli, load_pair
+from boomerang.core import LayerMapping, init_student
 from boomerang.core.arch import find_parts
+from boomerang.errors import BoomerangError
 from boomerang.train import (
     FREEZABLE,
     DistillConfig,
@@ -30,12 +33,6 @@ from boomerang.train import (
     frozen_parameters,
 )
 from boomerang.zoo import resolve_teacher
-from boomerang.errors import BoomerangError
-from boomerang import load_pair
-from boomerang.core import LayerMapping
-from boomerang.core import init_student
-
-from tiny import perturb, tiny_model
 
 V = 64  # vocabulary of the synthetic language
 
@@ -528,7 +525,7 @@ def test_resume_with_other_mapping_or_freeze_is_refused(synth, tmp_path):
                 batch_size=2, save_every=1, warmup=1, log_every=1)
     distill(DistillConfig(**base), blocks=synth["train"])
     (tmp_path / "r" / "checkpoints" / ".tmp-step-00000009").mkdir()  # left by a killed save
-    with pytest.raises(BoomerangError, match="layer blocks"):
+    with pytest.raises(BoomerangError, match="different settings: every"):
         distill(DistillConfig(**base, every=3, resume=True), blocks=synth["train"])
     with pytest.raises(BoomerangError, match="freeze"):
         distill(DistillConfig(**base, freeze=("head",), resume=True), blocks=synth["train"])
@@ -566,3 +563,89 @@ def test_chunked_kl_matches_and_backprops(monkeypatch):
         grads.append((kl.detach(), s.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+# ---- pretraining through the same loop, and run-folder safety ---------------------------------
+
+
+def test_pretrain_mode_learns_from_scratch_and_logs_validation(text_teacher, tmp_path):
+    """mode=pretrain: a random model of the folder's architecture, CE only, no teacher loaded;
+    the validation perplexity logged every eval_every steps falls, and the result is a plain model."""
+    from transformers import AutoTokenizer
+
+    arch = tmp_path / "arch"
+    tok = AutoTokenizer.from_pretrained(text_teacher["teacher"])
+    _llama(2, vocab=len(tok)).config.save_pretrained(arch)
+    tok.save_pretrained(arch)
+    cfg = DistillConfig(teacher=str(arch), data=text_teacher["data"], out=str(tmp_path / "pre"), mode="pretrain",
+                        steps=40, seq_len=32, batch_size=8, lr=3e-3, warmup=4, log_every=10, save_every=20,
+                        eval_every=20, eval_blocks=4, weight_decay=0.1)
+    out = distill(cfg)
+    assert out == tmp_path / "pre" / "model" and (out / "model.safetensors").is_file()
+    assert not (out / "student_config.json").exists()
+    log = _log(tmp_path / "pre")
+    vals = [r["val_ppl"] for r in log if "val_ppl" in r]
+    assert [r["step"] for r in log if "val_ppl" in r] == [20, 40]
+    assert all(r["kl"] != r["kl"] for r in log)  # no teacher: KL is NaN, not a number
+    assert vals[1] < vals[0] < len(tok)  # better than uniform guessing, and improving
+    with pytest.raises(BoomerangError, match="no teacher weights"):
+        DistillConfig(teacher=str(arch), mode="pretrain", freeze=("head",)).validate()
+
+
+def test_out_folder_that_is_not_this_run_is_refused_and_left_unchanged(synth, tmp_path):
+    """--out at an existing model folder: refused before anything is written (its config.json survives)."""
+    victim = Path(synth["teacher"])
+    before = {p.name: p.read_bytes() for p in victim.iterdir() if p.is_file()}
+    with pytest.raises(BoomerangError, match="not empty"):
+        distill(DistillConfig(teacher=synth["teacher"], out=str(victim), steps=1, seq_len=16, batch_size=2),
+                blocks=synth["train"])
+    assert {p.name: p.read_bytes() for p in victim.iterdir() if p.is_file()} == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BoomerangError, match="is a file"):
+        distill(DistillConfig(teacher=synth["teacher"], out=str(tmp_path / "file"), steps=1), blocks=synth["train"])
+    with pytest.raises(BoomerangError, match="no run to resume"):
+        distill(DistillConfig(teacher=synth["teacher"], out=str(tmp_path / "new"), steps=1, resume=True),
+                blocks=synth["train"])
+
+
+@pytest.mark.parametrize("change", [dict(lr=1e-3), dict(seq_len=8), dict(batch_size=4), dict(data="other"),
+                                    dict(mode="no-align")])
+def test_resume_with_settings_that_change_training_is_refused(change, synth, tmp_path):
+    base = dict(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=2, seq_len=16, batch_size=2,
+                save_every=1, warmup=1, log_every=1)
+    distill(DistillConfig(**base), blocks=synth["train"])
+    saved = (tmp_path / "r" / "config.json").read_bytes()
+    name = next(iter(change))
+    with pytest.raises(BoomerangError, match=f"different settings: {name} "):
+        distill(DistillConfig(**{**base, **change, "steps": 3}, resume=True), blocks=synth["train"])
+    assert (tmp_path / "r" / "config.json").read_bytes() == saved  # the run's record is untouched
+
+
+def test_second_process_on_the_same_out_is_refused(synth, tmp_path):
+    import fcntl
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    with open(out / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # stands for another process's run
+        with pytest.raises(BoomerangError, match="Another process is training"):
+            distill(DistillConfig(teacher=synth["teacher"], out=str(out), steps=1, seq_len=16, batch_size=2),
+                    blocks=synth["train"])
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(synth, tmp_path, caplog):
+    base = dict(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=4, seq_len=16, batch_size=2,
+                save_every=1, warmup=1, log_every=1, keep_checkpoints=3)
+    ref = distill(DistillConfig(**base), blocks=synth["train"])
+    ref_w = (ref / "model.safetensors").read_bytes()
+    # Redo the run, stopped after step 3, then cut the newest checkpoint's weights short.
+    out2 = tmp_path / "r2"
+    distill(DistillConfig(**{**base, "out": str(out2)}), blocks=synth["train"],
+            should_stop=lambda: len(list((out2 / "checkpoints").glob("step-*"))) >= 3)
+    newest = sorted((out2 / "checkpoints").glob("step-*"))[-1]
+    weights = next(newest.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with caplog.at_level("WARNING"):
+        got = distill(DistillConfig(**{**base, "out": str(out2)}, resume=True), blocks=synth["train"])
+    assert "cannot be read" in caplog.text and "resuming from" in caplog.text
+    assert (got / "model.safetensors").read_bytes() == ref_w  # same final student as the uninterrupted run

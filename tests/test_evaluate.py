@@ -15,8 +15,8 @@ from eval_fixtures import random_ids, tiny_pair, tiny_tokenizer
 import boomerang as bm
 from boomerang import eval as ev
 from boomerang.cache import pair_fingerprint
-from boomerang.eval.perplexity import _POINTS
 from boomerang.errors import BoomerangError
+from boomerang.eval.perplexity import _POINTS
 from boomerang.orders import patch_order, prune_teacher
 
 torch.set_num_threads(1)

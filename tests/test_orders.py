@@ -11,8 +11,8 @@ from eval_fixtures import random_ids, tiny_pair
 
 import boomerang as bm
 from boomerang import orders as od
-from boomerang.errors import BoomerangError
 from boomerang.core import shares_storage
+from boomerang.errors import BoomerangError
 
 torch.set_num_threads(1)
 

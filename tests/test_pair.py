@@ -13,16 +13,19 @@ import threading
 
 import pytest
 import torch
+from conftest import make_pair
+from oracles import assemble_by_hand
+from tiny import perturb, tiny_model, tokens
 from transformers import AutoModelForCausalLM
 
 import boomerang as bm
+from boomerang.core import export_model, shares_storage
 from boomerang.core.arch import find_parts
-from boomerang.errors import BoomerangError, IncompatiblePairError, UnsupportedArchitectureError
-from boomerang.core import export_model
-from boomerang.core import shares_storage
-from oracles import assemble_by_hand
-from conftest import make_pair
-from tiny import perturb, tiny_model, tokens
+from boomerang.errors import (
+    BoomerangError,
+    IncompatiblePairError,
+    UnsupportedArchitectureError,
+)
 
 
 def logits(model, x):
@@ -207,8 +210,8 @@ def test_sequential_orders(llama_pair):
 def test_lm_eval_wraps_a_built_model(llama_pair):
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(96)} | {"[UNK]": 95}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from ..io import atomic_dir
 from ..errors import BoomerangError
+from ..io import atomic_dir
 
 
 def export_model(model: PreTrainedModel, out_dir: str | os.PathLike, tokenizer=None) -> Path:

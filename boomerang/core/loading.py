@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import hf_hub_download
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import BoomerangError, CheckpointError
 from .mapping import LayerMapping

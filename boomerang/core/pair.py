@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PretrainedConfig
+from transformers import PretrainedConfig, PreTrainedModel
 
-from .arch import ArchParts, config_for_layers, find_parts, num_layers, text_config
 from ..errors import BoomerangError, IncompatiblePairError
+from .arch import ArchParts, config_for_layers, find_parts, num_layers, text_config
 from .mapping import LayerMapping
 
 #: The orders that follow from the mapping alone (no data): patch from the top or the bottom.

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from .arch import config_for_layers, find_parts, num_layers
-from ..io import atomic_dir
 from ..errors import IncompatiblePairError
+from ..io import atomic_dir
+from .arch import config_for_layers, find_parts, num_layers
 from .mapping import LayerMapping
 
 STUDENT_CONFIG = "student_config.json"

@@ -7,7 +7,14 @@ local file or folder, or a hub dataset id.
 
 from .blocks import load_blocks, tokenizer_fingerprint
 from .demo_corpus import demo_documents
-from .documents import SPLITS, Document, assign_splits, chunk_text, read_text_file, select_split
+from .documents import (
+    SPLITS,
+    Document,
+    assign_splits,
+    chunk_text,
+    read_text_file,
+    select_split,
+)
 from .sources import load_documents
 
 __all__ = [

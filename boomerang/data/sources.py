@@ -15,7 +15,15 @@ from typing import Any
 
 from ..errors import DataError
 from .demo_corpus import demo_documents
-from .documents import HELD_OUT_FRACTIONS, Document, check_split, chunk_text, hash_unit, read_text_file, select_split
+from .documents import (
+    HELD_OUT_FRACTIONS,
+    Document,
+    check_split,
+    chunk_text,
+    hash_unit,
+    read_text_file,
+    select_split,
+)
 
 #: File suffixes read from a folder source.
 TEXT_SUFFIXES: tuple[str, ...] = (".txt", ".text", ".md", ".rst")

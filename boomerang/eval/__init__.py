@@ -8,8 +8,16 @@ states; :mod:`.generation` produces text and times it.
 
 from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, task_manager
 from .generation import generate_text, latency_ms_per_token, stream_generate
-from .perplexity import (PerplexityResult, clear_point_cache, evaluate_patched, model_device, perplexity,
-                         perplexity_many, token_nll, windows)
+from .perplexity import (
+                         PerplexityResult,
+                         clear_point_cache,
+                         evaluate_patched,
+                         model_device,
+                         perplexity,
+                         perplexity_many,
+                         token_nll,
+                         windows,
+)
 from .similarity import block_similarity, similarity_matrix
 from .sweep import CACHE_VERSION, format_patched, parse_patched, sweep, sweep_cache_dir
 

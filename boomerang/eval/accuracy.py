@@ -38,7 +38,9 @@ def task_manager(offline_only: bool = False):
     """
     with _TM_LOCK:
         if offline_only not in _TASK_MANAGERS:
-            from lm_eval.tasks import TaskManager  # lm-eval takes seconds to import: only when used
+            from lm_eval.tasks import (
+                TaskManager,  # lm-eval takes seconds to import: only when used
+            )
 
             _TASK_MANAGERS[offline_only] = TaskManager(
                 include_path=str(TASKS_DIR), include_defaults=not offline_only
@@ -71,7 +73,9 @@ def accuracy(
     The model is wrapped with ``HFLM(pretrained=model, tokenizer=tokenizer)`` (no copy is made)
     and run zero-shot (unless a task's YAML sets ``num_fewshot``) by ``lm_eval.evaluator``.
     """
-    from lm_eval.evaluator import evaluate as lm_evaluate  # seconds to import: only when used
+    from lm_eval.evaluator import (
+        evaluate as lm_evaluate,  # seconds to import: only when used
+    )
     from lm_eval.models.huggingface import HFLM
 
     if isinstance(tasks, str):

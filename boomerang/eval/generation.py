@@ -21,8 +21,6 @@ from ..errors import BoomerangError
 from .perplexity import model_device
 
 
-
-
 @torch.inference_mode()
 def generate_text(
     model: PreTrainedModel,

@@ -18,10 +18,10 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..errors import BoomerangError
-from .perplexity import token_nll
-from ..orders import calib_batches, kl_to_teacher, layer_cosines
 from ..core import BoomerangPair, PatchRunner, Recorded, autocast_context
+from ..errors import BoomerangError
+from ..orders import calib_batches, kl_to_teacher, layer_cosines
+from .perplexity import token_nll
 
 
 def _states(rec: Recorded) -> list[torch.Tensor]:

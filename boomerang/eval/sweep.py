@@ -26,8 +26,15 @@ from ..core import BoomerangPair
 from ..data import load_blocks, tokenizer_fingerprint
 from ..errors import BoomerangError
 from ..io import atomic_write
-from ..orders import (BASELINES, calibration_ids, get_order, needs_calibration, patch_order, prune_teacher,
-                      pruning_order)
+from ..orders import (
+    BASELINES,
+    calibration_ids,
+    get_order,
+    needs_calibration,
+    patch_order,
+    prune_teacher,
+    pruning_order,
+)
 from ..paths import cache_dir
 from ..progress import Progress, report, scaled
 from .accuracy import accuracy

@@ -9,10 +9,26 @@ baselines an interpolated model is compared with. Importing this package also te
 from ..core.pair import install_order_resolver
 from .calibration import calib_batches, calibration_ids, kl_to_teacher
 from .pruning import PRUNING_METHODS, block_influence, prune_teacher, pruning_order
-from .registry import (BASELINES, ORDER_NAMES, ORDERS, Order, available_orders, get_order,
-                       needs_calibration, patch_order)
-from .search import (MAX_EXHAUSTIVE_LAYERS, all_subset_kls, layer_cosines, local_run_costs,
-                     nested_from_sequence, recordings, run_costs, shortest_path_subsets)
+from .registry import (
+                       BASELINES,
+                       ORDER_NAMES,
+                       ORDERS,
+                       Order,
+                       available_orders,
+                       get_order,
+                       needs_calibration,
+                       patch_order,
+)
+from .search import (
+                       MAX_EXHAUSTIVE_LAYERS,
+                       all_subset_kls,
+                       layer_cosines,
+                       local_run_costs,
+                       nested_from_sequence,
+                       recordings,
+                       run_costs,
+                       shortest_path_subsets,
+)
 
 install_order_resolver(lambda pair, name, calib_ids: patch_order(pair, name, calib_ids))
 

@@ -23,8 +23,15 @@ from ..core import BoomerangPair
 from ..errors import BoomerangError
 from ..progress import Progress
 from .calibration import calib_batches
-from .search import (MAX_EXHAUSTIVE_LAYERS, check_full, custom_sets, klpatch_sets, optimal_sets,
-                     shortest_path_subsets, similarity_sets)
+from .search import (
+    MAX_EXHAUSTIVE_LAYERS,
+    check_full,
+    custom_sets,
+    klpatch_sets,
+    optimal_sets,
+    shortest_path_subsets,
+    similarity_sets,
+)
 
 #: ``sets(pair, calib_ids, custom, progress) -> [P_0, ..., P_n]``.
 SetsFn = Callable[[BoomerangPair, "torch.Tensor | None", "Sequence[int] | None", "Progress | None"],

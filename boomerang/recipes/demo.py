@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import time
@@ -25,8 +24,12 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+)
 
 from ..core import LayerMapping, load_pair, read_student_config, save_student
 from ..data import load_blocks, load_documents
@@ -83,7 +86,15 @@ def train_tokenizer(texts: list[str], out_dir: str | os.PathLike, vocab_size: in
 
 @dataclass
 class TeacherConfig:
-    """Size and training recipe of the demo teacher (a deep, narrow Llama trained from scratch)."""
+    """Size and training recipe of the demo teacher (a deep, narrow Llama trained from scratch).
+
+    The teacher trains through the same loop as every student (:func:`boomerang.train.distill`
+    with ``mode="pretrain"``: no teacher, cross-entropy only): AdamW with weight decay on the
+    matrices, linear warmup then cosine decay, gradient clipping, validation perplexity every
+    ``eval_every`` steps, and resumable checkpoints every ``checkpoint_every`` steps. (The shipped
+    teacher was trained by an earlier loop of the same recipe whose warmup ramp and batch order
+    differed slightly, so a rebuild gives a teacher of the same quality, not the same bits.)
+    """
 
     num_layers: int = 12
     hidden_size: int = 96
@@ -93,10 +104,6 @@ class TeacherConfig:
     seq_len: int = 128
     batch_size: int = 16
     max_steps: int = 6000
-    #: If set, ``max_steps`` is re-estimated from the measured step time (every
-    #: ``calibration_steps`` steps during the first half of the run) so training fits this wall time.
-    time_budget_s: float | None = None
-    calibration_steps: int = 20
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 50
@@ -109,7 +116,7 @@ class TeacherConfig:
     num_threads: int | None = 2
     source: str = "demo"
 
-    def model_config(self, tokenizer: Any) -> Any:
+    def model_config(self, tokenizer: Any) -> LlamaConfig:
         """The ``LlamaConfig`` of this teacher for ``tokenizer``."""
         return LlamaConfig(
             vocab_size=len(tokenizer),
@@ -126,23 +133,16 @@ class TeacherConfig:
             pad_token_id=tokenizer.pad_token_id,
         )
 
-
-def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Learning-rate multiplier: linear warmup, then cosine decay to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def _atomic_save_model(model: Any, tokenizer: Any, out_dir: Path, state: dict[str, Any]) -> None:
-    """Save weights + tokenizer + ``train_state.json`` to ``out_dir`` all at once."""
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        (tmp / "train_state.json").write_text(json.dumps(state, indent=2))  # inside the atomic folder
+    def run_config(self, architecture_dir: str | os.PathLike, out_dir: str | os.PathLike) -> DistillConfig:
+        """The pretraining run of this teacher: :class:`DistillConfig` with ``mode="pretrain"``."""
+        return DistillConfig(
+            teacher=str(architecture_dir), data=self.source, out=str(out_dir), mode="pretrain",
+            steps=self.max_steps, seq_len=self.seq_len, batch_size=self.batch_size, lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio, warmup=self.warmup_steps, weight_decay=self.weight_decay,
+            betas=(0.9, 0.95), grad_clip=self.grad_clip, save_every=self.checkpoint_every,
+            log_every=10, eval_every=self.eval_every, eval_blocks=self.eval_blocks, seed=self.seed,
+            threads=self.num_threads, resume=(Path(out_dir) / "config.json").is_file(),
+        )
 
 
 def train_teacher(
@@ -150,103 +150,38 @@ def train_teacher(
     tokenizer_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     progress: Progress | None = None,
-    resume: bool = True,
 ) -> dict[str, Any]:
-    """Train the demo teacher from scratch; return a summary (steps, tokens, wall time, perplexities).
+    """Train the demo teacher from scratch; return a summary (steps, tokens, wall time, perplexity).
 
-    AdamW with a warmup + cosine schedule and gradient clipping on shuffled blocks of the
-    training split. Logs go to ``out_dir/log.jsonl``; the model is checkpointed atomically to
-    ``out_dir/checkpoint`` every ``checkpoint_every`` steps (a crashed run resumes from the
-    weights and step; AdamW moments restart) and the final model lands in ``out_dir/final``.
-    With ``cfg.time_budget_s`` the number of steps is fitted to the budget and written back to
-    ``cfg.max_steps``.
+    Writes the architecture (``config.json`` + tokenizer) to ``out_dir/architecture``, then runs
+    :meth:`TeacherConfig.run_config` in ``out_dir/run`` (resumed when called again after an
+    interruption); the model lands in ``out_dir/run/model`` and the summary in
+    ``out_dir/summary.json``.
     """
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    train = load_blocks(cfg.source, tokenizer, cfg.seq_len, split="train")
-    val = load_blocks(cfg.source, tokenizer, cfg.seq_len, split="validation", max_blocks=cfg.eval_blocks)
-
-    torch.manual_seed(cfg.seed)
-    model = LlamaForCausalLM(cfg.model_config(tokenizer))
-    start_step = 0
-    ckpt = out / "checkpoint"
-    if resume and (ckpt / "train_state.json").exists():
-        model = LlamaForCausalLM.from_pretrained(str(ckpt))
-        saved = json.loads((ckpt / "train_state.json").read_text())
-        start_step = saved["step"]
-        # Keep the schedule the interrupted run was following (a time budget may have set it).
-        cfg.max_steps = saved["config"]["max_steps"]
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optim = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
-    # The schedule reads cfg.max_steps at every step, so a time budget can still shorten it
-    # before the cosine decay starts.
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: cosine_lr(s + start_step, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio))
-
-    # One fixed permutation per epoch, so resuming at step s sees the same batches as before.
-    def batch_at(step: int) -> torch.Tensor:
-        per_epoch = len(train) // cfg.batch_size
-        epoch, i = divmod(step, per_epoch)
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        return train[perm[i * cfg.batch_size: (i + 1) * cfg.batch_size]]
-
-    log_path = out / "log.jsonl"
-    max_steps_cap = cfg.max_steps
+    arch = out / "architecture"
+    if not (arch / "config.json").is_file():
+        with atomic_dir(arch) as tmp:
+            cfg.model_config(tokenizer).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    run = cfg.run_config(arch, out / "run")
     t0 = time.time()
-    bar = tqdm(initial=start_step, total=cfg.max_steps, desc="teacher")
-    model.train()
-    loss_ema = None
-    step = start_step
-    while step < cfg.max_steps:
-        ran = step - start_step
-        if cfg.time_budget_s and ran and ran % cfg.calibration_steps == 0 and step < cfg.max_steps / 2:
-            # The CPU is shared, so the step time drifts; the cosine schedule follows the
-            # new length (a small jump in LR while it is still near its peak).
-            per_step = (time.time() - t0) / ran
-            cfg.max_steps = min(max_steps_cap, start_step + int(cfg.time_budget_s / per_step))
-            bar.total = cfg.max_steps
-        batch = batch_at(step)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-        optim.step()
-        sched.step()
-        optim.zero_grad(set_to_none=True)
-        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
-        done = step + 1
-        record: dict[str, Any] = {"step": done, "loss": round(loss.item(), 4), "grad_norm": round(grad_norm, 3),
-                                  "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1),
-                                  "tokens": done * cfg.batch_size * cfg.seq_len}
-        if done % cfg.eval_every == 0 or done == cfg.max_steps:
-            record["val_ppl"] = round(perplexity(model, val, batch_size=16).perplexity, 3)
-        if done % 10 == 0 or "val_ppl" in record:
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        bar.set_postfix(loss=f"{loss_ema:.3f}", **({"val_ppl": record["val_ppl"]} if "val_ppl" in record else {}))
-        report(progress, done, cfg.max_steps, f"teacher step {done}/{cfg.max_steps}, loss {record['loss']:.3f}")
-        if done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
-            _atomic_save_model(model, tokenizer, ckpt, {"step": done, "config": asdict(cfg)})
-        bar.update(1)
-        step = done
-    bar.close()
-    wall = time.time() - t0
+    model_dir = distill(run, progress=progress, show_progress_bar=progress is None)
+    log = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
     summary = {
         "steps": cfg.max_steps,
         "tokens": cfg.max_steps * cfg.batch_size * cfg.seq_len,
-        "train_blocks": len(train),
-        "wall_time_s": round(wall, 1),
-        "val_ppl": round(perplexity(model, val, batch_size=16).perplexity, 3),
+        "train_blocks": int(len(load_blocks(cfg.source, tokenizer, cfg.seq_len, split="train"))),
+        "wall_time_s": round(max((r["elapsed_s"] for r in log), default=time.time() - t0), 1),
+        "val_ppl": next(r["val_ppl"] for r in reversed(log) if "val_ppl" in r),
         "torch_threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": asdict(cfg),
+        "dir": str(model_dir),
     }
-    _atomic_save_model(model, tokenizer, out / "final", {"step": cfg.max_steps, **summary})
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -552,11 +487,12 @@ def build_demo(
     if not (tok_dir / "tokenizer.json").exists():
         train_tokenizer(load_documents(cfg.source, "train"), tok_dir, cfg.vocab_size)
     stage("teacher", 1)
-    teacher_final = work / "teacher" / "final"
-    if (teacher_final / "train_state.json").exists():
-        teacher_summary = json.loads((teacher_final / "train_state.json").read_text())
+    summary_path = work / "teacher" / "summary.json"
+    if summary_path.is_file():
+        teacher_summary = json.loads(summary_path.read_text())
     else:
         teacher_summary = train_teacher(cfg, tok_dir, work / "teacher")
+    teacher_final = Path(teacher_summary.pop("dir"))
     stage("students", 2)
     students = train_students(teacher_final, work / "students", student_steps, threads=threads)
     stage("evaluation", 3)

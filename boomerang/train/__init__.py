@@ -8,7 +8,13 @@ ablation) and returns its folder; see :mod:`.loop` for the loop, :mod:`.loss` fo
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, last_checkpoint
 from .config import FREEZABLE, MODES, DistillConfig, LossWeights
 from .loop import DistillProgress, distill
-from .loss import ForwardStates, alignment_pairs, distill_loss, forward_states, frozen_parameters
+from .loss import (
+    ForwardStates,
+    alignment_pairs,
+    distill_loss,
+    forward_states,
+    frozen_parameters,
+)
 
 __all__ = [
     "CHECKPOINT_DIR", "FREEZABLE", "MODES", "STATE_FILE", "DistillConfig", "DistillProgress",

@@ -21,7 +21,7 @@ import yaml
 
 from ..errors import BoomerangError
 
-MODES = ("boomerang", "no-align", "ce-only", "random-init")
+MODES = ("boomerang", "no-align", "ce-only", "random-init", "pretrain")
 #: Student parts that ``DistillConfig.freeze`` can keep at their teacher weights.
 FREEZABLE = ("one-to-one", "embeddings", "head")
 
@@ -44,13 +44,15 @@ class DistillConfig:
     ``batch_size * grad_accum * num_processes`` sequences of ``seq_len`` tokens.
     """
 
-    teacher: str = ""  # model directory, hub id, or a bundled pair's name ("demo", "smollm2")
+    # Model directory, hub id, or a bundled pair's name ("demo", "smollm2"). With mode="pretrain"
+    # a folder holding only the architecture (config.json) and a tokenizer: the model starts random.
+    teacher: str = ""
     data: str = "demo"  # "demo", a text file/folder, or an HF dataset id (see boomerang.data)
     out: str = "runs/distill"
     keep_first: int = 0
     every: int = 2
     keep_last: int = 2
-    mode: str = "boomerang"  # boomerang | no-align | ce-only | random-init
+    mode: str = "boomerang"  # boomerang | no-align | ce-only | random-init | pretrain (no teacher)
     steps: int = 1000
     seq_len: int = 256
     batch_size: int = 8
@@ -73,6 +75,8 @@ class DistillConfig:
     split: str = "train"
     max_blocks: int | None = None  # cap on the number of training blocks loaded
     threads: int | None = None  # CPU threads for torch (None: torch's default)
+    eval_every: int = 0  # steps between validation perplexities in log.jsonl (0: never)
+    eval_blocks: int = 32  # validation blocks (of ``data``'s validation split) they are measured on
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -98,14 +102,14 @@ class DistillConfig:
             raise BoomerangError(
                 f"Cannot freeze {', '.join(map(repr, bad))}; choose from {', '.join(FREEZABLE)}."
             )
-        if self.freeze and self.mode == "random-init":
+        if self.freeze and self.mode in ("random-init", "pretrain"):
             raise BoomerangError(
-                "A random-init student has no teacher weights to keep; drop --freeze."
+                f"A {self.mode} model has no teacher weights to keep; drop --freeze."
             )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise BoomerangError(f"Unknown precision {self.precision!r}; choose auto, fp32 or bf16.")
         for name in ("steps", "seq_len", "batch_size", "grad_accum", "save_every", "log_every",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "eval_blocks"):
             if int(getattr(self, name)) < 1:
                 raise BoomerangError(f"{name} must be at least 1, not {getattr(self, name)}.")
         if self.seq_len < 2:
@@ -114,6 +118,12 @@ class DistillConfig:
             raise BoomerangError(f"The learning rate must be a positive number, not {self.lr}.")
         if self.warmup < 0:
             raise BoomerangError(f"warmup must be >= 0, not {self.warmup}.")
+        if self.eval_every < 0:
+            raise BoomerangError(f"eval_every must be >= 0 (0: never), not {self.eval_every}.")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise BoomerangError(f"max_blocks must be at least 1, not {self.max_blocks}.")
+        if self.threads is not None and self.threads < 1:
+            raise BoomerangError(f"threads must be at least 1, not {self.threads}.")
         w = self.weights
         if min(w.ce, w.kl, w.cos if w.cos is not None else 0.0) < 0 or w.tau <= 0:
             raise BoomerangError("Loss weights must be >= 0 and the temperature tau > 0.")
@@ -125,9 +135,23 @@ class DistillConfig:
             w.cos = 2.0 / num_states
         if self.mode == "no-align":
             w.cos = 0.0
-        elif self.mode == "ce-only":
+        elif self.mode in ("ce-only", "pretrain"):
             w.kl, w.cos = 0.0, 0.0
         return w
+
+    def resume_conflict(self, saved: dict[str, Any]) -> str | None:
+        """The first setting that differs from a run's saved ``config.json`` and would change what
+        it trains (data, mapping, batch, learning rate, loss...), or None. Output cadence, threads
+        and the number of steps (to extend a run) may change."""
+        free = {"resume", "steps", "save_every", "log_every", "keep_checkpoints", "threads", "out",
+                "precision", "eval_every", "eval_blocks"}
+        mine = self.to_dict()
+        for name, value in mine.items():
+            if name in free or name not in saved:
+                continue
+            if saved[name] != value:
+                return f"{name} (the run has {saved[name]!r}, these settings {value!r})"
+        return None
 
     # ---- (de)serialisation ----------------------------------------------------------------
 
@@ -204,6 +228,8 @@ class DistillConfig:
         a("--seed", type=int)
         a("--precision", choices=("auto", "fp32", "bf16"))
         a("--max-blocks", type=int, dest="max_blocks")
+        a("--eval-every", type=int, dest="eval_every", help="steps between validation perplexities (0: never)")
+        a("--eval-blocks", type=int, dest="eval_blocks", help="validation blocks for --eval-every (default 32)")
         a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
         a("--resume", action="store_true", default=None, help="continue from the last checkpoint in --out")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import math
@@ -46,16 +47,27 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..core import LayerMapping, init_student, load_model, save_student
 from ..data import load_blocks
 from ..errors import BoomerangError
+from ..eval import perplexity
+from ..io import atomic_dir, atomic_write, replace_dir
 from ..progress import Update
 from ..zoo import resolve_teacher
-from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, last_checkpoint, trim_log
+from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
 from .config import DistillConfig
-from .loss import alignment_pairs, distill_loss, forward_states, frozen_parameters, last_decoder_layer
+from .loss import (
+    alignment_pairs,
+    distill_loss,
+    forward_states,
+    frozen_parameters,
+    last_decoder_layer,
+)
+
+log = logging.getLogger(__name__)
+
 
 class _BlockOrder:
     """Sample ``k`` of the run is ``blocks[perm(epoch)[k % n]]`` with ``epoch = k // n``.
@@ -204,6 +216,10 @@ def distill(
 ) -> Path:
     """Train a boomerang student as ``config`` says; return ``OUT/student`` (or, if stopped, the checkpoint).
 
+    With ``mode="pretrain"`` there is no teacher: a model of the architecture in ``config.teacher``
+    starts from random weights and learns by cross-entropy alone (how the demo teacher is made);
+    the result is ``OUT/model``.
+
     ``progress`` is called after every optimizer step with a :class:`DistillProgress`.
     ``should_stop`` (a callable or a ``threading.Event``) is polled after every step; when it
     fires, a checkpoint is written and its directory returned, and ``config.resume=True`` later
@@ -227,34 +243,155 @@ def _distill(
     _quiet_tied_weight_warning()
     out = Path(config.out)
     log_path = out / "log.jsonl"
-    ckpt = last_checkpoint(out) if config.resume else None
-    if not config.resume and (checkpoints(out) or (out / "student").exists()):
+    pretrain = config.mode == "pretrain"
+    result_dir = out / ("model" if pretrain else "student")
+    _check_out(config, out, result_dir)
+    with _run_lock(out):
+        return _train(config, progress, should_stop, blocks, show_progress_bar, out, log_path, result_dir)
+
+
+def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
+    """Refuse an ``--out`` that would overwrite something that is not this run's."""
+    if out.exists() and not out.is_dir():
+        raise BoomerangError(f"--out {str(out)!r} is a file; give a folder for the run.")
+    saved_path = out / "config.json"
+    saved = None
+    if saved_path.is_file():
+        try:
+            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = None
+    is_run = isinstance(saved, dict) and "mode" in saved and "steps" in saved and "weights" in saved
+    if config.resume:
+        if not is_run:
+            raise BoomerangError(f"{str(out)!r} holds no run to resume (no run config.json); drop --resume or check --out.")
+        conflict = config.resume_conflict(saved)
+        if conflict:
+            raise BoomerangError(
+                f"Cannot resume {str(out)!r} with different settings: {conflict}; resume with the run's "
+                "own settings or choose another --out."
+            )
+        return
+    if checkpoints(out) or result_dir.exists():
         raise BoomerangError(
-            f"{str(out)!r} already holds a run (checkpoints or a student); pass --resume to "
+            f"{str(out)!r} already holds a run (checkpoints or a result); pass --resume to "
             "continue it or choose another --out."
         )
+    if out.is_dir() and any(p for p in out.iterdir() if p.name not in ("log.jsonl", "config.json", ".lock")):
+        raise BoomerangError(
+            f"{str(out)!r} is not empty and is not a run of these settings; choose a new --out folder."
+        )
+    if out.is_dir() and saved_path.exists() and (not is_run or config.resume_conflict(saved)):
+        raise BoomerangError(
+            f"{str(out)!r} holds a config.json that is not a run of these settings; choose a new --out folder."
+        )
 
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` for the run: a second process training into the same folder is refused."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BoomerangError(
+                f"Another process is training into {str(out)!r}; wait for it or choose another --out."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _load_newest_checkpoint(acc: Accelerator, out: Path, blocks_of: list[list[int]],
+                            config: DistillConfig) -> tuple[Path | None, dict | None]:
+    """Load the newest checkpoint that reads back; a damaged newer one is skipped, and said so."""
+    found = checkpoints(out)
+    if not found:
+        return None, None
+    for _, ckpt in reversed(found):
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        saved = [list(b) for b in state.get("mapping", blocks_of)]
+        if saved != blocks_of:
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} is of a student with layer blocks {saved}, but these "
+                f"settings give {blocks_of}; resume with the run's own teacher and "
+                "keep-first/every/keep-last, or choose another --out."
+            )
+        saved_freeze = tuple(state.get("freeze", ()))
+        if saved_freeze != config.freeze:
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} was trained with freeze={list(saved_freeze)}, but "
+                f"these settings say {list(config.freeze)}; resume with the run's own --freeze."
+            )
+        try:
+            acc.load_state(str(ckpt))
+        except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: try the one before
+            log.warning("checkpoint %s cannot be read (%s: %s); trying the one before it",
+                        ckpt, type(e).__name__, str(e).split("\n")[0][:200])
+            continue
+        if ckpt != found[-1][1]:
+            log.warning("resuming from %s, the newest checkpoint that reads back", ckpt)
+        return ckpt, state
+    raise BoomerangError(
+        f"No checkpoint in {str(out / CHECKPOINT_DIR)!r} reads back (all are damaged); start a new run "
+        "with another --out."
+    )
+
+
+def _load_architecture(ref: str) -> tuple[nn.Module, Any]:
+    """A randomly initialised model of the architecture in folder ``ref`` and its tokenizer."""
+    path = Path(ref)
+    if not (path / "config.json").is_file():
+        raise BoomerangError(f"Pretraining needs a folder with config.json and a tokenizer; {ref!r} has no config.json.")
+    try:
+        model_config = AutoConfig.from_pretrained(ref)
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+    except (OSError, ValueError) as e:
+        raise BoomerangError(f"Could not read the architecture or tokenizer in {ref!r}: {e}".split("\n")[0]) from None
+    return AutoModelForCausalLM.from_config(model_config, dtype=torch.float32), tokenizer
+
+
+def _train(
+    config: DistillConfig,
+    progress: Callable[[DistillProgress], None] | None,
+    should_stop: StopSignal,
+    blocks: torch.Tensor | None,
+    show_progress_bar: bool,
+    out: Path,
+    log_path: Path,
+    result_dir: Path,
+) -> Path:
+    pretrain = config.mode == "pretrain"
     acc = _make_accelerator(config)
     set_seed(config.seed)
 
     # ---- models -------------------------------------------------------------------------
     teacher_ref = resolve_teacher(config.teacher)
-    teacher, tokenizer = _load_teacher(teacher_ref)
-    mapping = LayerMapping.from_rule(
-        teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
-    )
-    student = init_student(teacher, mapping, random_init=config.mode == "random-init")
+    if pretrain:
+        teacher = None
+        student, tokenizer = _load_architecture(teacher_ref)
+        mapping = None
+    else:
+        teacher, tokenizer = _load_teacher(teacher_ref)
+        mapping = LayerMapping.from_rule(
+            teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
+        )
+        student = init_student(teacher, mapping, random_init=config.mode == "random-init")
+        teacher.eval().requires_grad_(False)
     student.float().train()
     student.requires_grad_(True)
-    for p in frozen_parameters(student, mapping, config.freeze):
-        p.requires_grad_(False)
-    teacher.eval().requires_grad_(False)
+    if mapping is not None:
+        for p in frozen_parameters(student, mapping, config.freeze):
+            p.requires_grad_(False)
     if hasattr(student.config, "use_cache"):
         student.config.use_cache = False
-    s_last, t_last = last_decoder_layer(student), last_decoder_layer(teacher)
-    pairs = alignment_pairs(mapping)
-    weights = config.effective_weights(len(pairs))
+    s_last = last_decoder_layer(student)
+    t_last = last_decoder_layer(teacher) if teacher is not None else None
+    weights = config.effective_weights(len(alignment_pairs(mapping)) if mapping is not None else 1)
     need_teacher = weights.kl > 0 or weights.cos > 0
+    blocks_of = [list(b) for b in mapping.blocks] if mapping is not None else []
 
     # ---- data ---------------------------------------------------------------------------
     if blocks is None:
@@ -270,13 +407,19 @@ def _distill(
             f"Training blocks have shape {tuple(blocks.shape)}; expected [n, {config.seq_len}]."
         )
     blocks = blocks[:, : config.seq_len].long()
-    vocab = teacher.get_output_embeddings().weight.shape[0]
+    vocab = student.get_output_embeddings().weight.shape[0]
     if int(blocks.max()) >= vocab or int(blocks.min()) < 0:
         raise BoomerangError(
-            f"The data has token ids outside the teacher's vocabulary of {vocab}; was it tokenized "
+            f"The data has token ids outside the model's vocabulary of {vocab}; was it tokenized "
             "with another tokenizer?"
         )
     order = _BlockOrder(len(blocks), config.seed)
+    val_blocks = None
+    if config.eval_every:
+        if tokenizer is None:
+            raise BoomerangError("--eval-every needs a tokenizer to read the validation text with.")
+        val_blocks = load_blocks(config.data, tokenizer, config.seq_len, split="validation",
+                                 max_blocks=config.eval_blocks)
 
     # ---- optimizer, schedule, accelerate ------------------------------------------------
     trainable = [p for p in student.parameters() if p.requires_grad]
@@ -295,28 +438,15 @@ def _distill(
     # The frozen teacher is replicated on every device (bf16 under mixed precision: no master
     # weights needed), not wrapped: it has no gradients to sync, and FSDP2 in Accelerate takes
     # one model per run. So the teacher must fit on one device; the student may be sharded.
-    if acc.mixed_precision == "bf16":
-        teacher = teacher.to(torch.bfloat16)
-    teacher = teacher.to(acc.device)
+    if teacher is not None:
+        if acc.mixed_precision == "bf16":
+            teacher = teacher.to(torch.bfloat16)
+        teacher = teacher.to(acc.device)
 
     # ---- resume -------------------------------------------------------------------------
     step, tokens_seen, elapsed_before = 0, 0, 0.0
+    ckpt, state = _load_newest_checkpoint(acc, out, blocks_of, config) if config.resume else (None, None)
     if ckpt is not None:
-        state = json.loads((ckpt / STATE_FILE).read_text())
-        saved = [tuple(b) for b in state.get("mapping", mapping.blocks)]
-        if saved != list(mapping.blocks):
-            raise BoomerangError(
-                f"The checkpoint {str(ckpt)!r} is of a student with layer blocks {saved}, but these "
-                f"settings give {list(mapping.blocks)}; resume with the run's own teacher and "
-                "keep-first/every/keep-last, or choose another --out."
-            )
-        saved_freeze = tuple(state.get("freeze", ()))
-        if saved_freeze != config.freeze:
-            raise BoomerangError(
-                f"The checkpoint {str(ckpt)!r} was trained with freeze={list(saved_freeze)}, but "
-                f"these settings say {list(config.freeze)}; resume with the run's own --freeze."
-            )
-        acc.load_state(str(ckpt))
         step, tokens_seen = int(state["step"]), int(state["tokens"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
         if acc.is_main_process:
@@ -330,7 +460,7 @@ def _distill(
         out.mkdir(parents=True, exist_ok=True)
         for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):  # saves cut short by a kill
             shutil.rmtree(stale, ignore_errors=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     acc.wait_for_everyone()
 
     world = acc.num_processes
@@ -349,12 +479,10 @@ def _distill(
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(
+            (tmp / STATE_FILE).write_text(json.dumps(  # written last: marks the checkpoint complete
                 {"step": at_step, "tokens": tokens_seen, "elapsed_s": elapsed,
-                 "mapping": [list(b) for b in mapping.blocks], "freeze": list(config.freeze)}))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)  # atomic: a checkpoint is complete or absent
+                 "mapping": blocks_of, "freeze": list(config.freeze)}))
+            replace_dir(tmp, final)  # a checkpoint is complete or absent
             for _, old in checkpoints(out)[: -config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -378,12 +506,13 @@ def _distill(
                 with acc.accumulate(model):
                     s_out = forward_states(model, ids, mask, last_layer=s_last)
                     t_out = None
-                    if need_teacher or (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+                    report_teacher = (step + 1) % config.log_every == 0 or step + 1 == config.steps
+                    if teacher is not None and (need_teacher or report_teacher):
                         with torch.no_grad(), acc.autocast():
                             t_out = forward_states(teacher, ids, mask, last_layer=t_last)
                     terms = distill_loss(s_out, t_out if need_teacher else None, ids, mask,
                                          mapping, weights)
-                    if not need_teacher and t_out is not None:
+                    if not need_teacher and t_out is not None and mapping is not None:
                         # ce-only: report KL/cosine to the teacher for comparison, not trained on.
                         with torch.no_grad():
                             full = distill_loss(s_out, t_out, ids, mask, mapping,
@@ -403,12 +532,18 @@ def _distill(
             tok_s = (step - start_step) * tokens_per_step / max(elapsed, 1e-9)
             lr = sched.get_last_lr()[0]
 
-            if step % config.log_every == 0 or step == config.steps:
+            val_ppl = None
+            if val_blocks is not None and (step % config.eval_every == 0 or step == config.steps):
+                with acc.autocast():
+                    val_ppl = perplexity(model, val_blocks, batch_size=config.batch_size).perplexity
+            if step % config.log_every == 0 or step == config.steps or val_ppl is not None:
                 vals = {k: acc.reduce(v.reshape(1), "mean").item() for k, v in logged.items()}
                 last_losses = vals
                 if log_f is not None:
                     rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),
                            "tokens": tokens_seen, "elapsed_s": round(elapsed_before + elapsed, 2)}
+                    if val_ppl is not None:
+                        rec["val_ppl"] = round(val_ppl, 4)
                     log_f.write(json.dumps(rec) + "\n")
                     log_f.flush()
                 bar.set_postfix(loss=f"{vals['loss']:.4g}", kl=f"{vals['kl']:.3g}",
@@ -437,8 +572,7 @@ def _distill(
         if log_f is not None:
             log_f.close()
 
-    # ---- final student ------------------------------------------------------------------
-    student_dir = out / "student"
+    # ---- final model --------------------------------------------------------------------
     acc.wait_for_everyone()
     if fsdp:
         state = acc.get_state_dict(model)
@@ -452,22 +586,23 @@ def _distill(
     else:
         final_model = acc.unwrap_model(model)
     if acc.is_main_process:
-        tmp = out / ".tmp-student"
-        if tmp.exists():
-            shutil.rmtree(tmp)
         final_model = final_model.to("cpu")
         if hasattr(final_model.config, "use_cache"):
             final_model.config.use_cache = True
         provenance = {"mode": config.mode, "steps": step, "tokens": tokens_seen,
                       "data": config.data, "seq_len": config.seq_len, "lr": config.lr,
                       "loss_weights": dataclasses.asdict(weights), "seed": config.seed}
-        save_student(final_model, mapping, tmp, tokenizer=tokenizer, teacher=teacher_ref,
-                     extra={"distill": provenance})
-        if student_dir.exists():
-            shutil.rmtree(student_dir)
-        os.replace(tmp, student_dir)
+        if mapping is None:  # pretrained from scratch: an ordinary model folder
+            with atomic_dir(result_dir) as tmp:
+                final_model.save_pretrained(tmp, safe_serialization=True)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
+                (tmp / "training.json").write_text(json.dumps({"pretrain": provenance}, indent=2) + "\n")
+        else:
+            save_student(final_model, mapping, result_dir, tokenizer=tokenizer, teacher=teacher_ref,
+                         extra={"distill": provenance})
         if progress is not None:
             progress(_progress(step, config.steps, last_losses, sched.get_last_lr()[0],
                                0.0, 0.0, time.perf_counter() - t0 + elapsed_before, "done"))
     acc.wait_for_everyone()
-    return student_dir
+    return result_dir

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..core import LayerMapping, find_parts
+from ..core import find_parts
 from .config import LossWeights
+
 
 class ForwardStates(NamedTuple):
     """Logits and hidden states of one forward pass.
@@ -179,7 +180,7 @@ def distill_loss(
             raise ValueError("teacher_out is required when the KL or cosine weight is non-zero")
         loss = weights.ce * ce
         return {"loss": loss, "ce": ce.detach(), "kl": nan, "cos": nan,
-                "cos_states": torch.full((len(alignment_pairs(mapping)),), float("nan"))}
+                "cos_states": torch.full((len(alignment_pairs(mapping)) if mapping is not None else 0,), float("nan"))}
 
     # KL(p_t || p_s) per token, summed over the vocabulary, averaged over real tokens.
     kl_tok = _kl_per_token(logits.reshape(-1, V), teacher_out.logits.reshape(-1, V), weights.tau)

@@ -8,17 +8,57 @@ package as ``ui`` and call only these names.
 from ..core import SEQUENTIAL_ORDERS
 from ..eval import latency_ms_per_token, stream_generate
 from ..orders import needs_calibration
-from .compute import (RESULTS, available_baselines, available_metrics, available_orders, block_label,
-                      calibration_ids, curve, evaluate_point, export_patched, latency_profile, layer_labels,
-                      load_eval_blocks, mapping_cells, mean_ratio_at_intermediate_sizes, normalize_sweep,
-                      order_caption, order_sets, pair_summary, perplexity, similarity_tables, single_layer_gains,
-                      size_of, strip_cells, sweep, zip_folder)
-from .jobs import (TrainingJob, all_runs, dashboard_runs, log_is_live, read_log, run_status, start_training,
-                   training_job)
-from .specs import (PairSpec, configure_threads, dashboard_runs_dir, default_pair, demo_available, devices,
-                    discover_pairs, release_memory, spec_fingerprint, trained_students)
 from ..paths import runs_dir
 from ..zoo import demo_student_dirs, smollm2_available
+from .compute import (
+                      RESULTS,
+                      available_baselines,
+                      available_metrics,
+                      available_orders,
+                      block_label,
+                      calibration_ids,
+                      curve,
+                      evaluate_point,
+                      export_patched,
+                      latency_profile,
+                      layer_labels,
+                      load_eval_blocks,
+                      mapping_cells,
+                      mean_ratio_at_intermediate_sizes,
+                      normalize_sweep,
+                      order_caption,
+                      order_sets,
+                      pair_summary,
+                      perplexity,
+                      similarity_tables,
+                      single_layer_gains,
+                      size_of,
+                      strip_cells,
+                      sweep,
+                      zip_folder,
+)
+from .jobs import (
+                      TrainingJob,
+                      all_runs,
+                      dashboard_runs,
+                      log_is_live,
+                      read_log,
+                      run_status,
+                      start_training,
+                      training_job,
+)
+from .specs import (
+                      PairSpec,
+                      configure_threads,
+                      dashboard_runs_dir,
+                      default_pair,
+                      demo_available,
+                      devices,
+                      discover_pairs,
+                      release_memory,
+                      spec_fingerprint,
+                      trained_students,
+)
 
 __all__ = [
     "RESULTS", "SEQUENTIAL_ORDERS", "PairSpec", "TrainingJob", "all_runs", "available_baselines",

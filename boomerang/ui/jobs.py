@@ -20,7 +20,7 @@ import pandas as pd
 from ..errors import BoomerangError
 from ..paths import runs_dir
 from ..train import DistillConfig, DistillProgress, distill, last_checkpoint
-from .specs import folders_holding, dashboard_runs_dir
+from .specs import dashboard_runs_dir, folders_holding
 
 
 @dataclass

@@ -1,0 +1,145 @@
+"""The package's shape: layers without import cycles, no UI or test code in the backend, no pickle,
+and an installed (non-editable) package that finds its demo and runs outside the source tree."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "boomerang"
+#: Third-party modules a function may import late: each takes seconds to import and only some
+#: operations need it.
+LATE_IMPORTS_ALLOWED = {"datasets", "lm_eval"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PKG.rglob("*.py"):
+        if "tasks" in f.relative_to(PKG).parts[:-1] or f.name == "__main__.py":
+            continue  # lm-eval task helpers are loaded by lm-eval, not imported
+        parts = f.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def _imports(name: str, path: Path) -> tuple[set[str], list[str]]:
+    """(boomerang modules imported at module level, imports made inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    mods = _modules()
+    top: set[str] = set()
+    late: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import):
+                    late += [a.name for a in sub.names]
+                elif isinstance(sub, ast.ImportFrom):
+                    late.append("." * sub.level + (sub.module or ""))
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "boomerang":
+                continue
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                top.add(sub if sub in mods else target)
+        elif isinstance(node, ast.Import):
+            top |= {a.name for a in node.names if a.name.split(".")[0] == "boomerang"}
+    return top & set(mods), late
+
+
+def test_no_import_cycle_and_no_late_imports_of_our_own_modules():
+    mods = _modules()
+    graph, late = {}, {}
+    for name, path in mods.items():
+        graph[name], late[name] = _imports(name, path)
+    bad_late = {n: [i for i in imps if i.startswith(".") or i.split(".")[0] not in LATE_IMPORTS_ALLOWED]
+                for n, imps in late.items()}
+    assert {n: i for n, i in bad_late.items() if i} == {}
+    # Depth-first search for a cycle among module-level imports.
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(u: str, stack: list[str]) -> bool:
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(graph[u] - {u}):
+            if state.get(v) == 1:
+                cycle.extend(stack[stack.index(v):] + [v])
+                return True
+            if v not in state and visit(v, stack):
+                return True
+        stack.pop()
+        state[u] = 2
+        return False
+
+    for m in sorted(graph):
+        if m not in state and visit(m, []):
+            break
+    assert cycle == []
+    assert len(mods) > 30
+
+
+def test_core_depends_on_nothing_above_it():
+    for name, path in _modules().items():
+        if name.startswith("boomerang.core"):
+            top, _ = _imports(name, path)
+            above = [m for m in top if not m.startswith(("boomerang.core", "boomerang.errors", "boomerang.io",
+                                                         "boomerang.progress"))]
+            assert above == [], (name, above)
+
+
+def test_backend_has_no_ui_test_or_pickle_code():
+    for path in PKG.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not names & {"streamlit", "pickle", "pytest", "dill", "cloudpickle"}, path
+        for banned in ("read_pickle", "to_pickle", "torch.load(", "assemble_by_hand", "build_tiny_pair"):
+            assert banned not in text, (path, banned)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
+def test_installed_wheel_ships_the_demo_and_runs_outside_the_source_tree(tmp_path):
+    """`pip install .` (non-editable): the wheel carries the demo and the task files, and
+    `python -m boomerang info` on the demo works from another folder."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("boomerang-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("boomerang/assets/demo/teacher/model.safetensors",
+                   "boomerang/assets/demo/students/no-align/student_config.json",
+                   "boomerang/eval/tasks/bbc_news.yaml", "boomerang/eval/tasks/utils.py",
+                   "boomerang/eval/tasks/data/demo_cloze.jsonl", "boomerang/orders/registry.py"):
+        assert needed in names
+    assert not any(n.startswith(("tests/", "bench/", "app_pages/")) for n in names)
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "BOOMERANG_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-m", "boomerang", "info", "--pair", "demo"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "teacher: 12 layers" in run.stdout and "student: 7 layers" in run.stdout
+    probe = subprocess.run([sys.executable, "-c", "import boomerang, sys; print(boomerang.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip().startswith(str(site))  # the installed copy ran, not the source tree
+    assert not (work / "runs").exists() and not (site / "runs").exists()
