@@ -10,12 +10,19 @@ The package is layered, data flowing down only: ``errors``, ``paths``, ``io``, `
 :mod:`.ui` (what the dashboard computes) and :mod:`.cli` on top.
 """
 
-from .core import BoomerangPair, LayerMapping, init_student, load_model, save_student
-from .errors import BoomerangError
-from .eval import sweep
-from .orders import patch_order
-from .train import DistillConfig, distill
-from .zoo import load_pair
+import os
+
+# A hub that never answers must not hang a command: bounded waits unless the user set their own
+# (read by huggingface_hub when it is first imported, which the imports below do).
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+
+from .core import BoomerangPair, LayerMapping, init_student, load_model, save_student  # noqa: E402
+from .errors import BoomerangError  # noqa: E402
+from .eval import sweep  # noqa: E402
+from .orders import patch_order  # noqa: E402
+from .train import DistillConfig, distill  # noqa: E402
+from .zoo import load_pair  # noqa: E402
 
 __all__ = [
     "BoomerangError",

@@ -170,6 +170,10 @@ def _csv_destination(path: str) -> Path:
     out = Path(path)
     if out.is_dir():
         raise BoomerangError(f"--out {path} is a folder; give a file name such as {Path(path) / 'results.csv'}.")
+    try:  # fail before the work, not after it
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BoomerangError(f"Could not write {out}: {e.strerror or e}.") from None
     return out
 
 

@@ -30,6 +30,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest.parent, prefix=f".{dest.name}.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
@@ -59,6 +60,7 @@ def atomic_write(dest: str | os.PathLike, data: bytes | str, encoding: str = "ut
     """Write ``data`` to the file ``dest`` all at once (fsynced before the rename)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest.parent, prefix=f".{dest.name}.")
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -72,14 +74,16 @@ def atomic_write(dest: str | os.PathLike, data: bytes | str, encoding: str = "ut
     return dest
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> list[Path]:
-    """Delete this module's temporaries in ``folder`` left by killed processes; return them."""
+def remove_stale_temporaries(folder: str | os.PathLike, prefix: str = ".",
+                             older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete this module's temporaries (``prefix*.tmp``) in ``folder`` that a killed process
+    left behind more than ``older_than_s`` ago (younger ones may belong to a live writer)."""
     folder = Path(folder)
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
     now = time.time()
-    for p in folder.glob(".*.tmp"):
+    for p in folder.glob(f"{prefix}*.tmp"):
         try:
             if now - p.stat().st_mtime < older_than_s:
                 continue

@@ -74,6 +74,17 @@ def text_config(model_or_config):
     return get() if get is not None else config
 
 
+def max_positions(model_or_config) -> int | None:
+    """The longest sequence the model declares it handles (``max_position_embeddings`` or
+    ``n_positions``), or None when its config names no limit."""
+    config = text_config(model_or_config)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def num_layers(model: nn.Module) -> int:
     """Number of decoder layers the model's config declares."""
     n = getattr(text_config(model), "num_hidden_layers", None)

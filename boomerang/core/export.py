@@ -21,15 +21,20 @@ from ..io import atomic_dir
 def export_model(model: PreTrainedModel, out_dir: str | os.PathLike, tokenizer=None) -> Path:
     """Write ``model`` (+ tokenizer) to ``out_dir`` as safetensors; returns the folder."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BoomerangError(f"{out} is a file; choose a new folder for the export.")
     if out.exists() and any(out.iterdir()):
         raise BoomerangError(f"{out} exists and is not empty; choose a new folder for the export.")
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        patched = getattr(model, "boomerang_patched", None)
-        if patched is not None:
-            (tmp / "boomerang_patch.json").write_text(
-                json.dumps({"patched_student_layers": list(patched)}, indent=2) + "\n"
-            )
+    try:
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            patched = getattr(model, "boomerang_patched", None)
+            if patched is not None:
+                (tmp / "boomerang_patch.json").write_text(
+                    json.dumps({"patched_student_layers": list(patched)}, indent=2) + "\n"
+                )
+    except OSError as e:
+        raise BoomerangError(f"Could not write the export to {out}: {e.strerror or e}.") from None
     return out

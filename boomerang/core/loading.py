@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import hf_hub_download
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import BoomerangError, CheckpointError
 from .mapping import LayerMapping
@@ -28,6 +28,28 @@ from .student import STUDENT_CONFIG
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here (default: CUDA when present, else CPU);
+    one clear sentence for an unknown name or a GPU this machine does not have."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BoomerangError(f"Unknown device {str(device)!r}; use cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BoomerangError(f"Device {str(device)!r} was asked for, but CUDA is not available here; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BoomerangError(
+                f"Device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}."
+            )
+    elif dev.type not in ("cpu", "mps"):
+        raise BoomerangError(f"Device {str(device)!r} is not supported; use cpu, cuda or cuda:N.")
+    return dev
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -73,6 +95,28 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
+def _check_shapes(folder: Path, trust_remote_code: bool) -> None:
+    """Name the first tensor whose shape in the safetensors files differs from what config.json
+    builds (transformers would only say that some size mismatched)."""
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - not buildable here: from_pretrained reports it below
+        return
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():
+                want = expected.get(key)
+                got = tuple(st.get_slice(key).get_shape())
+                if want is not None and got != want:
+                    raise CheckpointError(
+                        f"The checkpoint '{folder}' has a wrongly shaped tensor '{key}': {list(got)} in "
+                        f"{f.name}, but its config.json needs {list(want)}."
+                    )
+
+
 def _check_loading_info(ref: str, info: dict) -> None:
     """Refuse weights that do not fit the config: transformers would fill a missing tensor with
     random values and load on, giving silently wrong numbers."""
@@ -101,11 +145,11 @@ def load_model(
     with_tokenizer: bool = True,
 ):
     """Load a causal LM (and its tokenizer, or None) from a local folder or a hub id."""
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     ref_s = str(ref)
     if Path(ref_s).exists() or not _looks_like_hub_id(ref_s):
-        check_checkpoint(ref_s)
+        _check_shapes(check_checkpoint(ref_s), trust_remote_code)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             ref_s, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True

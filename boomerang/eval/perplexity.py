@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 
 from ..cache import Memo, pair_fingerprint, tensor_fingerprint
 from ..core import BoomerangPair, PatchRunner, autocast_context
+from ..core.arch import max_positions, text_config
 from ..errors import BoomerangError
 from ..progress import Progress, report
 
@@ -111,6 +112,54 @@ def _result(total: float, count: int) -> PerplexityResult:
     return PerplexityResult(nll=nll, perplexity=math.exp(nll), tokens=count)
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device`` (CUDA: free GPU memory; CPU: MemAvailable)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def estimated_bytes(model: nn.Module, batch_size: int, seq_len: int, training: bool = False) -> int:
+    """A rough lower bound on the memory one batch needs: fp32 logits and their log-softmax,
+    eager attention scores and a few hidden states (times every layer when training keeps
+    activations for the backward pass)."""
+    cfg = text_config(model)
+    vocab = int(getattr(cfg, "vocab_size", 0) or 0)
+    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0) or 0)
+    heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 1) or 1)
+    layers = int(getattr(cfg, "num_hidden_layers", 1) or 1)
+    tokens = batch_size * seq_len
+    per_layer = 4 * (tokens * hidden * 8 + batch_size * heads * seq_len * seq_len * 2)
+    logits = 4 * tokens * vocab * 3
+    return logits + per_layer * (layers if training else 1)
+
+
+def check_batch_fits(model: nn.Module, batch_size: int, seq_len: int, training: bool = False) -> None:
+    """Refuse, before any work, sequences longer than the model's positions and batches that
+    cannot fit in memory (a CPU process would otherwise be killed without a word)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BoomerangError(f"batch_size must be a whole number of at least 1, not {batch_size!r}.")
+    positions = max_positions(model)
+    if positions is not None and seq_len > positions:
+        raise BoomerangError(
+            f"Sequences of {seq_len} tokens are longer than the {positions} positions this model handles; "
+            f"use a sequence length of at most {positions}."
+        )
+    free = available_memory(model_device(model))
+    need = estimated_bytes(model, batch_size, seq_len, training)
+    if free is not None and need > 0.9 * free:
+        raise BoomerangError(
+            f"A batch of {batch_size} x {seq_len} tokens needs about {need / 2**30:.1f} GiB, but only "
+            f"{free / 2**30:.1f} GiB are free; use a smaller batch size or sequence length."
+        )
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's first parameter."""
     return next(model.parameters()).device
@@ -131,6 +180,7 @@ def perplexity(
     on GPU); the NLL is summed in float64.
     """
     ids, mask = windows(blocks, stride)
+    check_batch_fits(model, batch_size, ids.shape[1])
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -163,6 +213,7 @@ def perplexity_many(
     :class:`~boomerang.core.PatchRunner`. Returns the results and the seconds spent per set.
     """
     ids, mask = windows(blocks, stride)
+    check_batch_fits(pair.teacher, batch_size, ids.shape[1])
     batches = _batches(ids, mask, batch_size)
     totals = [0.0] * len(sets)
     counts = [0] * len(sets)

@@ -38,7 +38,7 @@ from ..orders import (
 from ..paths import cache_dir
 from ..progress import Progress, report, scaled
 from .accuracy import accuracy
-from .perplexity import PerplexityResult, perplexity, perplexity_many
+from .perplexity import PerplexityResult, check_batch_fits, perplexity, perplexity_many
 
 #: Version of the on-disk sweep cache format (bump when a row's meaning changes).
 CACHE_VERSION = 2
@@ -158,6 +158,7 @@ def sweep(
     if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2):
         raise BoomerangError(f"seq_len must be a whole number of at least 2 tokens, not {seq_len!r}.")
     tokenizer = pair.tokenizer
+    check_batch_fits(pair.teacher, batch_size, data.shape[1] if isinstance(data, torch.Tensor) else seq_len or 128)
     if isinstance(data, torch.Tensor):
         blocks = data
     else:

@@ -52,7 +52,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from ..core import LayerMapping, init_student, load_model, save_student
 from ..data import load_blocks
 from ..errors import BoomerangError
-from ..eval import perplexity
+from ..eval import check_batch_fits, perplexity
 from ..io import atomic_dir, atomic_write, replace_dir
 from ..progress import Update
 from ..zoo import resolve_teacher
@@ -290,8 +290,15 @@ def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
 @contextlib.contextmanager
 def _run_lock(out: Path) -> Iterator[None]:
     """Hold ``out/.lock`` for the run: a second process training into the same folder is refused."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as f:
+    created_dir = not out.exists()
+    lock = out / ".lock"
+    created_lock = not lock.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a+")
+    except OSError as e:
+        raise BoomerangError(f"Cannot write to --out {str(out)!r}: {e.strerror or e}.") from None
+    with f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -300,6 +307,13 @@ def _run_lock(out: Path) -> Iterator[None]:
             ) from None
         try:
             yield
+        except BaseException:
+            # A run refused before it wrote anything leaves the disk as it found it.
+            if created_lock and [p.name for p in out.iterdir()] == [".lock"]:
+                lock.unlink()
+                if created_dir:
+                    out.rmdir()
+            raise
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
@@ -389,6 +403,7 @@ def _train(
         student.config.use_cache = False
     s_last = last_decoder_layer(student)
     t_last = last_decoder_layer(teacher) if teacher is not None else None
+    check_batch_fits(student, config.batch_size, config.seq_len, training=True)
     weights = config.effective_weights(len(alignment_pairs(mapping)) if mapping is not None else 1)
     need_teacher = weights.kl > 0 or weights.cos > 0
     blocks_of = [list(b) for b in mapping.blocks] if mapping is not None else []
