@@ -277,7 +277,9 @@ def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
             f"{str(out)!r} already holds a run (checkpoints or a result); pass --resume to "
             "continue it or choose another --out."
         )
-    if out.is_dir() and any(p for p in out.iterdir() if p.name not in ("log.jsonl", "config.json", ".lock")):
+    # What a run killed before its first checkpoint leaves may be started over.
+    leftovers = ("log.jsonl", "config.json", ".lock", CHECKPOINT_DIR)
+    if out.is_dir() and any(p for p in out.iterdir() if p.name not in leftovers):
         raise BoomerangError(
             f"{str(out)!r} is not empty and is not a run of these settings; choose a new --out folder."
         )
@@ -289,7 +291,12 @@ def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
 
 @contextlib.contextmanager
 def _run_lock(out: Path) -> Iterator[None]:
-    """Hold ``out/.lock`` for the run: a second process training into the same folder is refused."""
+    """Hold ``out/.lock`` for the run: a second process training into the same folder is refused.
+
+    Only the main process of an ``accelerate launch`` takes it (its ranks share the folder)."""
+    if not PartialState().is_main_process:
+        yield
+        return
     created_dir = not out.exists()
     lock = out / ".lock"
     created_lock = not lock.exists()
