@@ -14,6 +14,7 @@ from .core import BoomerangPair, LayerMapping, init_student, load_model, save_st
 from .errors import BoomerangError
 from .eval import sweep
 from .orders import patch_order
+from .reference import build_intermediate_model
 from .train import DistillConfig, distill
 from .zoo import load_pair
 
@@ -22,6 +23,7 @@ __all__ = [
     "BoomerangPair",
     "DistillConfig",
     "LayerMapping",
+    "build_intermediate_model",
     "distill",
     "init_student",
     "load_model",
