@@ -107,11 +107,20 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
 
+def tiny_teacher(family: str, num_layers: int, **overrides):
+    """A tiny random model of ``family`` whose config gets ``overrides`` before it is built."""
+    if not overrides:
+        return tiny_model(family, num_layers)
+    config = tiny_model(family, 1).config
+    for key, value in {**overrides, "num_hidden_layers": num_layers}.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    return type(tiny_model(family, 1))(config).eval()
+
+
 def save_tiny_pair(root, family: str, num_layers: int, rule: tuple[int, int, int], **overrides):
     """A tiny teacher (with a tokenizer) and a perturbed student saved under ``root``."""
-    teacher = tiny_model(family, num_layers)
-    for key, value in overrides.items():
-        setattr(teacher.config, key, value)
+    teacher = tiny_teacher(family, num_layers, **overrides)
     mapping = bm.LayerMapping.from_rule(num_layers, *rule)
     student = bm.init_student(teacher, mapping).eval()
     perturb(student, scale=0.05)
