@@ -7,6 +7,7 @@ states; :mod:`.generation` produces text and times it.
 """
 
 from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, task_manager
+from .paper import PRESETS, default_order, evaluate_sizes, parameter_counts, preset_tasks
 from .generation import generate_text, latency_ms_per_token, stream_generate
 from .perplexity import (
                          PerplexityResult,
@@ -22,8 +23,8 @@ from .similarity import block_similarity, similarity_matrix
 from .sweep import CACHE_VERSION, format_patched, parse_patched, sweep, sweep_cache_dir
 
 __all__ = [
-    "CACHE_VERSION", "OFFLINE_TASKS", "TASKS_DIR", "PerplexityResult", "accuracy", "block_similarity",
-    "clear_point_cache", "evaluate_patched", "format_patched", "generate_text", "latency_ms_per_token",
-    "model_device", "parse_patched", "perplexity", "perplexity_many", "similarity_matrix",
+    "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "block_similarity",
+    "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched", "generate_text", "latency_ms_per_token",
+    "model_device", "parameter_counts", "parse_patched", "perplexity", "perplexity_many", "preset_tasks", "similarity_matrix",
     "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "windows",
 ]
