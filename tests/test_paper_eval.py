@@ -107,3 +107,24 @@ def test_offline_the_paper_preset_fails_naming_the_task(tmp_path, monkeypatch):
     assert re.fullmatch(r"The data of lm-eval task 'arc_easy' is unreachable \(.*allenai/ai2_arc.*\); "
                         r"connect to the Hugging Face hub or fill the datasets cache, then run again\.", msg), msg
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_cli_paper_eval(tmp_path, monkeypatch, capsys):
+    from eval_fixtures import saved_tiny_pair
+
+    from boomerang.cli import main
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t_dir, s_dir, _ = saved_tiny_pair(tmp_path / "pair")
+    out = tmp_path / "res"
+    code = main(["paper-eval", "--teacher", str(t_dir), "--student", str(s_dir), "--device", "cpu",
+                 "--tasks", "demo_cloze", "--k", "0,4", "--limit", "3", "--out", str(out)])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["first-to-last-k0.json", "first-to-last-k4.json"]
+    assert json.loads((out / "first-to-last-k4.json").read_text())["num_layers"] == 6
+    assert "wrote 2 result files" in capsys.readouterr().out
+    code = main(["paper-eval", "--teacher", str(t_dir), "--student", str(s_dir), "--device", "cpu",
+                 "--tasks", "demo_cloze", "--order", "last-to-first", "--k", "7", "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "error: Size k=7 is not a whole number from 0 to 4."
