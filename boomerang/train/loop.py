@@ -56,6 +56,7 @@ from ..eval import perplexity
 from ..io import atomic_dir, atomic_write, replace_dir
 from ..progress import Update
 from ..zoo import resolve_teacher
+from . import trackers
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
 from .config import DistillConfig
 from .loss import (
@@ -203,6 +204,7 @@ def _make_accelerator(config: DistillConfig) -> Accelerator:
         mixed_precision=mp,
         gradient_accumulation_steps=config.grad_accum,
         step_scheduler_with_optimizer=False,  # we step the scheduler once per optimizer step
+        **trackers.accelerator_kwargs(config),
     )
 
 
@@ -277,7 +279,8 @@ def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
             f"{str(out)!r} already holds a run (checkpoints or a result); pass --resume to "
             "continue it or choose another --out."
         )
-    if out.is_dir() and any(p for p in out.iterdir() if p.name not in ("log.jsonl", "config.json", ".lock")):
+    if out.is_dir() and any(p for p in out.iterdir() if p.name not in ("log.jsonl", "config.json", ".lock",
+                                                                 trackers.TRACKER_DIR)):
         raise BoomerangError(
             f"{str(out)!r} is not empty and is not a run of these settings; choose a new --out folder."
         )
@@ -461,6 +464,7 @@ def _train(
         for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):  # saves cut short by a kill
             shutil.rmtree(stale, ignore_errors=True)
         atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    trackers.start(acc, config)
     acc.wait_for_everyone()
 
     world = acc.num_processes
@@ -546,6 +550,7 @@ def _train(
                         rec["val_ppl"] = round(val_ppl, 4)
                     log_f.write(json.dumps(rec) + "\n")
                     log_f.flush()
+                    trackers.log(acc, config, rec, step)
                 bar.set_postfix(loss=f"{vals['loss']:.4g}", kl=f"{vals['kl']:.3g}",
                                 cos=f"{vals['cos']:.3g}", refresh=False)
             bar.update(1)
@@ -571,6 +576,7 @@ def _train(
         bar.close()
         if log_f is not None:
             log_f.close()
+        trackers.finish(acc)
 
     # ---- final model --------------------------------------------------------------------
     acc.wait_for_everyone()
