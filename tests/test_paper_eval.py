@@ -11,7 +11,13 @@ import torch
 from eval_fixtures import tiny_pair, tiny_tokenizer
 
 import boomerang as bm
-from boomerang.eval.paper import PRESETS, default_order, evaluate_sizes, parameter_counts, preset_tasks
+from boomerang.eval.paper import (
+    PRESETS,
+    default_order,
+    evaluate_sizes,
+    parameter_counts,
+    preset_tasks,
+)
 
 REFERENCE_TASKS = ("arc_easy,arc_challenge,boolq,hellaswag,openbookqa,piqa,winogrande,race,mmlu,rte,"
                    "wikitext,gsm8k_cot,ifeval,hendrycks_math")

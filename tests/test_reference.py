@@ -11,8 +11,8 @@ transformers names, and renumbers ``layer_idx`` by hand.
 from __future__ import annotations
 
 import copy
-import re
 import json
+import re
 
 import pytest
 import torch
@@ -165,6 +165,9 @@ def test_equal_logits_to_the_reference_at_every_r(saved, first):
         with torch.no_grad():
             got, want = model(ids).logits, expected(ids).logits
         assert (got - want).abs().max().item() <= 1e-5, (r, first)
+        model.tie_weights()  # lm-eval's HFLM calls this: a model with mixed ends must not re-tie
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, got), (r, first)
         assert tok.padding_side == "left" and tok.pad_token == "</s>"
     # The sizes grow from below the teacher to the teacher, one multi-layer block at a time.
     assert layers_seen[-1] == layers_seen[-2] == mapping.num_teacher_layers

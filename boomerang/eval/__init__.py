@@ -7,8 +7,14 @@ states; :mod:`.generation` produces text and times it.
 """
 
 from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, task_manager
-from .paper import PRESETS, default_order, evaluate_sizes, parameter_counts, preset_tasks
 from .generation import generate_text, latency_ms_per_token, stream_generate
+from .paper import (
+                         PRESETS,
+                         default_order,
+                         evaluate_sizes,
+                         parameter_counts,
+                         preset_tasks,
+)
 from .perplexity import (
                          PerplexityResult,
                          clear_point_cache,

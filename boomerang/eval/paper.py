@@ -126,9 +126,11 @@ def load_task_data(tasks: Sequence[str]) -> dict[str, Any]:
     return merged
 
 
-def _evaluate_model(model: PreTrainedModel, tokenizer: Any, task_dict: dict, limit: int | float | None,
+def _evaluate_model(model: PreTrainedModel, tokenizer: Any, task_dict: dict, limit: float | None,
                     batch_size: int, seeds: dict[str, int], bootstrap_iters: int) -> dict[str, Any]:
-    from lm_eval.evaluator import evaluate as lm_evaluate  # seconds to import: only when used
+    from lm_eval.evaluator import (
+        evaluate as lm_evaluate,  # seconds to import: only when used
+    )
     from lm_eval.models.huggingface import HFLM
 
     # The reference's settings: the harness's generation defaults, not the model's.
@@ -157,7 +159,7 @@ def evaluate_sizes(
     tasks: str | Sequence[str] = "paper",
     order: str | None = None,
     sizes: Sequence[int] | None = None,
-    limit: int | float | None = None,
+    limit: float | None = None,
     batch_size: int = 4,
     seeds: dict[str, int] | None = None,
     bootstrap_iters: int = 100000,
