@@ -59,7 +59,9 @@ class LayerMapping:
         The middle teacher layers are grouped ``every`` at a time and each group becomes one
         student layer copied from the group's first layer (a shorter last group if ``every``
         does not divide the middle). E.g. Qwen3 (36 layers) with ``(0, 2, 2)`` gives 19 student
-        layers copied from ``[0, 2, ..., 32, 34, 35]``.
+        layers copied from ``[0, 2, ..., 32, 34, 35]``. This is boomerang's default rule; the
+        reference code's variant, which differs when the middle leaves two or more layers over,
+        is :meth:`from_reference_rule`.
         """
         n, first, last = int(num_teacher_layers), int(keep_first), int(keep_last)
         if n < 1:
