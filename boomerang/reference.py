@@ -42,6 +42,10 @@ from .errors import BoomerangError
 from .zoo import load_pair
 
 
+#: The reference CLI's ``--dtype`` names.
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 @dataclass(frozen=True)
 class ReferencePlan:
     """What the reference's ``num_layers_to_patch`` does to a student, in boomerang's terms."""
@@ -123,7 +127,7 @@ def build_intermediate_model(
     student_name_or_path: str | os.PathLike,
     num_layers_to_patch: int,
     patch_first_k_layers: bool = False,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     *,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
@@ -137,10 +141,15 @@ def build_intermediate_model(
     Same arguments and results (equal logits); the model shares its tensors with the loaded
     teacher and student instead of deep-copying them. Works with any architecture boomerang
     supports (the reference picks its Pythia code by the word "pythia" in the teacher's name).
-    ``dtype`` defaults to bf16 on GPU and fp32 on CPU; ``device`` to CUDA when present. The
+    ``dtype`` (a torch dtype, or the reference CLI's "float32", "float16", "bfloat16") defaults
+    to bf16 on GPU and fp32 on CPU; ``device`` to CUDA when present. The
     tokenizer is the teacher's (the student's if the teacher has none), with a pad token
     (eos) and left padding, as the reference sets them.
     """
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise BoomerangError(f"Unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)} or a torch dtype.")
+        dtype = _DTYPES[dtype]
     pair = load_pair(teacher=teacher_name_or_path, student=student_name_or_path, device=device,
                      dtype=dtype, trust_remote_code=trust_remote_code)
     model = intermediate_model(pair, num_layers_to_patch, patch_first_k_layers)

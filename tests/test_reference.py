@@ -267,3 +267,11 @@ def test_reference_rule_ten_layers_blocks():
 def test_reference_rule_bad_input(args, message):
     with pytest.raises(bm.BoomerangError, match=re.escape(message)):
         bm.LayerMapping.from_reference_rule(*args)
+
+
+def test_dtype_by_name_as_the_reference_cli_spells_it(saved):
+    t_dir, s_dir, mapping = saved
+    model, _ = bm.build_intermediate_model(t_dir, s_dir, 1, dtype="bfloat16", device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with pytest.raises(bm.BoomerangError, match=r"^Unknown dtype 'bf16'; use one of float32, float16, bfloat16 or a torch dtype\.$"):
+        bm.build_intermediate_model(t_dir, s_dir, 1, dtype="bf16", device="cpu")
