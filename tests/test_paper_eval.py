@@ -134,3 +134,18 @@ def test_cli_paper_eval(tmp_path, monkeypatch, capsys):
                  "--tasks", "demo_cloze", "--order", "last-to-first", "--k", "7", "--out", str(out)])
     assert code == 2
     assert capsys.readouterr().err.strip() == "error: Size k=7 is not a whole number from 0 to 4."
+
+
+def test_a_task_whose_package_is_missing_is_named(monkeypatch):
+    from boomerang.eval import paper
+
+    class Manager:
+        all_tasks = ("ifeval",)
+
+        def load(self, names):
+            raise ModuleNotFoundError("No module named 'langdetect'")
+
+    monkeypatch.setattr(paper, "task_manager", lambda offline_only: Manager())
+    with pytest.raises(bm.BoomerangError, match=r"^lm-eval task 'ifeval' needs a package that is not installed "
+                                                r"\(No module named 'langdetect'\); install it, then run again\.$"):
+        paper.load_task_data(["ifeval"])

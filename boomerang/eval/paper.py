@@ -115,7 +115,12 @@ def load_task_data(tasks: Sequence[str]) -> dict[str, Any]:
     for task in tasks:
         try:
             loaded = tm.load([task])
-        except (ConnectionError, OSError, ValueError, RuntimeError) as e:
+        except ImportError as e:  # e.g. ifeval's langdetect
+            raise BoomerangError(
+                f"lm-eval task '{task}' needs a package that is not installed ({e}); install it, "
+                "then run again."
+            ) from None
+        except OSError as e:  # ConnectionError, a dataset not found: the data is unreachable
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BoomerangError(
                 f"The data of lm-eval task '{task}' is unreachable ({reason.rstrip('.')}); connect "
