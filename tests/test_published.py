@@ -35,6 +35,10 @@ def published(tmp_path_factory):
     # The reference writes exactly these two keys, with json.dump's default spacing.
     (s_dir / "student_config.json").write_text(json.dumps(
         {"pruned_teacher_layers": mapping.pruned, "copied_teacher_layers": mapping.kept}))
+    # Trainer.save_model also leaves a pickled training_args.bin, and the repo has a model card:
+    # neither is read (a pickle here would be a security hole; this one would not even load).
+    (s_dir / "training_args.bin").write_bytes(b"not a pickle")
+    (s_dir / "README.md").write_text("---\nlicense: apache-2.0\n---\n")
     return t_dir, s_dir, teacher, student, mapping
 
 
@@ -45,6 +49,8 @@ def test_the_folder_has_the_published_layout(published):
     assert len(shards) >= 3
     assert sorted(set(index["weight_map"].values())) == shards
     assert not (s_dir / "model.safetensors").exists()
+    assert {"config.json", "generation_config.json", "tokenizer.json", "training_args.bin"} <= {
+        p.name for p in s_dir.iterdir()}
     assert json.loads((s_dir / "student_config.json").read_text()) == {
         "pruned_teacher_layers": [1, 3, 5], "copied_teacher_layers": [0, 2, 4, 6, 7]}
 
