@@ -8,14 +8,16 @@ same call returns the same model (equal logits at every ``r``, in both direction
 
 **What ``r`` means there.** The reference counts only the student layers that stand for more than
 one teacher layer ("multi-layer blocks"; it finds them from the gaps in
-``copied_teacher_layers``). The one-to-one layers are swapped for free along the way:
+``copied_teacher_layers``, so a last student layer is always taken for one-to-one). The
+one-to-one layers are swapped for free along the way:
 
 * last-to-first (``patch_first_k_layers=False``): ``r`` patches the one-to-one tail layers, the
   last ``r`` multi-layer blocks and any one-to-one layers between them, with the teacher's final
-  norm and head. With only one-to-one layers at the ends (every rule-made student) that is
-  ``k = r + (number of one-to-one tail layers)`` student layers patched last-to-first.
-* first-to-last (``patch_first_k_layers=True``): ``r`` patches the student layers before its
-  ``r``-th multi-layer block, with the teacher's token embedding: ``k = r + keep_first``.
+  norm and head. With one-to-one layers only at the ends (every student ``from_rule`` or
+  ``from_reference_rule`` makes with ``keep_last >= 1``) that is ``k = r + (number of
+  one-to-one tail layers)`` student layers patched last-to-first.
+* first-to-last (``patch_first_k_layers=True``): ``r`` patches the student layers before the
+  ``(r + 1)``-th multi-layer block, with the teacher's token embedding: ``k = r + keep_first``.
   **The one difference:** at ``r = 0`` with no leading one-to-one layer, the reference still swaps
   the token embedding for the teacher's (no layer changes); :func:`intermediate_model` does the
   same, while boomerang's ``k = 0`` is the student itself.
