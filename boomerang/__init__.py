@@ -21,6 +21,7 @@ from .core import BoomerangPair, LayerMapping, init_student, load_model, save_st
 from .errors import BoomerangError  # noqa: E402
 from .eval import sweep  # noqa: E402
 from .orders import patch_order  # noqa: E402
+from .reference import build_intermediate_model  # noqa: E402
 from .train import DistillConfig, distill  # noqa: E402
 from .zoo import load_pair  # noqa: E402
 
@@ -29,6 +30,7 @@ __all__ = [
     "BoomerangPair",
     "DistillConfig",
     "LayerMapping",
+    "build_intermediate_model",
     "distill",
     "init_student",
     "load_model",

@@ -20,7 +20,7 @@ import transformers
 
 from .core import BoomerangPair, export_model
 from .errors import BoomerangError
-from .eval import block_similarity, similarity_matrix, sweep
+from .eval import block_similarity, evaluate_sizes, similarity_matrix, sweep
 from .io import atomic_write
 from .orders import ORDER_NAMES, ORDERS, calibration_ids, needs_calibration
 from .paths import demo_assets_dir
@@ -274,6 +274,38 @@ def _similarity(args: argparse.Namespace) -> int:
         _write_csv(table, blocks_out)
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         print(f"wrote per-layer table to {args.blocks_out}")
+    return 0
+
+
+# ---- paper-eval ----------------------------------------------------------------------------
+
+
+def _paper_eval_args(p: argparse.ArgumentParser) -> None:
+    add_pair_arguments(p)
+    p.add_argument("--tasks", default="paper", help="a preset (paper, paper-classification, "
+                   "paper-perplexity, paper-generation) and/or lm-eval task names, comma-separated")
+    p.add_argument("--order", help="patch order (default: first-to-last for Llama, else last-to-first)")
+    p.add_argument("--k", help="sizes to evaluate, e.g. 0,2,5 (default: every size)")
+    p.add_argument("--limit", type=float, help="examples per task (an int, or a fraction < 1)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--out", required=True, help="folder for one JSON file per size")
+
+
+@command("paper-eval", "the paper's lm-eval suite at every size of an order, one JSON per size",
+         _paper_eval_args)
+def _paper_eval(args: argparse.Namespace) -> int:
+    limit = args.limit
+    if limit is not None and (not limit > 0 or (limit >= 1 and limit != int(limit))):
+        raise BoomerangError(f"--limit must be a whole number of examples or a fraction below 1, not {limit:g}.")
+    limit = int(limit) if limit is not None and limit >= 1 else limit
+    sizes = parse_layers(args.k) if args.k else None
+    progress, close = tqdm_progress("paper-eval")
+    try:
+        paths = evaluate_sizes(pair_from_args(args), args.out, tasks=args.tasks, order=args.order,
+                               sizes=sizes, limit=limit, batch_size=args.batch_size, progress=progress)
+    finally:
+        close()
+    print(f"wrote {len(paths)} result files to {args.out}: " + ", ".join(p.name for p in paths))
     return 0
 
 

@@ -59,7 +59,9 @@ class LayerMapping:
         The middle teacher layers are grouped ``every`` at a time and each group becomes one
         student layer copied from the group's first layer (a shorter last group if ``every``
         does not divide the middle). E.g. Qwen3 (36 layers) with ``(0, 2, 2)`` gives 19 student
-        layers copied from ``[0, 2, ..., 32, 34, 35]``.
+        layers copied from ``[0, 2, ..., 32, 34, 35]``. This is boomerang's default rule; the
+        reference code's variant, which differs when the middle leaves two or more layers over,
+        is :meth:`from_reference_rule`.
         """
         n, first, last = int(num_teacher_layers), int(keep_first), int(keep_last)
         if n < 1:
@@ -76,6 +78,42 @@ class LayerMapping:
         blocks += [tuple(middle[i : i + every]) for i in range(0, len(middle), every)]
         blocks += [(t,) for t in range(n - last, n)]
         return cls(tuple(blocks))
+
+    @classmethod
+    def from_reference_rule(
+        cls, num_teacher_layers: int, first_layers_to_keep: int = 1, every: int = 2,
+        last_layers_to_keep: int = 2,
+    ) -> "LayerMapping":
+        """The reference code's rule (``get_layer_mappings``), exactly, with its argument names.
+
+        Its ``first_layers_to_keep`` counts the embedding output, so it keeps
+        ``first_layers_to_keep - 1`` layers one-to-one: ``from_rule(keep_first=f - 1)``. Groups of
+        ``every`` are taken while a whole group ends at least ``last_layers_to_keep`` layers
+        before the top; what is left of the middle stays one-to-one. So the two rules agree when
+        ``every <= 2`` or the middle divides evenly, and differ otherwise: 10 layers with
+        ``(1, 3, 2)`` keep ``[0, 3, 6, 7, 8, 9]`` here but ``[0, 3, 6, 8, 9]`` with
+        ``from_rule(10, 0, 3, 2)``. :meth:`from_rule` stays the default: it folds the leftover
+        layers into one shorter block (a smaller student, every layer in a block of at most
+        ``every``), while the reference's trainer, given ``m`` leftover layers, aligns the
+        student's hidden states after them with teacher states ``m`` layers too deep.
+        """
+        n, f, e, last = (int(num_teacher_layers), int(first_layers_to_keep), int(every),
+                         int(last_layers_to_keep))
+        if n < 1:
+            raise BoomerangError(f"The teacher must have at least one layer, not {n}.")
+        if e < 1:
+            raise BoomerangError(f"'every' must be at least 1, not {e}.")
+        if f < 1 or last < 0 or f - 1 + last > n:
+            raise BoomerangError(
+                f"first_layers_to_keep={f} (which counts the embedding, so at least 1) and "
+                f"last_layers_to_keep={last} (at least 0) must leave the teacher's {n} layers room."
+            )
+        cut: set[int] = set()
+        end = f + e - 1  # hidden-state index (= layers run) at which a whole group ends
+        while end <= n - last:
+            cut.update(range(end - e + 1, end))  # the group's first layer, end - e, is kept
+            end += e
+        return cls.from_kept([t for t in range(n) if t not in cut], n)
 
     @classmethod
     def from_kept(cls, kept: Sequence[int], num_teacher_layers: int) -> "LayerMapping":

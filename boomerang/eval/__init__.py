@@ -8,14 +8,16 @@ states; :mod:`.generation` produces text and times it.
 
 from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, task_manager
 from .generation import generate_text, latency_ms_per_token, stream_generate
+from .paper import PRESETS, default_order, evaluate_sizes, parameter_counts, preset_tasks
 from .perplexity import (PerplexityResult, check_batch_fits, clear_point_cache, evaluate_patched, model_device,
                          perplexity, perplexity_many, token_nll, windows)
 from .similarity import block_similarity, similarity_matrix
 from .sweep import CACHE_VERSION, format_patched, parse_patched, sweep, sweep_cache_dir
 
 __all__ = [
-    "CACHE_VERSION", "OFFLINE_TASKS", "TASKS_DIR", "PerplexityResult", "accuracy", "block_similarity",
-    "clear_point_cache", "evaluate_patched", "check_batch_fits", "format_patched", "generate_text", "latency_ms_per_token",
-    "model_device", "parse_patched", "perplexity", "perplexity_many", "similarity_matrix",
+    "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "block_similarity",
+    "check_batch_fits", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
+    "generate_text", "latency_ms_per_token", "model_device", "parameter_counts", "parse_patched", "perplexity",
+    "perplexity_many", "preset_tasks", "similarity_matrix",
     "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "windows",
 ]

@@ -24,6 +24,9 @@ from ..errors import BoomerangError
 MODES = ("boomerang", "no-align", "ce-only", "random-init", "pretrain")
 #: Student parts that ``DistillConfig.freeze`` can keep at their teacher weights.
 FREEZABLE = ("one-to-one", "embeddings", "head")
+#: Experiment trackers ``DistillConfig.log_with`` accepts (Accelerate's names; "all": every installed one).
+TRACKERS = ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab",
+            "trackio", "all")
 
 
 @dataclass
@@ -77,6 +80,9 @@ class DistillConfig:
     threads: int | None = None  # CPU threads for torch (None: torch's default)
     eval_every: int = 0  # steps between validation perplexities in log.jsonl (0: never)
     eval_blocks: int = 32  # validation blocks (of ``data``'s validation split) they are measured on
+    # Experiment trackers fed through Accelerate's ``log_with`` (see TRACKERS), writing under
+    # ``OUT/trackers``: e.g. ("tensorboard",), then ``tensorboard --logdir OUT/trackers``.
+    log_with: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -85,6 +91,9 @@ class DistillConfig:
         if isinstance(self.freeze, str):
             self.freeze = tuple(p.strip() for p in self.freeze.split(",") if p.strip())
         self.freeze = tuple(self.freeze)
+        if isinstance(self.log_with, str):
+            self.log_with = tuple(t.strip() for t in self.log_with.split(",") if t.strip())
+        self.log_with = tuple(self.log_with)
         self.out = str(self.out)
         self.teacher = str(self.teacher)
         self.data = str(self.data)
@@ -105,6 +114,11 @@ class DistillConfig:
         if self.freeze and self.mode in ("random-init", "pretrain"):
             raise BoomerangError(
                 f"A {self.mode} model has no teacher weights to keep; drop --freeze."
+            )
+        unknown = [t for t in self.log_with if t not in TRACKERS]
+        if unknown:
+            raise BoomerangError(
+                f"Unknown tracker {unknown[0]!r} in log_with; choose from {', '.join(TRACKERS)}."
             )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise BoomerangError(f"Unknown precision {self.precision!r}; choose auto, fp32 or bf16.")
@@ -144,7 +158,7 @@ class DistillConfig:
         it trains (data, mapping, batch, learning rate, loss...), or None. Output cadence, threads
         and the number of steps (to extend a run) may change."""
         free = {"resume", "steps", "save_every", "log_every", "keep_checkpoints", "threads", "out",
-                "precision", "eval_every", "eval_blocks"}
+                "precision", "eval_every", "eval_blocks", "log_with"}
         mine = self.to_dict()
         for name, value in mine.items():
             if name in free or name not in saved:
@@ -160,6 +174,7 @@ class DistillConfig:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         d["freeze"] = list(self.freeze)
+        d["log_with"] = list(self.log_with)
         return d
 
     @classmethod
@@ -231,6 +246,8 @@ class DistillConfig:
         a("--eval-every", type=int, dest="eval_every", help="steps between validation perplexities (0: never)")
         a("--eval-blocks", type=int, dest="eval_blocks", help="validation blocks for --eval-every (default 32)")
         a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        a("--log-with", dest="log_with", help="experiment trackers through Accelerate, comma-separated: "
+          "tensorboard, wandb, ... (logs under OUT/trackers)")
         a("--resume", action="store_true", default=None, help="continue from the last checkpoint in --out")
 
     @classmethod

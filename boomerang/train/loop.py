@@ -56,6 +56,7 @@ from ..eval import check_batch_fits, perplexity
 from ..io import atomic_dir, atomic_write, replace_dir
 from ..progress import Update
 from ..zoo import resolve_teacher
+from . import trackers
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
 from .config import DistillConfig
 from .loss import (
@@ -203,6 +204,7 @@ def _make_accelerator(config: DistillConfig) -> Accelerator:
         mixed_precision=mp,
         gradient_accumulation_steps=config.grad_accum,
         step_scheduler_with_optimizer=False,  # we step the scheduler once per optimizer step
+        **trackers.accelerator_kwargs(config),
     )
 
 
@@ -278,7 +280,7 @@ def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
             "continue it or choose another --out."
         )
     # What a run killed before its first checkpoint leaves may be started over.
-    leftovers = ("log.jsonl", "config.json", ".lock", CHECKPOINT_DIR)
+    leftovers = ("log.jsonl", "config.json", ".lock", CHECKPOINT_DIR, trackers.TRACKER_DIR)
     if out.is_dir() and any(p for p in out.iterdir() if p.name not in leftovers):
         raise BoomerangError(
             f"{str(out)!r} is not empty and is not a run of these settings; choose a new --out folder."
@@ -483,6 +485,7 @@ def _train(
         for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):  # saves cut short by a kill
             shutil.rmtree(stale, ignore_errors=True)
         atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    trackers.start(acc, config)
     acc.wait_for_everyone()
 
     world = acc.num_processes
@@ -568,6 +571,7 @@ def _train(
                         rec["val_ppl"] = round(val_ppl, 4)
                     log_f.write(json.dumps(rec) + "\n")
                     log_f.flush()
+                    trackers.log(acc, config, rec, step)
                 bar.set_postfix(loss=f"{vals['loss']:.4g}", kl=f"{vals['kl']:.3g}",
                                 cos=f"{vals['cos']:.3g}", refresh=False)
             bar.update(1)
@@ -593,6 +597,7 @@ def _train(
         bar.close()
         if log_f is not None:
             log_f.close()
+        trackers.finish(acc)
 
     # ---- final model --------------------------------------------------------------------
     acc.wait_for_everyone()

@@ -16,6 +16,7 @@ from ..core import BoomerangPair
 from ..core import load_pair as load_pair_from
 from ..errors import BoomerangError
 from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs
+from .published import PUBLISHED_STUDENTS, published_student, published_teacher
 from .smollm2 import smollm2_available, smollm2_dirs, smollm2_paths
 
 #: Names :func:`load_pair` accepts.
@@ -53,17 +54,20 @@ def load_pair(
     """Load a :class:`BoomerangPair`: a bundled ``name`` ("demo", "smollm2") or teacher + student.
 
     ``load_pair("demo", student="no-align")`` picks one of the demo's ablation students.
-    ``student`` alone works when its ``student_config.json`` records its teacher.
+    ``student`` alone works when its ``student_config.json`` records its teacher, or when it is
+    one of the paper's published students (:data:`PUBLISHED_STUDENTS`) or a folder named like one.
     """
     if name is not None:
         if teacher is not None:
             raise BoomerangError("Give either a named pair or a teacher, not both.")
         teacher, student = named_pair_dirs(name, None if student is None else str(student))
+    elif teacher is None and student is not None:
+        teacher = published_teacher(student)  # the Harvard-DCML students record no teacher
     return load_pair_from(teacher=teacher, student=student, device=device, dtype=dtype,
                           trust_remote_code=trust_remote_code, name=name)
 
 
 __all__ = [
-    "DEMO_STUDENTS", "NAMED_PAIRS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
-    "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
+    "DEMO_STUDENTS", "NAMED_PAIRS", "PUBLISHED_STUDENTS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
+    "published_student", "published_teacher", "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
 ]
