@@ -650,3 +650,25 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(synth, tmp_pat
         got = distill(DistillConfig(**{**base, "out": str(out2)}, resume=True), blocks=synth["train"])
     assert "cannot be read" in caplog.text and "resuming from" in caplog.text
     assert (got / "model.safetensors").read_bytes() == ref_w  # same final student as the uninterrupted run
+
+
+def test_validation_during_distillation_watches_the_student_and_patched_sizes(synth, tmp_path):
+    """--eval-every logs the student's validation perplexity and that of a few last-to-first sizes,
+    equal to measuring the saved student's patched models afterwards."""
+    from boomerang.eval import perplexity as ppl
+    from boomerang.train.loop import patched_sizes
+
+    cfg = DistillConfig(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=4, seq_len=16, batch_size=2,
+                        warmup=1, log_every=2, eval_every=4)
+    val = synth["held"][:4, :16]
+    out = distill(cfg, blocks=synth["train"], val_blocks=val)
+    rec = [r for r in _log(tmp_path / "r") if "val_ppl" in r]
+    assert [r["step"] for r in rec] == [4]
+    mapping = LayerMapping.from_rule(6, 0, 2, 2)
+    ks = patched_sizes(mapping)
+    assert ks == [1, 3] and sorted(k for k in rec[0] if k.startswith("val_ppl_k")) == ["val_ppl_k1", "val_ppl_k3"]
+    pair = load_pair(teacher=synth["teacher"], student=out, device="cpu")
+    assert rec[0]["val_ppl"] == pytest.approx(ppl(pair.student, val).perplexity, rel=1e-4)
+    for k in ks:
+        want = ppl(pair.build(order="last-to-first", k=k), val).perplexity
+        assert rec[0][f"val_ppl_k{k}"] == pytest.approx(want, rel=1e-4)

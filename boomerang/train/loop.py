@@ -49,7 +49,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ..core import LayerMapping, init_student, load_model, save_student
+from ..core import BoomerangPair, LayerMapping, init_student, load_model, save_student
 from ..data import load_blocks
 from ..errors import BoomerangError
 from ..eval import check_batch_fits, perplexity
@@ -214,6 +214,7 @@ def distill(
     should_stop: StopSignal = None,
     *,
     blocks: torch.Tensor | None = None,
+    val_blocks: torch.Tensor | None = None,
     show_progress_bar: bool = False,
 ) -> Path:
     """Train a boomerang student as ``config`` says; return ``OUT/student`` (or, if stopped, the checkpoint).
@@ -226,10 +227,10 @@ def distill(
     ``should_stop`` (a callable or a ``threading.Event``) is polled after every step; when it
     fires, a checkpoint is written and its directory returned, and ``config.resume=True`` later
     continues from it. ``blocks`` (``[n, seq_len]`` token ids) replaces ``config.data`` for
-    callers that already tokenized their corpus.
+    callers that already tokenized their corpus, and ``val_blocks`` its validation split.
     """
     with _active_run():
-        return _distill(config, progress, should_stop, blocks, show_progress_bar)
+        return _distill(config, progress, should_stop, blocks, val_blocks, show_progress_bar)
 
 
 def _distill(
@@ -237,6 +238,7 @@ def _distill(
     progress: Callable[[DistillProgress], None] | None,
     should_stop: StopSignal,
     blocks: torch.Tensor | None,
+    val_blocks: torch.Tensor | None,
     show_progress_bar: bool,
 ) -> Path:
     config.validate()
@@ -249,7 +251,8 @@ def _distill(
     result_dir = out / ("model" if pretrain else "student")
     _check_out(config, out, result_dir)
     with _run_lock(out):
-        return _train(config, progress, should_stop, blocks, show_progress_bar, out, log_path, result_dir)
+        return _train(config, progress, should_stop, blocks, val_blocks, show_progress_bar, out, log_path,
+                      result_dir)
 
 
 def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
@@ -327,6 +330,32 @@ def _run_lock(out: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def patched_sizes(mapping: LayerMapping) -> list[int]:
+    """The few sizes watched during training: ``k`` student layers patched last-to-first at about
+    a third and two thirds of the way from student to teacher (distinct, strictly between)."""
+    n = mapping.num_student_layers
+    return sorted({k for k in (round(n / 3), round(2 * n / 3)) if 0 < k < n})
+
+
+def _patched_val_ppl(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
+                     val_blocks: torch.Tensor, batch_size: int, fsdp: bool) -> dict[str, float]:
+    """``{"val_ppl_k<k>": perplexity}`` of the student patched last-to-first at :func:`patched_sizes`,
+    built zero-copy from the student being trained (not with a sharded student, nor when teacher
+    and student weights differ in dtype)."""
+    if teacher is None or mapping is None or fsdp:
+        return {}
+    student = acc.unwrap_model(model)
+    if next(student.parameters()).dtype != next(teacher.parameters()).dtype:
+        return {}
+    pair = BoomerangPair(teacher, student, mapping)
+    out = {}
+    with acc.autocast():
+        for k in patched_sizes(mapping):
+            out[f"val_ppl_k{k}"] = perplexity(pair.build(order="last-to-first", k=k), val_blocks,
+                                               batch_size=batch_size).perplexity
+    return out
+
+
 def _load_newest_checkpoint(acc: Accelerator, out: Path, blocks_of: list[list[int]],
                             config: DistillConfig) -> tuple[Path | None, dict | None]:
     """Load the newest checkpoint that reads back; a damaged newer one is skipped, and said so."""
@@ -381,6 +410,7 @@ def _train(
     progress: Callable[[DistillProgress], None] | None,
     should_stop: StopSignal,
     blocks: torch.Tensor | None,
+    val_blocks: torch.Tensor | None,
     show_progress_bar: bool,
     out: Path,
     log_path: Path,
@@ -438,8 +468,11 @@ def _train(
             "with another tokenizer?"
         )
     order = _BlockOrder(len(blocks), config.seed)
-    val_blocks = None
-    if config.eval_every:
+    if not config.eval_every:
+        val_blocks = None
+    elif val_blocks is not None:
+        val_blocks = val_blocks[:, : config.seq_len].long()
+    else:
         if tokenizer is None:
             raise BoomerangError("--eval-every needs a tokenizer to read the validation text with.")
         val_blocks = load_blocks(config.data, tokenizer, config.seq_len, split="validation",
@@ -557,18 +590,18 @@ def _train(
             tok_s = (step - start_step) * tokens_per_step / max(elapsed, 1e-9)
             lr = sched.get_last_lr()[0]
 
-            val_ppl = None
+            val_ppl: dict[str, float] = {}
             if val_blocks is not None and (step % config.eval_every == 0 or step == config.steps):
                 with acc.autocast():
-                    val_ppl = perplexity(model, val_blocks, batch_size=config.batch_size).perplexity
-            if step % config.log_every == 0 or step == config.steps or val_ppl is not None:
+                    val_ppl["val_ppl"] = perplexity(model, val_blocks, batch_size=config.batch_size).perplexity
+                val_ppl.update(_patched_val_ppl(acc, model, teacher, mapping, val_blocks, config.batch_size, fsdp))
+            if step % config.log_every == 0 or step == config.steps or val_ppl:
                 vals = {k: acc.reduce(v.reshape(1), "mean").item() for k, v in logged.items()}
                 last_losses = vals
                 if log_f is not None:
                     rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),
                            "tokens": tokens_seen, "elapsed_s": round(elapsed_before + elapsed, 2)}
-                    if val_ppl is not None:
-                        rec["val_ppl"] = round(val_ppl, 4)
+                    rec.update({k: round(v, 4) for k, v in val_ppl.items()})
                     log_f.write(json.dumps(rec) + "\n")
                     log_f.flush()
                     trackers.log(acc, config, rec, step)
