@@ -10,6 +10,7 @@ rate). The CLI turns updates into a tqdm bar (:func:`tqdm_progress`), the dashbo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,20 @@ class Update:
 
 #: The one progress callback type: ``progress(update)``.
 Progress = Callable[[Update], None]
+
+
+#: How a caller asks a long operation to stop at its next safe point: a ``threading.Event``
+#: or a callable returning True (None: never).
+StopSignal = Callable[[], bool] | threading.Event | None
+
+
+def stop_requested(stop: StopSignal) -> bool:
+    """True when ``stop`` asks the operation to stop now."""
+    if stop is None:
+        return False
+    if isinstance(stop, threading.Event):
+        return stop.is_set()
+    return bool(stop())
 
 
 def report(progress: Progress | None, done: int, total: int, note: str = "") -> None:

@@ -54,7 +54,7 @@ from ..data import load_blocks
 from ..errors import BoomerangError
 from ..eval import check_batch_fits, perplexity
 from ..io import atomic_dir, atomic_write, replace_dir
-from ..progress import Update
+from ..progress import StopSignal, Update, stop_requested
 from ..zoo import resolve_teacher
 from . import trackers
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
@@ -130,17 +130,6 @@ def _progress(step: int, total: int, losses: dict[str, float], lr: float, tok_s:
     loss = f", loss {losses['loss']:.4g}" if "loss" in losses else ""
     return DistillProgress(done=step, total=total, note=f"step {step}/{total}{loss}", losses=dict(losses),
                            lr=lr, tokens_per_s=tok_s, eta_s=eta, elapsed_s=elapsed, event=event, checkpoint=ck)
-
-
-StopSignal = Callable[[], bool] | threading.Event | None
-
-
-def _stop_requested(stop: StopSignal) -> bool:
-    if stop is None:
-        return False
-    if isinstance(stop, threading.Event):
-        return stop.is_set()
-    return bool(stop())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,7 +598,7 @@ def _train(
                                 cos=f"{vals['cos']:.3g}", refresh=False)
             bar.update(1)
 
-            stop = _stop_requested(should_stop)
+            stop = stop_requested(should_stop)
             if world > 1:  # every rank must stop at the same step (the checkpoint is collective)
                 flag = torch.tensor([float(stop)], device=acc.device)
                 stop = bool(acc.reduce(flag, "sum").item() > 0)
