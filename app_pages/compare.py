@@ -10,6 +10,7 @@ from app_pages._sidebar import (
     eval_blocks,
     keep,
     show_error,
+    url_default,
 )
 from boomerang import plots, ui
 
@@ -21,20 +22,22 @@ st.caption("Each order grows the model from the student to the teacher one patch
            "time. Baselines shrink the teacher by dropping layers instead (no student at all).")
 
 choices = ui.available_orders(pair) + ui.available_baselines()
-bind("orders", ",".join(choices[:2]))
-picked_default = [o for o in str(st.session_state.get("_keep_orders", st.session_state["orders"])).split(",")
-                  if o in choices]
-if "orders_pick" not in st.session_state:
-    st.session_state["orders_pick"] = picked_default or choices[:2]
+if "orders_pick" not in st.session_state:  # first visit (URL) or back from another page (kept text)
+    picked_text = url_default("orders", None, lambda raw: ui.query.parse_choices(
+        "?orders", raw, choices, choices[:2]))
+    st.session_state["orders_pick"] = (picked_text if isinstance(picked_text, list) else
+                                       ui.query.parse_choices("orders", picked_text, choices, choices[:2]).value)
 c1, c2, c3 = st.columns([4, 2, 2])
 picked = c1.multiselect("Orders and baselines", choices, key="orders_pick")
 keep("orders", ",".join(picked))
 x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers",
                               format_func=plots.X_TITLES.get, key="compare_x") or "layers"
 metrics = ui.available_metrics()
-metric = c3.selectbox("Metric", metrics, key="compare_metric", format_func=lambda m: m if m == "perplexity"
+bind("metric", "perplexity", lambda raw: ui.query.parse_choice("?metric", raw, metrics, "perplexity"))
+metric = c3.selectbox("Metric", metrics, key="metric", format_func=lambda m: m if m == "perplexity"
                       else f"accuracy: {m}", help="Perplexity on the sidebar's data, or zero-shot accuracy "
                       "on an offline lm-eval task (slow: limited to a sample of examples).")
+keep("metric", metric)
 limit = None
 if metric != "perplexity":
     limit = st.slider("Examples per size", 20, 500, 100, step=20, key="compare_limit")

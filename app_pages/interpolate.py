@@ -26,14 +26,14 @@ st.caption(f"{summary['name']}: no training between the ends — each size is th
 
 orders = ui.available_orders(pair)
 c_order, c_x = st.columns([3, 2])
-bind("order", orders[0])
+bind("order", orders[0], lambda raw: ui.query.parse_choice("?order", raw, orders, orders[0]))
 if st.session_state["order"] not in orders:
     st.session_state["order"] = orders[0]
 order = c_order.segmented_control("Patch order", orders, key="order", help=(
     "Which student layers are replaced first as the model grows. last-to-first patches from the "
     "output end, first-to-last from the input end; the others are chosen from data."))
 order = order or orders[0]
-bind("x", "layers")
+bind("x", "layers", lambda raw: ui.query.parse_choice("?x", raw, ["params", "layers"], "layers"))
 x_axis = c_x.segmented_control("x axis", ["params", "layers"], key="x",
                                format_func=plots.X_TITLES.get) or "layers"
 keep("order", order)
@@ -51,9 +51,7 @@ except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
 
-bind("k", 0, int)
-if not 0 <= st.session_state["k"] <= n:
-    st.session_state["k"] = 0
+bind("k", 0, lambda raw: ui.query.parse_int("?k", raw, 0, 0, n))
 
 
 def _label(k: int) -> str:

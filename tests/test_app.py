@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("BOOMERANG_RUNS", "BOOMERANG_CACHE")}
     os.environ["BOOMERANG_RUNS"] = str(root / "runs")
     os.environ["BOOMERANG_CACHE"] = str(root / "cache")
-    _, student, text = build_tiny_pair(root / "pair")
+    _, student, text = build_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
     yield str(student), str(text)
     for k, v in old.items():
         if v is None:
@@ -40,8 +40,8 @@ def tiny(tmp_path_factory):
 def app(tiny, page: str | None = None, **params: str) -> AppTest:
     """The app on the tiny pair (through the URL), optionally switched to ``page``."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(pair="folders", student=tiny[0], data=tiny[1], blocks="4", seq_len="32",
-                           **params)
+    at.query_params.update({"pair": "folders", "student": tiny[0], "data": tiny[1], "blocks": "4",
+                            "seq_len": "32", **params})
     at.run()
     ok(at)
     if page is not None:  # AppTest runs a switched-to page on its own: the sidebar ran above
@@ -200,16 +200,97 @@ def test_train_runs_and_new_student_appears(tiny):
 
 def test_bad_inputs_are_one_sentence_errors(tiny):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(pair="folders", student="/nonexistent/student")
+    missing = str(Path(os.environ["BOOMERANG_RUNS"]) / "nonexistent" / "student")
+    at.query_params.update(pair="folders", student=missing)
     at.run()
     assert not at.exception
-    assert any("/nonexistent/student" in e.value for e in at.error)
+    assert any(missing in e.value for e in at.error)
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(pair="folders", student=tiny[0], data="/nonexistent/corpus.txt")
+    at.query_params.update(pair="folders", student=tiny[0],
+                           data=str(Path(os.environ["BOOMERANG_RUNS"]) / "nonexistent.txt"))
     at.run()
     assert not at.exception
     assert at.error and "Traceback" not in at.error[0].value
+
+
+#: (page, URL parameters, what the warning must quote, what is used instead)
+BAD_URLS = [
+    (None, {"seq_len": "100000"}, "?seq_len='100000'", "between 16 and 4,096; using 128"),
+    (None, {"seq_len": "abc"}, "?seq_len='abc'", "not a whole number; using 128"),
+    (None, {"blocks": "0"}, "?blocks='0'", "between 1 and 1,024; using 16"),
+    (None, {"split": "dev"}, "?split='dev'", "using validation"),
+    (None, {"device": "tpu"}, "?device='tpu'", "using cpu"),
+    (None, {"data": "/etc/passwd"}, "?data='/etc/passwd'", "using demo"),
+    (None, {"data": "../../secret.txt"}, "?data='../../secret.txt'", "using demo"),
+    (None, {"k": "9"}, "?k='9'", "between 0 and 4; using 0"),
+    (None, {"k": "two"}, "?k='two'", "not a whole number"),
+    (None, {"order": "sideways"}, "?order='sideways'", "using last-to-first"),
+    (None, {"x": "depth"}, "?x='depth'", "using layers"),
+    (None, {"teacher": "/etc"}, "?teacher='/etc'", "only paths under the runs folder"),
+    ("layers", {"patched": "1,99"}, "?patched='1,99'", "layers 0 to 3 only (no 99)"),
+    ("layers", {"patched": "abc"}, "?patched='abc'", "'abc' is not a layer number"),
+    ("compare", {"orders": "last-to-first,bogus"}, "?orders='bogus'", "using last-to-first"),
+    ("compare", {"metric": "bleu"}, "?metric='bleu'", "using perplexity"),
+]
+
+
+def test_bad_url_values_are_named_then_the_default_is_used(tiny):
+    for page, params, quoted, using in BAD_URLS:
+        at = app(tiny, page=page, **params)
+        shown = [w.value for w in at.warning]
+        assert any(quoted in w and using in w for w in shown), (params, shown)
+    # ... and the defaults are what the page then shows
+    at = app(tiny, seq_len="100000", k="9")
+    assert at.number_input(key="seq_len").value == 128 and at.query_params["seq_len"] == "128"
+    assert at.select_slider(key="k").value == 0 and metrics(at)["Decoder layers"] == "4"
+    at = app(tiny, page="layers", patched="1,99")
+    assert not any(at.toggle(key=f"pick_{i}").value for i in range(4))
+
+
+def test_links_cannot_name_files_outside_the_runs_folder(tiny):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="folders", student="/nonexistent/student")
+    at.run()
+    assert not at.exception
+    assert any("?student='/nonexistent/student'" in w.value and "runs folder" in w.value for w in at.warning)
+    assert not at.metric  # nothing was loaded from it
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="nope")
+    at.run()
+    assert not at.exception
+    assert any("?pair='nope'" in w.value for w in at.warning)
+
+
+def test_export_outside_the_runs_folder_needs_opt_in(tiny, tmp_path):
+    at = app(tiny, page="layers", patched="3")
+    outside = tmp_path / "elsewhere"
+    folder = next(t for t in at.text_input if t.label == "Folder")
+    folder.set_value(str(outside)).run()
+    next(b for b in at.button if b.label == "Export").click().run()
+    assert any(str(outside) in e.value and "Refused" in e.value for e in at.error), [e.value for e in at.error]
+    assert not outside.exists() and not at.success
+
+    at.checkbox(key="export_outside").check().run()
+    next(b for b in at.button if b.label == "Export").click().run()
+    ok(at)
+    assert outside.is_dir() and f"Saved to `{outside}`" in at.success[0].value
+
+    # a relative folder lands under the runs folder
+    next(t for t in at.text_input if t.label == "Folder").set_value("exports/mine").run()
+    next(b for b in at.button if b.label == "Export").click().run()
+    ok(at)
+    assert (Path(os.environ["BOOMERANG_RUNS"]) / "exports" / "mine" / "config.json").is_file()
+
+
+def test_export_message_goes_when_the_pick_changes(tiny):
+    at = app(tiny, page="layers", patched="3")
+    next(b for b in at.button if b.label == "Export").click().run()
+    assert at.success and at.get("download_button")
+    at.toggle(key="pick_0").set_value(True).run()
+    ok(at)
+    assert not at.success and not at.get("download_button")  # the export was of another model
 
 
 @pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",

@@ -24,7 +24,7 @@ if bu.chromium_path() is None or not __import__("importlib").util.find_spec("pla
 def server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("browser")
-    _, student, text = build_tiny_pair(root / "pair")
+    _, student, text = build_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
     env = {"BOOMERANG_RUNS": str(root / "runs"), "BOOMERANG_CACHE": str(root / "cache")}
     with bu.serve(env) as url:
         yield url, str(student), str(text)
