@@ -60,6 +60,14 @@ def _label(k: int) -> str:
         else f"{layers} layers ({k} patched)"
 
 
+# The slider's labels name each size's layer count, which depends on the order. When they change,
+# Chromium's slider falls back to its default (the student) unless the value is sent again, while
+# the page keeps showing the old size: assign it, so Streamlit sends it with the new labels.
+size_labels = tuple(_label(k) for k in range(n + 1))
+if st.session_state.get("_k_labels") != size_labels:
+    st.session_state["k"] = st.session_state["k"]
+    st.session_state["_k_labels"] = size_labels
+
 traces = ui.RESULTS.get_or_compute(("traces", ctx.pair_key, ctx.data_key, order, x_axis),
                                      lambda: plots.curve_traces(df, x_axis))
 
