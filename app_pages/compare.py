@@ -62,18 +62,30 @@ df = pd.concat([f for f in frames if not f.empty], ignore_index=True)
 if metric not in df:
     st.warning(f"The backend returned no '{metric}' column; showing perplexity.", icon=":material/warning:")
     metric = "perplexity"
-fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity")
+ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
+y_title = (f"{ppl_what} (lower is better)" if metric == "perplexity"
+           else f"accuracy on {metric} ({limit} examples per size)")
+fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity", y_title=y_title)
 st.plotly_chart(fig, width="stretch", key="compare_curve")
+calib_note = (f" Calibration text: {calib.shape[0]} × {calib.shape[1]} tokens of the *{ctx.data}* train "
+              "split, never the evaluation blocks." if calib is not None else "")
+st.markdown("\n".join(f"- **{o}** optimises {ui.order_caption(o)}" for o in picked))
+st.caption(f"Evaluated on the {ppl_what if metric == 'perplexity' else y_title}.{calib_note} An order "
+           "that optimises KL on calibration text need not be best for perplexity on evaluation text. "
+           "Points of one curve that share a size are labelled with their k.")
 
 # The gap each order leaves to the best order at the same size.
 table = df.copy()
 if "patched" in table:
     table["patched"] = table["patched"].map(lambda p: ", ".join(map(str, p)) if isinstance(p, (tuple, list, frozenset, set)) else p)
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"params": st.column_config.NumberColumn("params", format="compact"),
-                            "perplexity": st.column_config.NumberColumn(format="%.3f"),
-                            "nll": st.column_config.NumberColumn(format="%.4f"),
-                            "seconds": st.column_config.NumberColumn(format="%.2f")})
+             column_config={"params": st.column_config.NumberColumn("parameters", format="compact"),
+                            "k": st.column_config.NumberColumn("k patched"),
+                            "layers": st.column_config.NumberColumn("decoder layers"),
+                            "perplexity": st.column_config.NumberColumn(f"{ctx.split} perplexity",
+                                                                        format="%,.3f"),
+                            "nll": st.column_config.NumberColumn("NLL (nats/token)", format="%.4f"),
+                            "seconds": st.column_config.NumberColumn("seconds", format="%,.2f")})
 
 d1, d2, d3, _ = st.columns([1, 1, 1, 3])
 d1.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",

@@ -22,7 +22,9 @@ summary = pair_summary(ctx)
 
 st.title("Interpolate", anchor=False)
 st.caption(f"{summary['name']}: no training between the ends — each size is the student with some "
-           "layers swapped for the teacher blocks they were distilled to imitate.")
+           "layers swapped for the teacher blocks they were distilled to imitate." if ctx.spec.distilled else
+           f"{summary['name']}: this student is only initialised from teacher layers, **not distilled**; "
+           "each size swaps some of its layers for the teacher blocks they were copied from.")
 
 orders = ui.available_orders(pair)
 c_order, c_x = st.columns([3, 2])
@@ -50,6 +52,12 @@ try:
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
+
+ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
+st.caption(f"**{order}** optimises {ui.order_caption(order)}"
+           + (f" — chosen on {calib.shape[0]} × {calib.shape[1]} tokens of the *{ctx.data}* train split; "
+              f"every perplexity here is measured on the {ppl_what}." if calib is not None else
+              f". Perplexities: {ppl_what}."))
 
 bind("k", 0, lambda raw: ui.query.parse_int("?k", raw, 0, 0, n))
 
@@ -86,20 +94,25 @@ def _size_view() -> None:
     row = df.iloc[k]
     base, top = df.iloc[0], df.iloc[-1]
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Perplexity", f"{row['perplexity']:.2f}",
-              delta=None if k == 0 else f"{row['perplexity'] - base['perplexity']:+.2f} vs student",
+    m1.metric(ppl_what[0].upper() + ppl_what[1:], ui.present.fmt_num(row["perplexity"]),
+              delta=None if k == 0 else f"{row['perplexity'] - base['perplexity']:+,.2f} vs student",
               delta_color="inverse")
-    m2.metric("Parameters", f"{row['params'] / 1e6:.2f} M",
-              delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off")
+    m2.metric("Parameters", f"{row['params'] / 1e6:,.2f} M",
+              delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off", delta_arrow="off")
     m3.metric("Decoder layers", f"{int(row['layers'])}",
-              delta=f"{k} of {n} student layers patched", delta_color="off")
-    m4.metric("Latency", f"{lat[k]:.1f} ms/token", delta="greedy, batch 1", delta_color="off")
+              delta=f"{k} of {n} student layers patched", delta_color="off", delta_arrow="off")
+    m4.metric("Latency", f"{lat[k]:,.1f} ms/token", delta="median of 3 runs · greedy, batch 1",
+              delta_color="off", delta_arrow="off")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
-    st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces),
+    st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces,
+                                       y_title=f"{ppl_what} (lower is better)"),
                     width="stretch", key="curve")
 
 
 size_view()
+repeat_note = ui.present.repeated_size_note(pair, df)
+if repeat_note:
+    st.caption(repeat_note)
 row = df.iloc[st.session_state["k"]]
 
 st.subheader("Talk to this model", anchor=False)

@@ -89,12 +89,14 @@ except Exception as e:  # noqa: BLE001
     st.stop()
 
 student = curves[0].iloc[0]
+ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
 m1, m2, m3 = st.columns(3)
-m1.metric("Perplexity", f"{point['perplexity']:.2f}",
-          delta=f"{point['perplexity'] - student['perplexity']:+.2f} vs student", delta_color="inverse")
-m2.metric("Parameters", f"{point['params'] / 1e6:.2f} M")
+m1.metric(ppl_what[0].upper() + ppl_what[1:], ui.present.fmt_num(point["perplexity"]),
+          delta=f"{point['perplexity'] - student['perplexity']:+,.2f} vs student" if patched else None,
+          delta_color="inverse")
+m2.metric("Parameters", f"{point['params'] / 1e6:,.2f} M")
 m3.metric("Decoder layers", f"{point['layers']}", delta=f"{len(patched)} of {n} patched",
-          delta_color="off")
+          delta_color="off", delta_arrow="off")
 
 import pandas as pd  # noqa: E402
 
@@ -110,9 +112,14 @@ if show_opt:
         show_error(e)
 x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers",
                               format_func=plots.X_TITLES.get, key="layers_x") or "layers"
-st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x=x_axis,
-                                   extra=[{**point, "name": "your pick"}]),
+all_curves = pd.concat(frames, ignore_index=True)
+st.plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[{**point, "name": "your pick"}],
+                                   y_title=f"{ppl_what} (lower is better)"),
                 width="stretch", key="curve")
+st.caption(" · ".join(f"**{o}** optimises {ui.order_caption(o)}" for o in all_curves["order"].unique()))
+repeat_note = ui.present.repeated_size_note(pair, curves[0])
+if repeat_note:
+    st.caption(f"last-to-first: {repeat_note}")
 
 st.subheader("Export this model", anchor=False)
 default_dir = ui.runs_dir() / "exports" / (

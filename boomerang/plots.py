@@ -69,29 +69,74 @@ def _hover(df: pd.DataFrame) -> list[str]:
     return out
 
 
+#: Marker symbol and line dash per order, so curves that coincide stay visible (a greedy order
+#: lying exactly on the optimal line shows its markers and dashes on top of it).
+ORDER_STYLES = {
+    "last-to-first": ("circle", "solid"),
+    "first-to-last": ("square", "solid"),
+    "similarity": ("diamond", "dot"),
+    "klpatch": ("triangle-up", "dash"),
+    "optimal": ("circle-open", "solid"),
+    "shortest-path": ("x", "dashdot"),
+    "naive-pruning": ("circle-open", "dot"),
+    "block-influence": ("square-open", "dot"),
+    "custom": ("star-triangle-up", "longdash"),
+}
+
+
+def _repeat_labels(g: pd.DataFrame, x: str) -> list[str]:
+    """Text for points that share an x within one curve: "k=0,1,2" on the first, "" elsewhere."""
+    if "k" not in g:
+        return [""] * len(g)
+    seen: dict[Any, list[int]] = {}
+    for xv, k in zip(g[x], g["k"]):
+        seen.setdefault(_num(xv), []).append(int(k))
+    out, done = [], set()
+    for xv in g[x]:
+        key = _num(xv)
+        ks = seen[key]
+        out.append(f"k={','.join(map(str, ks))}" if len(ks) > 1 and key not in done else "")
+        done.add(key)
+    return out
+
+
 def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> list[dict[str, Any]]:
-    """One line per ``order`` of a sweep frame (dicts, for :func:`curve_figure`)."""
+    """One line per ``order`` of a sweep frame (dicts, for :func:`curve_figure`).
+
+    The optimal curve is drawn first, wide and pale, so the orders that reach it stay visible on
+    top; points of one curve that share an x (one-to-one layers swapped) are labelled with their k.
+    """
     traces = []
     if df.empty:
         return traces
-    for i, (order, g) in enumerate(df.groupby("order", sort=False)):
+    groups = list(df.groupby("order", sort=False))
+    groups.sort(key=lambda og: og[0] != "optimal")  # stable: the optimum underneath, the rest in order
+    for i, (order, g) in enumerate(groups):
         g = g.sort_values([x, "k"] if "k" in g else x)
         name = str(order)
-        dash = "dot" if name in ("naive-pruning", "block-influence") else "solid"
-        traces.append(dict(
-            type="scatter", x=[_num(v) for v in g[x]], y=[_num(v) for v in g[y]], mode="lines+markers",
+        symbol, dash = ORDER_STYLES.get(name, ("circle", "solid"))
+        color = ORDER_COLORS.get(name, EXTRA_COLORS[i % len(EXTRA_COLORS)])
+        labels = _repeat_labels(g, x)
+        trace = dict(
+            type="scatter", x=[_num(v) for v in g[x]], y=[_num(v) for v in g[y]],
+            mode="lines+markers+text" if any(labels) else "lines+markers",
             name=name, hovertext=_hover(g), hoverinfo="text+y",
-            line=dict(color=ORDER_COLORS.get(name, EXTRA_COLORS[i % len(EXTRA_COLORS)]), dash=dash,
-                      width=3 if name == "optimal" else 2),
-            marker=dict(size=6),
-        ))
+            line=dict(color=color, dash=dash, width=2),
+            marker=dict(size=7, symbol=symbol, color=color),
+        )
+        if any(labels):
+            trace.update(text=labels, textposition="top right", textfont=dict(size=11, color=color))
+        if name == "optimal":
+            trace.update(line=dict(color=color, width=8), opacity=0.3, marker=dict(size=12, symbol=symbol,
+                                                                                 color=color))
+        traces.append(trace)
     return traces
 
 
 def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
                  current: dict[str, Any] | None = None, extra: Sequence[dict[str, Any]] = (),
                  log_y: bool = True, title: str | None = None, height: int = 420,
-                 traces: list[dict[str, Any]] | None = None) -> go.Figure:
+                 traces: list[dict[str, Any]] | None = None, y_title: str | None = None) -> go.Figure:
     """Curves of ``y`` against ``x``, one per ``order`` in ``df``; ``current`` is marked with a star.
 
     ``extra`` are further marked points: dicts with x, y keys named like the axes and a ``name``.
@@ -114,10 +159,16 @@ def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
     xaxis: dict[str, Any] = dict(title=dict(text=X_TITLES.get(x, x)))
     if x == "params":
         xaxis["tickformat"] = "~s"
-    yaxis: dict[str, Any] = dict(title=dict(text=Y_TITLES.get(y, "accuracy" if y not in df else y)))
+    yaxis: dict[str, Any] = dict(title=dict(text=y_title or Y_TITLES.get(y, "accuracy" if y not in df else y)))
     if log_y and y == "perplexity":
         yaxis["type"] = "log"
-    layout = _layout(height=height, xaxis=xaxis, yaxis=yaxis, shapes=shapes)
+        yaxis["tickformat"] = ",.3~r"  # 20, 50, 100, 2,000: no bare "2" and "5" minor labels
+    # Legend under the plot: at the top, plotly's toolbar (top right, on hover) covers it.
+    layout = _layout(height=height + 60, xaxis=xaxis, yaxis=yaxis, shapes=shapes,
+                     margin=dict(l=10, r=10, t=40 if title else 30, b=10),
+                     legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, xanchor="left",
+                                 x=0, entrywidth=0))
+    layout["xaxis"]["automargin"] = True
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))
@@ -198,9 +249,9 @@ def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
 
         a, b = np.polyfit(df[x].astype(float), df[y].astype(float), 1)
         xs = np.linspace(float(df[x].min()), float(df[x].max()), 20)
-        data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines", name="trend",
-                         line=dict(color="#888", dash="dash")))
-    layout = _layout(height=height, showlegend=False, xaxis=dict(title=dict(text=x_title or x)),
+        data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines",
+                         name="least-squares fit", line=dict(color="#888", dash="dash")))
+    layout = _layout(height=height, showlegend=len(data) > 1, xaxis=dict(title=dict(text=x_title or x)),
                      yaxis=dict(title=dict(text=y_title or y)))
     if title:
         layout["title"] = dict(text=title)

@@ -57,7 +57,8 @@ def ok(at: AppTest) -> None:
 
 
 def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    """Metric values by label; the perplexity's label (which names split and tokens) as "Perplexity"."""
+    return {"Perplexity" if "perplexity" in m.label else m.label: m.value for m in at.metric}
 
 
 def charts(at: AppTest) -> list:
@@ -83,6 +84,46 @@ def test_interpolate_slider_and_order_change_the_model(tiny):
     ok(at)
     assert at.query_params["order"] == "first-to-last"
     assert (ltf, metrics(at)["Decoder layers"]) == ("4", "5")  # first layer: a 2-layer block
+
+
+def test_numbers_say_what_they_are(tiny):
+    at = app(tiny)
+    labels = [m.label for m in at.metric]
+    assert "Validation perplexity, 4 × 32 tokens" in labels  # split and token count
+    captions = "\n".join(c.value for c in at.caption)
+    assert "**last-to-first** optimises nothing: patches the top student layers first" in captions
+    # S2 and S3 are one-to-one: k = 0, 1, 2 of last-to-first all have 4 layers, and the page says why
+    assert "k = 0, 1, 2 all have 4 layers" in captions and "one-to-one" in captions
+    lat = next(m for m in at.metric if m.label == "Latency")
+    assert lat.value.endswith("ms/token") and "median of 3 runs" in lat.delta
+    at.segmented_control(key="order").set_value("klpatch").run()
+    ok(at)
+    captions = "\n".join(c.value for c in at.caption)
+    assert "KL to the teacher on calibration text, greedily" in captions and "train split" in captions
+
+    at = app(tiny, page="similarity")
+    captions = "\n".join(c.value for c in at.caption)
+    assert "95% interval" in captions and "n = 4 layers" in captions
+    columns = list(at.dataframe[0].value.columns)
+    assert not {"cos_global", "cos_local", "kl_gain", "ppl_gain"} & set(columns), columns
+    assert "similarity, local" in columns
+
+
+def test_smollm2_is_not_called_distilled():
+    from boomerang import ui as dash
+
+    spec = dash.PairSpec.from_query({"pair": "smollm2"})
+    assert "undistilled" in spec.title and not spec.distilled
+    assert dash.PairSpec.from_query({"pair": "demo"}).distilled
+
+
+def test_correlation_interval_is_wide_for_few_points():
+    from boomerang import ui as dash
+
+    c = dash.present.spearman_ci([1, 2, 3, 4, 5, 6, 7], [3, 1, 2, 5, 4, 7, 6])
+    assert c["rho"] == pytest.approx(0.821, abs=1e-3)
+    assert c["low"] < 0.25 and c["high"] > 0.95  # n = 7: the interval spans most of the range
+    assert dash.present.spearman_ci([1, 2, 3], [1, 2, 3]) is None
 
 
 def test_interpolate_generates_text(tiny):
