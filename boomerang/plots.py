@@ -222,15 +222,24 @@ def heatmap_figure(sim: pd.DataFrame, outline: Sequence[tuple[str, str]] = (),
 
 
 def bar_figure(df: pd.DataFrame, x: str, y: str, title: str | None = None, y_title: str | None = None,
-               color: str = STUDENT_COLOR, height: int = 320,
-               y_range: tuple[float, float] | None = None) -> go.Figure:
-    """A plain bar chart (``y_range`` zooms in on values that differ little)."""
-    data = [dict(type="bar", x=[str(v) for v in df[x]], y=[_num(v) for v in df[y]], marker=dict(color=color),
-                 hovertemplate="%{x}: %{y:.3f}<extra></extra>")]
+               color: str | Sequence[str] = STUDENT_COLOR, height: int = 320,
+               y_range: tuple[float, float] | None = None,
+               reference: tuple[float, str] | None = None) -> go.Figure:
+    """A plain bar chart (``y_range`` zooms in on values that differ little; ``reference`` is a
+    labelled horizontal line ``(y, label)``)."""
+    data = [dict(type="bar", x=[str(v) for v in df[x]], y=[_num(v) for v in df[y]],
+                 marker=dict(color=color if isinstance(color, str) else list(color)),
+                 hovertemplate="%{x}: %{y:,.3f}<extra></extra>", name=y_title or y)]
     yaxis: dict[str, Any] = dict(title=dict(text=y_title or y))
     if y_range is not None:
         yaxis["range"] = list(y_range)
-    layout = _layout(height=height, yaxis=yaxis)
+    shapes, annotations = [], []
+    if reference is not None:
+        shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=_num(reference[0]), y1=_num(reference[0]),
+                           line=dict(color="#444", width=1.5, dash="dash")))
+        annotations.append(dict(xref="paper", x=1, xanchor="right", y=_num(reference[0]), yanchor="bottom",
+                                text=reference[1], showarrow=False, font=dict(size=11, color="#444")))
+    layout = _layout(height=height, yaxis=yaxis, shapes=shapes, annotations=annotations)
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))

@@ -216,6 +216,71 @@ def test_learn_ablation_step_reports_measured_ratios(tiny):
     assert charts(at)
 
 
+@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
+                    reason="the demo family is not on disk")
+def test_learn_tour_claims_are_true_of_the_demo_numbers(tiny):
+    """Each step's sentence quotes numbers its own plot shows, checked against the models here."""
+    import re
+
+    from boomerang import ui as dash
+    from boomerang.zoo import load_pair
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="demo", blocks="4", seq_len="64")
+    at.run()
+    ok(at)
+    at.switch_page("app_pages/learn.py").run()
+    ok(at)
+    pair = load_pair("demo")
+    blocks = dash.load_eval_blocks(pair, "demo", 64, 4, "validation")
+    ltf = dash.curve(pair, "last-to-first", blocks)
+    ftl = dash.curve(pair, "first-to-last", blocks)
+    steps = at.segmented_control(key="learn_step").options
+
+    def text() -> str:
+        return "\n".join(m.value for m in at.markdown)
+
+    # 2: the default is the layer whose patch helps most, and the sentence says lower/higher truly
+    at.segmented_control(key="learn_step").set_value(steps[1]).run()
+    ok(at)
+    gains = dash.single_layer_gains(pair, blocks)
+    best = int(gains.loc[gains["gain"].idxmax(), "student_layer"])
+    assert at.select_slider(key="learn_layer").value == best
+    patched_ppl = float(gains.loc[best, "perplexity"])
+    assert f"Its perplexity is **{patched_ppl:,.2f}**" in text()
+    assert ("**Lower**" in text()) == (patched_ppl < ltf["perplexity"].iloc[0])
+    for i in range(pair.mapping.num_student_layers):  # every choice: the verdict follows the number
+        at.select_slider(key="learn_layer").set_value(i).run()
+        p = float(gains.loc[i, "perplexity"])
+        s = float(ltf["perplexity"].iloc[0])
+        word = "**Lower**" if p < s - 1e-9 else "**Higher**" if p > s + 1e-9 else "**Unchanged**"
+        assert word in text(), (i, p, s)
+
+    # 3: "half-way" is half-way in size (7 and 12 layers: 9 or 10), with that size's perplexity
+    at.segmented_control(key="learn_step").set_value(steps[2]).run()
+    ok(at)
+    layers = int(re.search(r"Half-way in size, at \*\*(\d+) layers", text()).group(1))
+    assert layers in (9, 10)
+    row = ltf[ltf["layers"] == layers].iloc[0]
+    assert f"perplexity is **{row['perplexity']:,.2f}**" in text()
+
+    # 4: the orders are compared at the same size, with each order's model of that size
+    at.segmented_control(key="learn_step").set_value(steps[3]).run()
+    ok(at)
+    m = re.search(r"at \*\*(\d+) layers\*\*.*?perplexity \*\*([\d,.]+)\*\*.*?gives \*\*([\d,.]+)\*\*", text(), re.S)
+    size, a, b = int(m.group(1)), float(m.group(2).replace(",", "")), float(m.group(3).replace(",", ""))
+    assert a == pytest.approx(ltf[ltf["layers"] == size]["perplexity"].iloc[0], abs=0.01)
+    assert b == pytest.approx(ftl[ftl["layers"] == size]["perplexity"].iloc[0], abs=0.01)
+
+    # 5: the ablation plot is against k (no vertical line of same-size points), ticks are numbers
+    at.segmented_control(key="learn_step").set_value(steps[4]).run()
+    ok(at)
+    fig = json.loads(charts(at)[-1].proto.spec)
+    assert fig["layout"]["xaxis"]["title"]["text"] == "student layers patched"
+    assert fig["layout"]["yaxis"]["type"] == "log" and fig["layout"]["yaxis"]["tickformat"]
+    assert any("k = 1, 2 patch one-to-one layers" in c.value for c in at.caption)
+
+
 def test_train_runs_and_new_student_appears(tiny):
     from boomerang import ui as dash
 
