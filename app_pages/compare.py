@@ -27,10 +27,10 @@ if "orders_pick" not in st.session_state:  # first visit (URL) or back from anot
         "?orders", raw, choices, choices[:2]))
     st.session_state["orders_pick"] = (picked_text if isinstance(picked_text, list) else
                                        ui.query.parse_choices("orders", picked_text, choices, choices[:2]).value)
-c1, c2, c3 = st.columns([4, 2, 2])
-picked = c1.multiselect("Orders and baselines", choices, key="orders_pick")
+picked = st.multiselect("Orders and baselines", choices, key="orders_pick", wrap=True)
+c2, c3 = st.columns([1, 1])
 keep("orders", ",".join(picked))
-x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers",
+x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
                               format_func=plots.X_TITLES.get, key="compare_x") or "layers"
 metrics = ui.available_metrics()
 bind("metric", "perplexity", lambda raw: ui.query.parse_choice("?metric", raw, metrics, "perplexity"))
@@ -87,14 +87,14 @@ st.dataframe(table, hide_index=True, width="stretch",
                             "nll": st.column_config.NumberColumn("NLL (nats/token)", format="%.4f"),
                             "seconds": st.column_config.NumberColumn("seconds", format="%,.2f")})
 
-d1, d2, d3, _ = st.columns([1, 1, 1, 3])
-d1.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",
-                   mime="text/csv", icon=":material/download:", width="stretch")
-d2.download_button("Figure (HTML)", plots.for_export(fig).to_html(include_plotlyjs="cdn").encode(),
+downloads = st.container(horizontal=True)  # buttons as wide as their labels
+downloads.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",
+                   mime="text/csv", icon=":material/download:", width="content")
+downloads.download_button("Figure (HTML)", plots.for_export(fig).to_html(include_plotlyjs="cdn").encode(),
                    file_name="boomerang-orders.html", mime="text/html", icon=":material/download:",
-                   width="stretch")
+                   width="content")
 sig = (tuple(picked), x_axis, metric, ctx.pair_key, ctx.data_key)
-if d3.button("Figure (PNG)", icon=":material/image:", width="stretch"):
+if downloads.button("Figure (PNG)", icon=":material/image:", width="content"):
     with st.spinner("Rendering PNG with kaleido…"):
         png, why = plots.figure_png(fig)
     st.session_state["_png"] = (sig, png, why)

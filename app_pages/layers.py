@@ -55,10 +55,10 @@ def _invert() -> None:
         st.session_state[f"pick_{i}"] = not st.session_state[f"pick_{i}"]
 
 
-b1, b2, b3, _ = st.columns([1, 1, 1, 5])
-b1.button("Student", on_click=_set_all, args=(False,), width="stretch", help="patch nothing")
-b2.button("Teacher", on_click=_set_all, args=(True,), width="stretch", help="patch everything")
-b3.button("Invert", on_click=_invert, width="stretch")
+with st.container(horizontal=True):  # buttons as wide as their labels, whatever the window
+    st.button("Student", on_click=_set_all, args=(False,), width="content", help="patch nothing")
+    st.button("Teacher", on_click=_set_all, args=(True,), width="content", help="patch everything")
+    st.button("Invert", on_click=_invert, width="content")
 
 per_row = min(n, 8)
 for r0 in range(0, n, per_row):
@@ -91,12 +91,15 @@ except Exception as e:  # noqa: BLE001
 student = curves[0].iloc[0]
 ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
 m1, m2, m3 = st.columns(3)
-m1.metric(ppl_what[0].upper() + ppl_what[1:], ui.present.fmt_num(point["perplexity"]),
-          delta=f"{point['perplexity'] - student['perplexity']:+,.2f} vs student" if patched else None,
-          delta_color="inverse")
+change = point["perplexity"] - student["perplexity"]
+m1.metric("Perplexity", ui.present.fmt_num(point["perplexity"]), help=ppl_what,
+          delta=f"{change:+,.2f} vs student" if patched else None,
+          delta_color="inverse" if abs(change) >= 0.005 else "off",
+          delta_arrow="off" if abs(change) < 0.005 else "auto")
 m2.metric("Parameters", f"{point['params'] / 1e6:,.2f} M")
 m3.metric("Decoder layers", f"{point['layers']}", delta=f"{len(patched)} of {n} patched",
           delta_color="off", delta_arrow="off")
+st.caption(f"Perplexity: {ppl_what}.")
 
 import pandas as pd  # noqa: E402
 
@@ -110,7 +113,7 @@ if show_opt:
                                lambda progress: ui.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
     except Exception as e:  # noqa: BLE001
         show_error(e)
-x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers",
+x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
                               format_func=plots.X_TITLES.get, key="layers_x") or "layers"
 all_curves = pd.concat(frames, ignore_index=True)
 st.plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[{**point, "name": "your pick"}],

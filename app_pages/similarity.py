@@ -32,10 +32,10 @@ SIM_HELP = ("local: student layer i vs. teacher block i run on the same teacher 
             "(errors accumulated from below).")
 GAINS = {"ppl_gain": "perplexity gain", "kl_gain": "KL-to-teacher gain"}
 c1, c2 = st.columns(2)
-sim_col = c1.segmented_control("Similarity", list(SIMS), default="cos_local", format_func=SIMS.get,
+sim_col = c1.segmented_control("Similarity", list(SIMS), default="cos_local", format_func=SIMS.get, wrap=True,
                                key="sim_col", help=SIM_HELP) or "cos_local"
 gain_col = c2.segmented_control("Gain of patching the layer alone", list(GAINS), default="ppl_gain",
-                                format_func=GAINS.get, key="gain_col") or "ppl_gain"
+                                format_func=GAINS.get, key="gain_col", wrap=True) or "ppl_gain"
 
 left, right = st.columns(2)
 with left:

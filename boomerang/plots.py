@@ -159,10 +159,12 @@ def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
     xaxis: dict[str, Any] = dict(title=dict(text=X_TITLES.get(x, x)))
     if x == "params":
         xaxis["tickformat"] = "~s"
+    elif x in ("layers", "k"):
+        xaxis["dtick"] = 1  # whole layers only
     yaxis: dict[str, Any] = dict(title=dict(text=y_title or Y_TITLES.get(y, "accuracy" if y not in df else y)))
     if log_y and y == "perplexity":
         yaxis["type"] = "log"
-        yaxis["tickformat"] = ",.3~r"  # 20, 50, 100, 2,000: no bare "2" and "5" minor labels
+        yaxis["tickformat"] = ",.4~r"  # 20, 50, 100, 2,000, 514.5: no bare "2" and "5" minor labels
     # Legend under the plot: at the top, plotly's toolbar (top right, on hover) covers it.
     layout = _layout(height=height + 60, xaxis=xaxis, yaxis=yaxis, shapes=shapes,
                      margin=dict(l=10, r=10, t=40 if title else 30, b=10),

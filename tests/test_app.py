@@ -88,14 +88,14 @@ def test_interpolate_slider_and_order_change_the_model(tiny):
 
 def test_numbers_say_what_they_are(tiny):
     at = app(tiny)
-    labels = [m.label for m in at.metric]
-    assert "Validation perplexity, 4 × 32 tokens" in labels  # split and token count
     captions = "\n".join(c.value for c in at.caption)
+    assert "Perplexity: validation perplexity, 4 × 32 tokens." in captions  # split and token count
     assert "**last-to-first** optimises nothing: patches the top student layers first" in captions
     # S2 and S3 are one-to-one: k = 0, 1, 2 of last-to-first all have 4 layers, and the page says why
     assert "k = 0, 1, 2 all have 4 layers" in captions and "one-to-one" in captions
     lat = next(m for m in at.metric if m.label == "Latency")
-    assert lat.value.endswith("ms/token") and "median of 3 runs" in lat.delta
+    assert lat.value.endswith(" ms") and lat.delta == "per token"
+    assert "Latency: median of 3 runs, greedy decoding, batch 1" in captions
     at.segmented_control(key="order").set_value("klpatch").run()
     ok(at)
     captions = "\n".join(c.value for c in at.caption)

@@ -106,3 +106,24 @@ def test_order_switch_keeps_the_slider_on_the_shown_size(server):
         assert _patched_delta(page, "3 of 4") == "6"
         assert "3 patched" in _slider_value(page), _slider_value(page)
         assert "k=3" in page.url
+
+
+@pytest.mark.parametrize("width", [1024, 1440])
+def test_nothing_is_cut_off_at_common_widths(server, width):
+    """Issue 14: at 1024 px buttons read "St…", order buttons "klpat…", only 3 order chips showed."""
+    from boomerang import ui as dash
+
+    url, student, text = server
+    common = dict(pair="folders", student=student, data=text, blocks="4", seq_len="32")
+    every = dash.available_orders() + dash.available_baselines()
+    with bu.browser(width=width, height=900) as page:
+        page.set_default_timeout(120_000)
+        for path, extra in (("", {}), ("layers", {"patched": "1"}), ("compare", {"orders": ",".join(every)}),
+                            ("similarity", {}), ("learn", {}), ("train", {})):
+            page.goto(bu.url_for(url, path, **common, **extra))
+            bu.wait_idle(page)
+            page.locator('[data-testid="stMain"] h1').first.wait_for()
+            page.wait_for_timeout(300)
+            assert bu.clipped(page) == [], (width, path or "interpolate", bu.clipped(page))
+            if path == "compare":
+                assert sorted(bu.chips(page)) == sorted(every), bu.chips(page)
