@@ -157,9 +157,9 @@ def show_error(e: Exception) -> None:
 # ---- the sidebar -----------------------------------------------------------------------------
 
 
-def _checked_ref(name: str, ref: str, *, hub: str = "repo") -> str:
-    """``ref`` when it may be used (a hub id, or a path the session may read), else "" with a warning."""
-    parsed = ui.query.check_local_ref(name, ref, "", hub=hub, allow_outside=allow_outside())
+def _checked_ref(name: str, ref: str, default: str = "", *, hub: str = "repo") -> str:
+    """``ref`` when it may be used (a hub id, or a path the session may read), else ``default`` with a warning."""
+    parsed = ui.query.check_local_ref(name, ref, default, hub=hub, allow_outside=allow_outside())
     if parsed.message:
         warn(parsed.message)
     return parsed.value
@@ -251,7 +251,7 @@ def sidebar() -> Context:
                     help=f"Off: typed folders and text files must lie under the runs folder ({ui.runs_dir()}) "
                          "or the bundled demo. On (this session only): any path this server can read; "
                          "such paths are kept out of the page's URL, so a shared link never names them.")
-    ctx.data = _checked_ref("data", typed, hub="dataset") or DEFAULT_DATA
+    ctx.data = _checked_ref("data", typed, DEFAULT_DATA, hub="dataset") or DEFAULT_DATA
 
     spec = _spec_from_choice(choice, st.session_state.get("teacher_ref", ""),
                              st.session_state.get("student_ref", ""))

@@ -369,6 +369,24 @@ def test_links_cannot_name_files_outside_the_runs_folder(tiny):
     assert any("?pair='nope'" in w.value for w in at.warning)
 
 
+def test_typed_paths_outside_the_runs_folder_need_opt_in_and_stay_out_of_the_url(tiny, tmp_path):
+    import shutil
+
+    outside = tmp_path / "corpus.txt"
+    shutil.copy(tiny[1], outside)
+    at = app(tiny)
+    at.text_input(key="data").set_value(str(outside)).run()
+    assert not at.exception
+    assert any(f"Ignored data='{outside}'" in w.value and "using demo" in w.value for w in at.warning), [
+        w.value for w in at.warning]
+
+    at.checkbox(key="allow_outside").check().run()
+    ok(at)
+    assert not any(str(outside) in w.value for w in at.warning)
+    assert "data" not in at.query_params  # a shared link never names it
+    assert "Perplexity" in metrics(at)
+
+
 def test_export_outside_the_runs_folder_needs_opt_in(tiny, tmp_path):
     at = app(tiny, page="layers", patched="3")
     outside = tmp_path / "elsewhere"

@@ -18,8 +18,8 @@ import torch
 from ..core import BoomerangPair
 from ..errors import BoomerangError
 from ..paths import runs_dir
-from .present import student_is_distilled
 from ..zoo import demo_student_dirs, load_pair, named_pair_dirs, smollm2_available
+from .present import student_is_distilled
 
 
 def dashboard_runs_dir() -> Path:
