@@ -46,6 +46,13 @@ def _layout(**kw: Any) -> dict[str, Any]:
     return base
 
 
+def _legend_below(title: str | None) -> dict[str, Any]:
+    """Layout keys that put the legend under the plot: at the top, plotly's toolbar (top right, shown
+    on hover) and the title cover it."""
+    return dict(margin=dict(l=10, r=10, t=40 if title else 30, b=10),
+                legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, xanchor="left", x=0))
+
+
 def figure(spec: dict[str, Any]) -> go.Figure:
     """Wrap a figure dict without validation (see the module docstring)."""
     return go.Figure(spec, _validate=False)
@@ -165,12 +172,7 @@ def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
     if log_y and y == "perplexity":
         yaxis["type"] = "log"
         yaxis["tickformat"] = ",.4~r"  # 20, 50, 100, 2,000, 514.5: no bare "2" and "5" minor labels
-    # Legend under the plot: at the top, plotly's toolbar (top right, on hover) covers it.
-    layout = _layout(height=height + 60, xaxis=xaxis, yaxis=yaxis, shapes=shapes,
-                     margin=dict(l=10, r=10, t=40 if title else 30, b=10),
-                     legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, xanchor="left",
-                                 x=0, entrywidth=0))
-    layout["xaxis"]["automargin"] = True
+    layout = _layout(height=height + 60, xaxis=xaxis, yaxis=yaxis, shapes=shapes, **_legend_below(title))
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))
@@ -262,8 +264,9 @@ def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
         xs = np.linspace(float(df[x].min()), float(df[x].max()), 20)
         data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines",
                          name="least-squares fit", line=dict(color="#888", dash="dash")))
-    layout = _layout(height=height, showlegend=len(data) > 1, xaxis=dict(title=dict(text=x_title or x)),
-                     yaxis=dict(title=dict(text=y_title or y)))
+    layout = _layout(height=height + (40 if len(data) > 1 else 0), showlegend=len(data) > 1,
+                     xaxis=dict(title=dict(text=x_title or x)), yaxis=dict(title=dict(text=y_title or y)),
+                     **_legend_below(title))
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))

@@ -271,6 +271,11 @@ def test_learn_tour_claims_are_true_of_the_demo_numbers(tiny):
     size, a, b = int(m.group(1)), float(m.group(2).replace(",", "")), float(m.group(3).replace(",", ""))
     assert a == pytest.approx(ltf[ltf["layers"] == size]["perplexity"].iloc[0], abs=0.01)
     assert b == pytest.approx(ftl[ftl["layers"] == size]["perplexity"].iloc[0], abs=0.01)
+    table = dash.tour.at_equal_sizes({"last-to-first": ltf, "first-to-last": ftl})
+    wins = int((table["last-to-first"] < table["first-to-last"]).sum())
+    losses = int((table["last-to-first"] > table["first-to-last"]).sum())
+    assert f"last-to-first is better at {wins} and first-to-last at {losses}" in text()
+    assert ("fewer student layers downstream" in text()) == (wins > losses)  # the reason only when it holds
 
     # 5: the ablation plot is against k (no vertical line of same-size points), ticks are numbers
     at.segmented_control(key="learn_step").set_value(steps[4]).run()
