@@ -132,7 +132,9 @@ def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> 
             marker=dict(size=7, symbol=symbol, color=color),
         )
         if any(labels):
-            trace.update(text=labels, textposition="top right", textfont=dict(size=11, color=color))
+            right_end = max(trace["x"])  # labels there go left, or the plot's edge cuts them
+            trace.update(text=labels, textfont=dict(size=11, color=color),
+                         textposition=["top left" if v == right_end else "top right" for v in trace["x"]])
         if name == "optimal":
             trace.update(line=dict(color=color, width=8), opacity=0.3, marker=dict(size=12, symbol=symbol,
                                                                                  color=color))
