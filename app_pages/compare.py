@@ -70,7 +70,7 @@ st.plotly_chart(fig, width="stretch", key="compare_curve")
 calib_note = (f" Calibration text: {calib.shape[0]} × {calib.shape[1]} tokens of the *{ctx.data}* train "
               "split, never the evaluation blocks." if calib is not None else "")
 st.markdown("\n".join(f"- **{o}** optimises {ui.order_caption(o)}" for o in picked))
-st.caption(f"Evaluated on the {ppl_what if metric == 'perplexity' else y_title}.{calib_note} An order "
+st.caption(f"Measured: {ppl_what if metric == 'perplexity' else y_title}.{calib_note} An order "
            "that optimises KL on calibration text need not be best for perplexity on evaluation text. "
            "Points of one curve that share a size are labelled with their k.")
 
