@@ -16,6 +16,9 @@ from boomerang.progress import Progress, Update
 
 FOLDERS = "folders"
 DEFAULT_DATA = "demo"
+SPLITS = ["validation", "test", "train"]
+SEQ_LEN_RANGE = (16, 4096)
+BLOCKS_RANGE = (1, 1024)
 
 
 @dataclass
@@ -40,27 +43,39 @@ class Context:
 # ---- URL <-> session state -------------------------------------------------------------------
 
 
-def url_default(key: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
-    """The value of ``key`` for this session: kept value, else the URL's, else ``default``."""
+Parse = Callable[[str | None], ui.Parsed]
+
+
+def warn(message: str) -> None:
+    """Show a refused input (its message quotes the value) above the page."""
+    st.warning(message, icon=":material/warning:")
+
+
+def url_default(key: str, default: Any, parse: Parse | None = None) -> Any:
+    """The value of ``key`` for this session: kept value, else the URL's, else ``default``.
+
+    ``parse`` checks the URL's text (see :mod:`boomerang.ui.query`); a refused value is named in
+    a warning and ``default`` (or what ``parse`` chose) is used instead.
+    """
     keep = f"_keep_{key}"
     if keep in st.session_state:
         return st.session_state[keep]
     raw = st.query_params.get(key)
-    if raw is not None:
-        try:
-            return cast(raw)
-        except (TypeError, ValueError):
-            pass
-    return default
+    if parse is None:
+        return default if raw is None else raw
+    parsed = parse(raw)
+    if parsed.message:
+        warn(parsed.message)
+    return parsed.value
 
 
-def bind(key: str, default: Any, cast: Callable[[str], Any] = str) -> None:
+def bind(key: str, default: Any, parse: Parse | None = None) -> None:
     """Give widget ``key`` its value from the URL/kept state before the widget is drawn.
 
     Streamlit forgets a widget's value when its page is left; the kept copy brings it back.
     """
     if key not in st.session_state:
-        st.session_state[key] = url_default(key, default, cast)
+        st.session_state[key] = url_default(key, default, parse)
 
 
 def keep(key: str, value: Any, url: bool = True) -> None:
@@ -68,11 +83,13 @@ def keep(key: str, value: Any, url: bool = True) -> None:
     st.session_state[f"_keep_{key}"] = value
     if url and st.query_params.get(key) != str(value):
         st.query_params[key] = str(value)
+    elif not url and key in st.query_params:
+        del st.query_params[key]
 
 
-def parse_layers(text: str) -> list[int]:
-    """'1,3,5' -> [1, 3, 5] (URL form of a patched set)."""
-    return [int(t) for t in text.split(",") if t.strip() != ""]
+def allow_outside() -> bool:
+    """Whether the user opted in to paths outside the runs folder (this session only, never in a URL)."""
+    return bool(st.session_state.get("allow_outside", False))
 
 
 def fmt_layers(patched) -> str:
@@ -140,13 +157,29 @@ def show_error(e: Exception) -> None:
 # ---- the sidebar -----------------------------------------------------------------------------
 
 
+def _checked_ref(name: str, ref: str, default: str = "", *, hub: str = "repo") -> str:
+    """``ref`` when it may be used (a hub id, or a path the session may read), else ``default`` with a warning."""
+    parsed = ui.query.check_local_ref(name, ref, default, hub=hub, allow_outside=allow_outside())
+    if parsed.message:
+        warn(parsed.message)
+    return parsed.value
+
+
 def _spec_from_choice(choice: str, teacher: str, student: str) -> ui.PairSpec | None:
     if choice == FOLDERS:
-        if not student.strip():
+        student = _checked_ref("student", student)
+        teacher = _checked_ref("teacher", teacher)
+        if not student:
             return None
-        return ui.PairSpec.from_query({"pair": FOLDERS, "teacher": teacher.strip(),
-                                         "student": student.strip()})
+        return ui.PairSpec.from_query({"pair": FOLDERS, "teacher": teacher, "student": student})
+    if choice.startswith(f"{FOLDERS}:"):  # a trained student found under the runs folder
+        return ui.PairSpec.from_query({"pair": FOLDERS, "student": choice.split(":", 1)[1]})
     return ui.PairSpec.from_query({"pair": choice})
+
+
+def _in_url(name: str, ref: str, hub: str = "repo") -> bool:
+    """Whether ``ref`` may go into a shareable URL (never a path outside the runs folder)."""
+    return ui.query.check_local_ref(name, ref, hub=hub).ok
 
 
 def sidebar() -> Context:
@@ -171,10 +204,17 @@ def sidebar() -> Context:
             first = FOLDERS
         else:
             first = options[0]
+            if url_pair is not None:
+                warn(ui.query.refused("?pair", url_pair, "no such pair here (choose one of "
+                                      + ", ".join(labels[o] for o in options[:-1]) + ")",
+                                      labels.get(first, first)).message)
     if st.session_state.get("pair_choice") not in options:
         st.session_state["pair_choice"] = first if first in options else options[0]
-    bind("teacher_ref", st.query_params.get("teacher", ""))
-    bind("student_ref", url_student if first == FOLDERS else "")
+    def url_ref(name: str) -> Parse:  # the URL's ?teacher= / ?student= (the widget keys differ)
+        return lambda _raw: ui.query.check_local_ref(f"?{name}", st.query_params.get(name), "")
+
+    bind("teacher_ref", "", url_ref("teacher"))
+    bind("student_ref", "", url_ref("student") if first == FOLDERS else (lambda raw: ui.Parsed("")))
 
     with st.sidebar:
         st.markdown("### :material/family_restroom: Model pair")
@@ -188,37 +228,48 @@ def sidebar() -> Context:
         if not pairs and choice == FOLDERS and not st.session_state.get("student_ref"):
             st.caption("No bundled demo found. Point at a student folder, or train one on the Train page.")
         devs = ui.devices()
-        bind("device", devs[0])
+        bind("device", devs[0], lambda raw: ui.query.parse_choice("?device", raw, devs, devs[0]))
         if st.session_state["device"] not in devs:
             st.session_state["device"] = devs[0]
         ctx.device = st.selectbox("Device", devs, key="device")
 
         with st.expander(":material/dataset: Evaluation data", expanded=False):
-            bind("data", DEFAULT_DATA)
-            ctx.data = st.text_input("Text source", key="data",
-                                     help="'demo' (the bundled corpus), a .txt file or folder, or a "
-                                          "Hugging Face dataset id ('name' or 'name:config').").strip() or DEFAULT_DATA
-            bind("split", "validation")
-            ctx.split = st.selectbox("Split", ["validation", "test", "train"], key="split")
+            bind("data", DEFAULT_DATA, lambda raw: ui.query.check_local_ref("?data", raw, DEFAULT_DATA,
+                                                                            hub="dataset"))
+            typed = st.text_input("Text source", key="data",
+                                  help="'demo' (the bundled corpus), a .txt file or folder under the runs "
+                                       "folder, or a Hugging Face dataset id ('name' or 'name:config').")
+            bind("split", "validation",
+                 lambda raw: ui.query.parse_choice("?split", raw, SPLITS, "validation"))
+            ctx.split = st.selectbox("Split", SPLITS, key="split")
             c1, c2 = st.columns(2)
-            bind("seq_len", 128, int)
-            ctx.seq_len = int(c1.number_input("Tokens per block", 16, 4096, step=16, key="seq_len"))
-            bind("blocks", 16, int)
-            ctx.n_blocks = int(c2.number_input("Blocks", 1, 1024, key="blocks"))
+            bind("seq_len", 128, lambda raw: ui.query.parse_int("?seq_len", raw, 128, *SEQ_LEN_RANGE))
+            ctx.seq_len = int(c1.number_input("Tokens per block", *SEQ_LEN_RANGE, step=16, key="seq_len"))
+            bind("blocks", 16, lambda raw: ui.query.parse_int("?blocks", raw, 16, *BLOCKS_RANGE))
+            ctx.n_blocks = int(c2.number_input("Blocks", *BLOCKS_RANGE, key="blocks"))
+        st.checkbox("Allow paths outside the runs folder", key="allow_outside",
+                    help=f"Off: typed folders and text files must lie under the runs folder ({ui.runs_dir()}) "
+                         "or the bundled demo. On (this session only): any path this server can read; "
+                         "such paths are kept out of the page's URL, so a shared link never names them.")
+    ctx.data = _checked_ref("data", typed, DEFAULT_DATA, hub="dataset") or DEFAULT_DATA
 
     spec = _spec_from_choice(choice, st.session_state.get("teacher_ref", ""),
                              st.session_state.get("student_ref", ""))
     keep("pair_choice", choice, url=False)
     if spec is not None:
         for k, v in spec.to_query().items():
-            if st.query_params.get(k) != v:
+            if k in ("student", "teacher") and not _in_url(k, v):
+                if k in st.query_params:
+                    del st.query_params[k]
+            elif st.query_params.get(k) != v:
                 st.query_params[k] = v
         if spec.kind != FOLDERS:
             for k in ("student", "teacher"):
                 if k in st.query_params:
                     del st.query_params[k]
-    for k in ("device", "data", "split", "seq_len", "blocks"):
+    for k in ("device", "split", "seq_len", "blocks"):
         keep(k, st.session_state[k])
+    keep("data", st.session_state["data"], url=_in_url("data", st.session_state["data"], hub="dataset"))
     st.session_state["_keep_teacher_ref"] = st.session_state.get("teacher_ref", "")
     st.session_state["_keep_student_ref"] = st.session_state.get("student_ref", "")
 

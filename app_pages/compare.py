@@ -10,6 +10,7 @@ from app_pages._sidebar import (
     eval_blocks,
     keep,
     show_error,
+    url_default,
 )
 from boomerang import plots, ui
 
@@ -21,20 +22,22 @@ st.caption("Each order grows the model from the student to the teacher one patch
            "time. Baselines shrink the teacher by dropping layers instead (no student at all).")
 
 choices = ui.available_orders(pair) + ui.available_baselines()
-bind("orders", ",".join(choices[:2]))
-picked_default = [o for o in str(st.session_state.get("_keep_orders", st.session_state["orders"])).split(",")
-                  if o in choices]
-if "orders_pick" not in st.session_state:
-    st.session_state["orders_pick"] = picked_default or choices[:2]
-c1, c2, c3 = st.columns([4, 2, 2])
-picked = c1.multiselect("Orders and baselines", choices, key="orders_pick")
+if "orders_pick" not in st.session_state:  # first visit (URL) or back from another page (kept text)
+    picked_text = url_default("orders", None, lambda raw: ui.query.parse_choices(
+        "?orders", raw, choices, choices[:2]))
+    st.session_state["orders_pick"] = (picked_text if isinstance(picked_text, list) else
+                                       ui.query.parse_choices("orders", picked_text, choices, choices[:2]).value)
+picked = st.multiselect("Orders and baselines", choices, key="orders_pick", wrap=True)
+c2, c3 = st.columns([1, 1])
 keep("orders", ",".join(picked))
-x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers",
+x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
                               format_func=plots.X_TITLES.get, key="compare_x") or "layers"
 metrics = ui.available_metrics()
-metric = c3.selectbox("Metric", metrics, key="compare_metric", format_func=lambda m: m if m == "perplexity"
+bind("metric", "perplexity", lambda raw: ui.query.parse_choice("?metric", raw, metrics, "perplexity"))
+metric = c3.selectbox("Metric", metrics, key="metric", format_func=lambda m: m if m == "perplexity"
                       else f"accuracy: {m}", help="Perplexity on the sidebar's data, or zero-shot accuracy "
                       "on an offline lm-eval task (slow: limited to a sample of examples).")
+keep("metric", metric)
 limit = None
 if metric != "perplexity":
     limit = st.slider("Examples per size", 20, 500, 100, step=20, key="compare_limit")
@@ -59,27 +62,39 @@ df = pd.concat([f for f in frames if not f.empty], ignore_index=True)
 if metric not in df:
     st.warning(f"The backend returned no '{metric}' column; showing perplexity.", icon=":material/warning:")
     metric = "perplexity"
-fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity")
+ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
+y_title = (f"{ppl_what} (lower is better)" if metric == "perplexity"
+           else f"accuracy on {metric} ({limit} examples per size)")
+fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity", y_title=y_title)
 st.plotly_chart(fig, width="stretch", key="compare_curve")
+calib_note = (f" Calibration text: {calib.shape[0]} × {calib.shape[1]} tokens of the *{ctx.data}* train "
+              "split, never the evaluation blocks." if calib is not None else "")
+st.markdown("\n".join(f"- **{o}** optimises {ui.order_caption(o)}" for o in picked))
+st.caption(f"Measured: {ppl_what if metric == 'perplexity' else y_title}.{calib_note} An order "
+           "that optimises KL on calibration text need not be best for perplexity on evaluation text. "
+           "Points of one curve that share a size are labelled with their k.")
 
 # The gap each order leaves to the best order at the same size.
 table = df.copy()
 if "patched" in table:
     table["patched"] = table["patched"].map(lambda p: ", ".join(map(str, p)) if isinstance(p, (tuple, list, frozenset, set)) else p)
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"params": st.column_config.NumberColumn("params", format="compact"),
-                            "perplexity": st.column_config.NumberColumn(format="%.3f"),
-                            "nll": st.column_config.NumberColumn(format="%.4f"),
-                            "seconds": st.column_config.NumberColumn(format="%.2f")})
+             column_config={"params": st.column_config.NumberColumn("parameters", format="compact"),
+                            "k": st.column_config.NumberColumn("k patched"),
+                            "layers": st.column_config.NumberColumn("decoder layers"),
+                            "perplexity": st.column_config.NumberColumn(f"{ctx.split} perplexity",
+                                                                        format="%,.3f"),
+                            "nll": st.column_config.NumberColumn("NLL (nats/token)", format="%.4f"),
+                            "seconds": st.column_config.NumberColumn("seconds", format="%,.2f")})
 
-d1, d2, d3, _ = st.columns([1, 1, 1, 3])
-d1.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",
-                   mime="text/csv", icon=":material/download:", width="stretch")
-d2.download_button("Figure (HTML)", plots.for_export(fig).to_html(include_plotlyjs="cdn").encode(),
+downloads = st.container(horizontal=True)  # buttons as wide as their labels
+downloads.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",
+                   mime="text/csv", icon=":material/download:", width="content")
+downloads.download_button("Figure (HTML)", plots.for_export(fig).to_html(include_plotlyjs="cdn").encode(),
                    file_name="boomerang-orders.html", mime="text/html", icon=":material/download:",
-                   width="stretch")
+                   width="content")
 sig = (tuple(picked), x_axis, metric, ctx.pair_key, ctx.data_key)
-if d3.button("Figure (PNG)", icon=":material/image:", width="stretch"):
+if downloads.button("Figure (PNG)", icon=":material/image:", width="content"):
     with st.spinner("Rendering PNG with kaleido…"):
         png, why = plots.figure_png(fig)
     st.session_state["_png"] = (sig, png, why)

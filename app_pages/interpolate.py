@@ -22,20 +22,21 @@ summary = pair_summary(ctx)
 
 st.title("Interpolate", anchor=False)
 st.caption(f"{summary['name']}: no training between the ends — each size is the student with some "
-           "layers swapped for the teacher blocks they were distilled to imitate.")
+           "layers swapped for the teacher blocks they were distilled to imitate." if ctx.spec.distilled else
+           f"{summary['name']}: this student is only initialised from teacher layers, **not distilled**; "
+           "each size swaps some of its layers for the teacher blocks they were copied from.")
 
 orders = ui.available_orders(pair)
-c_order, c_x = st.columns([3, 2])
-bind("order", orders[0])
+bind("order", orders[0], lambda raw: ui.query.parse_choice("?order", raw, orders, orders[0]))
 if st.session_state["order"] not in orders:
     st.session_state["order"] = orders[0]
-order = c_order.segmented_control("Patch order", orders, key="order", help=(
+order = st.segmented_control("Patch order", orders, key="order", wrap=True, help=(
     "Which student layers are replaced first as the model grows. last-to-first patches from the "
     "output end, first-to-last from the input end; the others are chosen from data."))
 order = order or orders[0]
-bind("x", "layers")
-x_axis = c_x.segmented_control("x axis", ["params", "layers"], key="x",
-                               format_func=plots.X_TITLES.get) or "layers"
+bind("x", "layers", lambda raw: ui.query.parse_choice("?x", raw, ["params", "layers"], "layers"))
+x_axis = st.segmented_control("x axis", ["params", "layers"], key="x", wrap=True,
+                              format_func=plots.X_TITLES.get) or "layers"
 keep("order", order)
 keep("x", x_axis)
 
@@ -51,9 +52,13 @@ except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
 
-bind("k", 0, int)
-if not 0 <= st.session_state["k"] <= n:
-    st.session_state["k"] = 0
+ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
+st.caption(f"**{order}** optimises {ui.order_caption(order)}"
+           + (f" — chosen on {calib.shape[0]} × {calib.shape[1]} tokens of the *{ctx.data}* train split; "
+              f"every perplexity here is measured on the {ppl_what}." if calib is not None else
+              f". Perplexities: {ppl_what}."))
+
+bind("k", 0, lambda raw: ui.query.parse_int("?k", raw, 0, 0, n))
 
 
 def _label(k: int) -> str:
@@ -61,6 +66,14 @@ def _label(k: int) -> str:
     return f"student · {layers} layers" if k == 0 else f"teacher · {layers} layers" if k == n \
         else f"{layers} layers ({k} patched)"
 
+
+# The slider's labels name each size's layer count, which depends on the order. When they change,
+# Chromium's slider falls back to its default (the student) unless the value is sent again, while
+# the page keeps showing the old size: assign it, so Streamlit sends it with the new labels.
+size_labels = tuple(_label(k) for k in range(n + 1))
+if st.session_state.get("_k_labels") != size_labels:
+    st.session_state["k"] = st.session_state["k"]
+    st.session_state["_k_labels"] = size_labels
 
 traces = ui.RESULTS.get_or_compute(("traces", ctx.pair_key, ctx.data_key, order, x_axis),
                                      lambda: plots.curve_traces(df, x_axis))
@@ -80,26 +93,34 @@ def _size_view() -> None:
     row = df.iloc[k]
     base, top = df.iloc[0], df.iloc[-1]
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Perplexity", f"{row['perplexity']:.2f}",
-              delta=None if k == 0 else f"{row['perplexity'] - base['perplexity']:+.2f} vs student",
-              delta_color="inverse")
-    m2.metric("Parameters", f"{row['params'] / 1e6:.2f} M",
-              delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off")
+    change = row["perplexity"] - base["perplexity"]
+    m1.metric("Perplexity", ui.present.fmt_num(row["perplexity"]), help=ppl_what,
+              delta=None if k == 0 else f"{change:+,.2f} vs student",
+              delta_color="inverse" if abs(change) >= 0.005 else "off",
+              delta_arrow="off" if abs(change) < 0.005 else "auto")
+    m2.metric("Parameters", f"{row['params'] / 1e6:,.2f} M",
+              delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off", delta_arrow="off")
     m3.metric("Decoder layers", f"{int(row['layers'])}",
-              delta=f"{k} of {n} student layers patched", delta_color="off")
-    m4.metric("Latency", f"{lat[k]:.1f} ms/token", delta="greedy, batch 1", delta_color="off")
+              delta=f"{k} of {n} patched", delta_color="off", delta_arrow="off")
+    m4.metric("Latency", f"{lat[k]:,.1f} ms", delta="per token", delta_color="off", delta_arrow="off")
+    st.caption(f"Perplexity: {ppl_what}. Latency: median of 3 runs, greedy decoding, batch 1, "
+               f"on {ctx.device}.")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
-    st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces),
+    st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces,
+                                       y_title=f"{ppl_what} (lower is better)"),
                     width="stretch", key="curve")
 
 
 size_view()
+repeat_note = ui.present.repeated_size_note(pair, df)
+if repeat_note:
+    st.caption(repeat_note)
 row = df.iloc[st.session_state["k"]]
 
 st.subheader("Talk to this model", anchor=False)
 with st.form("generate", border=False):
-    c1, c2, c3, c4 = st.columns([6, 1, 1, 1], vertical_alignment="bottom")
-    prompt = c1.text_input("Prompt", value="The king said")
+    prompt = st.text_input("Prompt", value="The king said")
+    c2, c3, c4 = st.columns(3, vertical_alignment="bottom")
     max_new = c2.number_input("New tokens", 8, 512, 60, step=8)
     temperature = c3.number_input("Temperature", 0.0, 2.0, 0.8, step=0.1, help="0 = greedy")
     go = c4.form_submit_button("Generate", type="primary", width="stretch")

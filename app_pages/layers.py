@@ -11,9 +11,9 @@ from app_pages._sidebar import (
     eval_blocks,
     fmt_layers,
     keep,
-    parse_layers,
     show_error,
     url_default,
+    warn,
 )
 from boomerang import plots, ui
 
@@ -26,18 +26,23 @@ st.title("Layer picker", anchor=False)
 st.caption("Toggle a student layer to replace it by the teacher block it stands for. Every "
            "combination is a valid model; the plot shows where yours lands.")
 
-# Toggle state: one checkbox per student layer, seeded from the URL (?patched=1,3).
+# Toggle state: one checkbox per student layer, seeded from the URL (?patched=1,3) or, back from
+# another page, from the kept value.
 if "_picked_init" not in st.session_state or st.session_state.get("_picked_pair") != ctx.pair_key:
-    try:
-        start = pair.mapping.check_patched(parse_layers(url_default("patched", "")))
-    except Exception:  # noqa: BLE001 - a bad URL just starts empty
-        start = frozenset()
+    start = url_default("patched", frozenset(), lambda raw: ui.query.parse_layers("?patched", raw, n))
+    if not isinstance(start, frozenset):  # kept text of another pair: check it again
+        parsed = ui.query.parse_layers("patched", start, n)
+        if parsed.message:
+            warn(parsed.message)
+        start = parsed.value
     for i in range(n):
         st.session_state[f"pick_{i}"] = i in start
     st.session_state["_picked_init"] = True
     st.session_state["_picked_pair"] = ctx.pair_key
-for i in range(n):  # restore after visiting another page
-    st.session_state.setdefault(f"pick_{i}", i in set(parse_layers(url_default("patched", ""))))
+if any(f"pick_{i}" not in st.session_state for i in range(n)):  # restore after visiting another page
+    kept = ui.query.parse_layers("patched", st.session_state.get("_keep_patched", ""), n).value
+    for i in range(n):
+        st.session_state.setdefault(f"pick_{i}", i in kept)
 
 
 def _set_all(value: bool) -> None:
@@ -50,10 +55,10 @@ def _invert() -> None:
         st.session_state[f"pick_{i}"] = not st.session_state[f"pick_{i}"]
 
 
-b1, b2, b3, _ = st.columns([1, 1, 1, 5])
-b1.button("Student", on_click=_set_all, args=(False,), width="stretch", help="patch nothing")
-b2.button("Teacher", on_click=_set_all, args=(True,), width="stretch", help="patch everything")
-b3.button("Invert", on_click=_invert, width="stretch")
+with st.container(horizontal=True):  # buttons as wide as their labels, whatever the window
+    st.button("Student", on_click=_set_all, args=(False,), width="content", help="patch nothing")
+    st.button("Teacher", on_click=_set_all, args=(True,), width="content", help="patch everything")
+    st.button("Invert", on_click=_invert, width="content")
 
 per_row = min(n, 8)
 for r0 in range(0, n, per_row):
@@ -84,12 +89,17 @@ except Exception as e:  # noqa: BLE001
     st.stop()
 
 student = curves[0].iloc[0]
+ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
 m1, m2, m3 = st.columns(3)
-m1.metric("Perplexity", f"{point['perplexity']:.2f}",
-          delta=f"{point['perplexity'] - student['perplexity']:+.2f} vs student", delta_color="inverse")
-m2.metric("Parameters", f"{point['params'] / 1e6:.2f} M")
+change = point["perplexity"] - student["perplexity"]
+m1.metric("Perplexity", ui.present.fmt_num(point["perplexity"]), help=ppl_what,
+          delta=f"{change:+,.2f} vs student" if patched else None,
+          delta_color="inverse" if abs(change) >= 0.005 else "off",
+          delta_arrow="off" if abs(change) < 0.005 else "auto")
+m2.metric("Parameters", f"{point['params'] / 1e6:,.2f} M")
 m3.metric("Decoder layers", f"{point['layers']}", delta=f"{len(patched)} of {n} patched",
-          delta_color="off")
+          delta_color="off", delta_arrow="off")
+st.caption(f"Perplexity: {ppl_what}.")
 
 import pandas as pd  # noqa: E402
 
@@ -103,11 +113,16 @@ if show_opt:
                                lambda progress: ui.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
     except Exception as e:  # noqa: BLE001
         show_error(e)
-x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers",
+x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
                               format_func=plots.X_TITLES.get, key="layers_x") or "layers"
-st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x=x_axis,
-                                   extra=[{**point, "name": "your pick"}]),
+all_curves = pd.concat(frames, ignore_index=True)
+st.plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[{**point, "name": "your pick"}],
+                                   y_title=f"{ppl_what} (lower is better)"),
                 width="stretch", key="curve")
+st.caption(" · ".join(f"**{o}** optimises {ui.order_caption(o)}" for o in all_curves["order"].unique()))
+repeat_note = ui.present.repeated_size_note(pair, curves[0])
+if repeat_note:
+    st.caption(f"last-to-first: {repeat_note}")
 
 st.subheader("Export this model", anchor=False)
 default_dir = ui.runs_dir() / "exports" / (
@@ -115,17 +130,26 @@ default_dir = ui.runs_dir() / "exports" / (
     f"-patched-{'_'.join(map(str, sorted(patched))) or 'none'}")
 c1, c2 = st.columns([4, 1])
 out_dir = c1.text_input("Folder", value=str(default_dir), label_visibility="collapsed",
-                        key=f"export_dir_{fmt_layers(patched)}")
+                        key=f"export_dir_{fmt_layers(patched)}",
+                        help=f"Relative folders are taken under the runs folder ({ui.runs_dir()}).")
+outside = st.checkbox("Write outside the runs folder", key="export_outside",
+                      help="Off: exports can only go under the runs folder. On: any folder this "
+                           "server may write to (this session only).")
+export_sig = (ctx.pair_key, tuple(sorted(patched)))
 if c2.button("Export", type="primary", width="stretch"):
-    try:
-        with st.spinner("Writing safetensors…"):
-            path = ui.export_patched(pair, patched, out_dir)
-            st.session_state["_export"] = (str(path), ui.zip_folder(path))
-    except Exception as e:  # noqa: BLE001
-        show_error(e)
+    target = ui.query.check_export_dir(out_dir, allow_outside=outside)
+    if target.message:
+        st.error(target.message, icon=":material/block:")
+    else:
+        try:
+            with st.spinner("Writing safetensors…"):
+                path = ui.export_patched(pair, patched, target.value)
+                st.session_state["_export"] = (export_sig, str(path), ui.zip_folder(path))
+        except Exception as e:  # noqa: BLE001
+            show_error(e)
 exp = st.session_state.get("_export")
-if exp is not None:
-    st.success(f"Saved to `{exp[0]}` — reload it with `AutoModelForCausalLM.from_pretrained(...)`.",
+if exp is not None and exp[0] == export_sig:  # only the export of the model on screen
+    st.success(f"Saved to `{exp[1]}` — reload it with `AutoModelForCausalLM.from_pretrained(...)`.",
                icon=":material/check_circle:")
-    st.download_button("Download as zip", exp[1], file_name=f"{Path(exp[0]).name}.zip",
+    st.download_button("Download as zip", exp[2], file_name=f"{Path(exp[1]).name}.zip",
                        mime="application/zip", icon=":material/download:")

@@ -64,38 +64,77 @@ if step == STEPS[0]:
     table = pd.DataFrame({"student layer": range(n), "copied from teacher layer": m.kept,
                           "stands for teacher layers": [", ".join(map(str, b)) for b in m.blocks]})
     st.dataframe(table, hide_index=True)
-    st.markdown(f"After distillation the student's perplexity is **{student['perplexity']:.2f}**, the "
-                f"teacher's **{teacher['perplexity']:.2f}**.")
+    st.markdown(f"{'After distillation the' if spec.distilled else 'The (undistilled)'} student's "
+                f"{ui.present.ppl_label(ctx.split, blocks.shape)} is **{student['perplexity']:,.2f}**, the "
+                f"teacher's **{teacher['perplexity']:,.2f}**.")
     st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, ()), ui.layer_labels(pair)),
                     width="stretch", key="learn_strip_s")
     next_button(0)
 
 elif step == STEPS[1]:
     st.header("Patching swaps a student layer for its teacher block", anchor=False)
-    i = st.select_slider("Patch student layer", list(range(n)), value=n // 2,
-                         format_func=lambda i: ui.layer_labels(pair)[i], key="learn_layer")
+    try:
+        gains = computed(("single", pair_key, ctx.data_key), "Patching each student layer alone",
+                         lambda progress: ui.single_layer_gains(pair, blocks, progress))
+    except Exception as e:  # noqa: BLE001
+        show_error(e)
+        st.stop()
+    summ = ui.tour.single_patch_summary(gains)
+    labels = ui.layer_labels(pair)
+    i = st.select_slider("Patch student layer", list(range(n)), value=summ["best"],
+                         format_func=lambda i: labels[i], key="learn_layer")
     point = ui.RESULTS.get_or_compute(("point", pair_key, ctx.data_key, (i,)),
-                                        lambda: ui.evaluate_point(pair, (i,), blocks))
-    st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, (i,)), ui.layer_labels(pair)),
+                                      lambda: ui.evaluate_point(pair, (i,), blocks))
+    st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, (i,)), labels),
                     width="stretch", key="learn_strip_p")
     delta = point["perplexity"] - student["perplexity"]
+    if delta < -1e-9:
+        verdict = ("**Lower**: the teacher block does the work of the one student layer better. It can "
+                   "slot in because the student layer was trained to *produce what the block produces*: "
+                   "the block receives the kind of input it expects and hands on the kind of output the "
+                   "next student layer expects.")
+    elif delta > 1e-9:
+        verdict = ("**Higher**: this block, patched alone, makes the model worse. Nothing guarantees that one "
+                   "swap helps: the student layers above it were trained on this layer's output, which only "
+                   "approximates the block's, and the difference can cost more than the block adds. The "
+                   "model still works (no training, no collapse); the next step shows the trend as more "
+                   "layers are patched.")
+    else:
+        verdict = ("**Unchanged**: this student layer stands for a single teacher layer and was kept at the "
+                   "teacher's weights (frozen), so patching it swaps a layer for an identical one.")
     st.markdown(
         f"Replacing student layer {i} by teacher layers {list(m.blocks[i])} gives a model with "
-        f"**{point['layers']} layers** and {point['params'] / 1e6:.2f} M parameters, with no training at "
-        f"all. Its perplexity is **{point['perplexity']:.2f}** ({delta:+.2f} against the student). "
-        "This works because the student layer was trained to *produce what the block produces*: the "
-        "teacher block receives the kind of input it expects and hands on the kind of output the next "
-        "student layer expects.")
+        f"**{point['layers']} layers** and {point['params'] / 1e6:,.2f} M parameters, with no training at "
+        f"all. Its perplexity is **{point['perplexity']:,.2f}** against the student's "
+        f"{student['perplexity']:,.2f} ({delta:+,.2f}). {verdict}")
+    colors = [plots.TEACHER_COLOR if j == i else "#BBBBBB" for j in range(n)]
+    st.plotly_chart(plots.bar_figure(gains.assign(label=labels), "label", "perplexity", color=colors,
+                                     title="Each student layer patched alone",
+                                     y_title=ui.present.ppl_label(ctx.split, blocks.shape),
+                                     y_range=(0.97 * min(gains["perplexity"].min(), student["perplexity"]),
+                                              1.02 * max(gains["perplexity"].max(), student["perplexity"])),
+                                     reference=(float(student["perplexity"]), "student")),
+                    width="stretch", key="learn_single")
+    parts = [f"helps for layer{'s' if len(summ['helps']) != 1 else ''} {', '.join(map(str, summ['helps']))}"
+             if summ["helps"] else "helps for no layer",
+             f"hurts for {', '.join(map(str, summ['hurts']))}" if summ["hurts"] else "hurts for none"]
+    if summ["neutral"]:
+        parts.append(f"changes nothing for {', '.join(map(str, summ['neutral']))} (frozen one-to-one layers)")
+    st.markdown(f"On this data, patching a single layer {'; '.join(parts)} (bars below the dashed "
+                "student line help).")
     next_button(1)
 
 elif step == STEPS[2]:
     st.header("Every size in between, for free", anchor=False)
-    mid = ltf.iloc[n // 2]
+    mid = ui.tour.midway_row(ltf)
+    inner_sizes = sorted(set(int(v) for v in ltf["layers"]) - {int(student["layers"]), int(teacher["layers"])})
     st.markdown(
         f"Patching student layers one after another (here from the last to the first) walks from the "
-        f"student ({student['perplexity']:.2f}) to the teacher ({teacher['perplexity']:.2f}) through "
-        f"{ltf['layers'].nunique() - 2} intermediate sizes. Half-way, with {n // 2} layers patched, the model has "
-        f"{int(mid['layers'])} layers and a perplexity of **{mid['perplexity']:.2f}**.")
+        f"student ({int(student['layers'])} layers, perplexity {student['perplexity']:,.2f}) to the teacher "
+        f"({int(teacher['layers'])} layers, {teacher['perplexity']:,.2f}) through {len(inner_sizes)} "
+        f"intermediate sizes ({', '.join(map(str, inner_sizes))} layers). Half-way in size, at "
+        f"**{int(mid['layers'])} layers** ({int(mid['k'])} of {n} student layers patched), the perplexity "
+        f"is **{mid['perplexity']:,.2f}** (the star).")
     frames = [ltf]
     if "naive-pruning" in ui.available_baselines():
         try:
@@ -106,16 +145,23 @@ elif step == STEPS[2]:
             same = pr[pr["layers"] == int(mid["layers"])]
             if not same.empty:
                 pruned = float(same["perplexity"].iloc[0])
-                verdict = ("without a distilled student to stand in for the missing layers, the model "
-                           f"degrades {pruned / mid['perplexity']:.1f}× more" if pruned > mid["perplexity"]
-                           else "here pruning does as well — a sign that this student is not (yet) distilled")
+                verdict = (f"{pruned / mid['perplexity']:.2f}× the patched model's perplexity: without a "
+                           "distilled student standing in for the missing layers, dropping them costs more"
+                           if pruned > mid["perplexity"] else
+                           "no worse than the patched model here — a sign that this student is not (yet) "
+                           "distilled well enough to beat pruning")
                 st.markdown(
                     f"For comparison, simply **dropping** teacher layers to reach the same "
-                    f"{int(mid['layers'])} layers gives a perplexity of **{pruned:.2f}**: {verdict}.")
+                    f"{int(mid['layers'])} layers (naive pruning, dotted) gives a perplexity of "
+                    f"**{pruned:,.2f}**, {verdict}.")
         except Exception as e:  # noqa: BLE001
             show_error(e)
-    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers",
-                                       current=mid.to_dict()), width="stretch", key="learn_curve")
+    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers", current=mid.to_dict(),
+                                       y_title=f"{ui.present.ppl_label(ctx.split, blocks.shape)} (lower is better)"),
+                    width="stretch", key="learn_curve")
+    note = ui.present.repeated_size_note(pair, ltf)
+    if note:
+        st.caption(note)
     next_button(2)
 
 elif step == STEPS[3]:
@@ -126,18 +172,41 @@ elif step == STEPS[3]:
     except Exception as e:  # noqa: BLE001
         show_error(e)
         st.stop()
-    both = ltf.merge(ftl, on="k", suffixes=("_ltf", "_ftl"))
-    inner = both.iloc[1:-1]
-    worst = inner.iloc[(inner["perplexity_ltf"] - inner["perplexity_ftl"]).abs().argmax()] if len(inner) else both.iloc[0]
-    better = "last-to-first" if worst["perplexity_ltf"] < worst["perplexity_ftl"] else "first-to-last"
-    st.markdown(
-        f"With **{int(worst['k'])} of {n}** layers patched, patching from the output end "
-        f"(last-to-first) gives perplexity **{worst['perplexity_ltf']:.2f}** while patching from the "
-        f"input end (first-to-last) gives **{worst['perplexity_ftl']:.2f}**: here *{better}* is better. "
-        "Patched teacher blocks early in the network feed student layers further up with states they "
-        "were never trained on, and errors compound with depth. Data-driven orders (similarity, "
-        "KLPatch, the optimum) are on the **Compare orders** page.")
-    st.plotly_chart(plots.curve_figure(pd.concat([ltf, ftl], ignore_index=True), x="layers"),
+    table = ui.tour.at_equal_sizes({"last-to-first": ltf, "first-to-last": ftl})
+    gap = ui.tour.largest_gap(table, "last-to-first", "first-to-last")
+    if gap is None:
+        st.markdown("The two orders share no intermediate size on this pair.")
+    else:
+        layers_, a, b = gap
+        better = "last-to-first" if a < b else "first-to-last"
+        wins = int((table["last-to-first"] < table["first-to-last"]).sum())
+        losses = int((table["last-to-first"] > table["first-to-last"]).sum())
+        if wins > losses:
+            why = ("One reason: a patched block hands the student layers above it states they were not "
+                   "trained on, and patching from the output end leaves fewer student layers downstream of "
+                   "each patch.")
+        elif losses > wins:
+            why = ("So on this pair and data the input end is the better place to start: no fixed rule wins "
+                   "everywhere, which is why data-driven orders choose the layers from calibration text.")
+        else:
+            why = "Neither end wins everywhere, which is why data-driven orders choose from calibration text."
+        st.markdown(
+            f"Compare the two orders at the **same size**: at **{layers_} layers**, patching from the output "
+            f"end (last-to-first, {int(table.loc[layers_, 'k_last-to-first'])} layers patched) gives "
+            f"perplexity **{a:,.2f}**, patching from the input end (first-to-last, "
+            f"{int(table.loc[layers_, 'k_first-to-last'])} patched) gives **{b:,.2f}**: *{better}* is better "
+            f"there. Over the {len(table)} intermediate sizes both reach, last-to-first is better at {wins} "
+            f"and first-to-last at {losses}. The orders reach a size with different numbers of patched "
+            "layers (first-to-last patches the two-layer blocks first), so they are compared by size, not "
+            f"by k. {why} Data-driven orders (similarity, KLPatch, the optimum) are on the **Compare "
+            "orders** page.")
+        shown = table.reset_index()[["layers", "last-to-first", "first-to-last"]]
+        st.dataframe(shown, hide_index=True, column_config={
+            "layers": st.column_config.NumberColumn("decoder layers"),
+            "last-to-first": st.column_config.NumberColumn("last-to-first perplexity", format="%,.2f"),
+            "first-to-last": st.column_config.NumberColumn("first-to-last perplexity", format="%,.2f")})
+    st.plotly_chart(plots.curve_figure(pd.concat([ltf, ftl], ignore_index=True), x="layers",
+                                       y_title=f"{ui.present.ppl_label(ctx.split, blocks.shape)} (lower is better)"),
                     width="stretch", key="learn_orders")
     next_button(3)
 
@@ -163,9 +232,11 @@ else:
         frames.append(a.assign(order=f"{name} student"))
         ratio = ui.mean_ratio_at_intermediate_sizes(a, ltf)
         if ratio is not None:
-            notes.append(f"- **{name}**: student {a['perplexity'].iloc[0]:.2f} (boomerang "
-                         f"{ltf['perplexity'].iloc[0]:.2f}); its models of intermediate size are on average "
-                         f"**{ratio:.2f}×** the boomerang student's perplexity at the same size")
+            notes.append(f"- **{name}**: student {a['perplexity'].iloc[0]:,.2f} (boomerang "
+                         f"{ltf['perplexity'].iloc[0]:,.2f}); its models of intermediate size are on average "
+                         f"**{ratio:.2f}×** the boomerang student's perplexity at the same size"
+                         + (" — within 5%: on this small training budget this ablation costs next to nothing"
+                            if 0.95 <= ratio <= 1.05 else ""))
     st.markdown(
         "The same teacher and the same training budget, two ablations: **no-align** drops the cosine "
         "loss that ties each student layer to the end of its block, **random-init** starts the student "
@@ -173,5 +244,17 @@ else:
         "teacher blocks do hands a patched block hidden states it was never trained on. Measured on "
         "this data:")
     st.markdown("\n".join(notes))
-    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers"),
+    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="k",
+                                       y_title=f"{ui.present.ppl_label(ctx.split, blocks.shape)} (log scale)"),
                     width="stretch", key="learn_ablation")
+    jumps = [f"{f['order'].iloc[0]} ({f['perplexity'].iloc[0]:,.2f} → {f['perplexity'].iloc[1]:,.2f})"
+             for f in frames if len(f) > 1 and abs(f["perplexity"].iloc[1] - f["perplexity"].iloc[0]) > 1e-6]
+    same_size = ui.present.repeated_sizes(ltf).get(int(student["layers"]), [0])[1:]
+    ks = ", ".join(map(str, same_size))
+    st.caption(
+        "The x axis counts patched student layers (k), not layers"
+        + (f": k = {ks} patch one-to-one layers, which keeps the size at {int(student['layers'])} layers "
+           "(on a layer axis those points would stack into a vertical line). "
+           + (f"Swapping them changes the model where they were trained rather than frozen: {'; '.join(jumps)}."
+              if jumps else f"They were frozen in every student here, so nothing changes at k = {ks}.")
+           if same_size else "."))

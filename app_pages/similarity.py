@@ -32,10 +32,10 @@ SIM_HELP = ("local: student layer i vs. teacher block i run on the same teacher 
             "(errors accumulated from below).")
 GAINS = {"ppl_gain": "perplexity gain", "kl_gain": "KL-to-teacher gain"}
 c1, c2 = st.columns(2)
-sim_col = c1.segmented_control("Similarity", list(SIMS), default="cos_local", format_func=SIMS.get,
+sim_col = c1.segmented_control("Similarity", list(SIMS), default="cos_local", format_func=SIMS.get, wrap=True,
                                key="sim_col", help=SIM_HELP) or "cos_local"
 gain_col = c2.segmented_control("Gain of patching the layer alone", list(GAINS), default="ppl_gain",
-                                format_func=GAINS.get, key="gain_col") or "ppl_gain"
+                                format_func=GAINS.get, key="gain_col", wrap=True) or "ppl_gain"
 
 left, right = st.columns(2)
 with left:
@@ -49,9 +49,28 @@ with right:
                                y_title=GAINS[gain_col] + " (patched alone)",
                                title="Does similarity predict where patching helps?")
     st.plotly_chart(fig, width="stretch", key="gain_scatter")
-if len(per_layer) >= 3:
-    rho = per_layer[sim_col].corr(per_layer[gain_col], method="spearman")
-    st.caption(f"Spearman correlation between {sim_col} and {gain_col}: **{rho:+.2f}**. A negative "
-               "value means the layers that imitate their block worst are where the teacher block "
-               "helps most — the idea behind the *similarity* patch order.")
-st.dataframe(per_layer, hide_index=True, width="stretch")
+corr = ui.present.spearman_ci(per_layer[sim_col], per_layer[gain_col])
+if corr is not None:
+    spans_zero = corr["low"] < 0 < corr["high"]
+    st.caption(
+        f"Spearman correlation between the {SIMS[sim_col]} similarity and the {GAINS[gain_col]}: "
+        f"**{corr['rho']:+.2f}** (95% interval {corr['low']:+.2f} to {corr['high']:+.2f}, Fisher z, "
+        f"n = {int(corr['n'])} layers)"
+        + (": with this few layers it cannot be told apart from no correlation. " if spans_zero else ". ")
+        + "A negative value would mean the layers that imitate their block worst are where the teacher "
+        "block helps most — the idea behind the *similarity* patch order. The dashed line is a "
+        "least-squares fit, a guide to the eye.")
+else:
+    st.caption("Too few student layers (fewer than 4) to give this correlation an uncertainty.")
+COLUMNS = {"layer": "student layer", "label": "student layer → teacher block", "block": "teacher block",
+           "block_end": "block ends at teacher layer", "cos_local": "similarity, local",
+           "cos_global": "similarity, global", "kl_alone": "KL to teacher, patched alone",
+           "kl_gain": "KL-to-teacher gain", "ppl_alone": "calibration perplexity, patched alone",
+           "ppl_gain": "perplexity gain"}
+shown = per_layer[[c for c in COLUMNS if c in per_layer]].rename(columns=COLUMNS)
+st.dataframe(shown, hide_index=True, width="stretch",
+             column_config={COLUMNS[c]: st.column_config.NumberColumn(format="%,.3f")
+                            for c in ("cos_local", "cos_global", "kl_alone", "kl_gain", "ppl_alone", "ppl_gain")})
+st.caption("Gains are the student's value minus the value with only that layer patched (positive: "
+           f"patching it helps). Perplexity and KL here are on the calibration text ({calib.shape[0]} × "
+           f"{calib.shape[1]} tokens of the *{ctx.data}* train split).")

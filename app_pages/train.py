@@ -5,9 +5,10 @@ import time
 
 import streamlit as st
 
-from app_pages._sidebar import context, show_error
+from app_pages._sidebar import allow_outside, context, show_error
 from boomerang import plots, ui
 from boomerang.core import LayerMapping
+from boomerang.errors import BoomerangError
 from boomerang.train import FREEZABLE, MODES, DistillConfig
 
 ctx = context()
@@ -63,9 +64,12 @@ with st.form("train_config"):
 if submitted:
     run_name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "student"
     out = ui.dashboard_runs_dir() / run_name
+    source = ui.query.check_local_ref("Training text", data, "", hub="dataset", allow_outside=allow_outside())
     try:
+        if source.message:
+            raise BoomerangError(source.message)
         LayerMapping.from_rule(pair.mapping.num_teacher_layers, int(keep_first), int(every), int(keep_last))
-        cfg = DistillConfig(teacher=teacher_ref, data=data.strip() or "demo", out=str(out),
+        cfg = DistillConfig(teacher=teacher_ref, data=source.value or "demo", out=str(out),
                             keep_first=int(keep_first), every=int(every), keep_last=int(keep_last), mode=mode,
                             steps=int(steps), seq_len=int(seq_len), batch_size=int(batch), lr=float(lr),
                             warmup=int(warmup), save_every=int(save_every), log_every=1,

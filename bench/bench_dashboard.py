@@ -62,20 +62,25 @@ def main() -> None:
 
     use_demo = args.pair == "demo" or (args.pair is None and args.student is None and dash.demo_available())
     params: dict[str, str] = {}
+    env = {"BOOMERANG_TIMING_LOG": ""}
     if args.student:
         params = {"pair": "folders", "student": args.student}
+        # links may only name folders under the runs folder: serve with the student's run folder's parent
+        env["BOOMERANG_RUNS"] = str(Path(args.student).resolve().parent.parent)
         label = f"student {args.student}, default evaluation data"
     elif use_demo:
         params = {"pair": "demo"}
         label = "demo (boomerang student), default evaluation data"
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bm-bench-"))
-        _, student, text = build_tiny_pair(tmp / "pair")
+        _, student, text = build_tiny_pair(tmp / "runs" / "pair")
+        env["BOOMERANG_RUNS"] = str(tmp / "runs")
         params = {"pair": "folders", "student": str(student), "data": str(text)}
         label = "tiny random pair (the demo is not on disk)"
 
     timing_log = Path(tempfile.mkdtemp(prefix="bm-timing-")) / "timing.jsonl"
-    with bu.serve({"BOOMERANG_TIMING_LOG": str(timing_log)}) as url, bu.browser() as page:
+    env["BOOMERANG_TIMING_LOG"] = str(timing_log)
+    with bu.serve(env) as url, bu.browser() as page:
         t0 = time.perf_counter()
         page.goto(bu.url_for(url, "", **params))
         page.locator('[data-testid="stMetric"]').first.wait_for(timeout=900_000)

@@ -43,14 +43,18 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] = {}
     if args.student:
         base = {"pair": "folders", "student": args.student}
+        # links may only name folders under the runs folder: serve with the student's run folder's parent
+        env["BOOMERANG_RUNS"] = str(Path(args.student).resolve().parent.parent)
     elif args.pair == "demo" or (args.pair is None and dash.demo_available()):
         base = {"pair": "demo"}
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bm-shots-"))
-        _, student, text = build_tiny_pair(tmp / "pair")
+        _, student, text = build_tiny_pair(tmp / "runs" / "pair")
         base = {"pair": "folders", "student": str(student), "data": str(text)}
+        env["BOOMERANG_RUNS"] = str(tmp / "runs")
 
     shots = [
         ("interpolate", "", {"k": "3", "order": "last-to-first"}, 1),
@@ -61,7 +65,7 @@ def main() -> None:
         ("train", "train", {}, 1),
     ]
     only = set(args.only.split(",")) if args.only else None
-    with bu.serve() as url, bu.browser(width=1400, height=1800) as page:
+    with bu.serve(env) as url, bu.browser(width=1400, height=1800) as page:
         for name, path, params, plots in shots:
             if only and name not in only:
                 continue

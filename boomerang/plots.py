@@ -46,6 +46,13 @@ def _layout(**kw: Any) -> dict[str, Any]:
     return base
 
 
+def _legend_below(title: str | None) -> dict[str, Any]:
+    """Layout keys that put the legend under the plot: at the top, plotly's toolbar (top right, shown
+    on hover) and the title cover it."""
+    return dict(margin=dict(l=10, r=10, t=40 if title else 30, b=10),
+                legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, xanchor="left", x=0))
+
+
 def figure(spec: dict[str, Any]) -> go.Figure:
     """Wrap a figure dict without validation (see the module docstring)."""
     return go.Figure(spec, _validate=False)
@@ -69,29 +76,76 @@ def _hover(df: pd.DataFrame) -> list[str]:
     return out
 
 
+#: Marker symbol and line dash per order, so curves that coincide stay visible (a greedy order
+#: lying exactly on the optimal line shows its markers and dashes on top of it).
+ORDER_STYLES = {
+    "last-to-first": ("circle", "solid"),
+    "first-to-last": ("square", "solid"),
+    "similarity": ("diamond", "dot"),
+    "klpatch": ("triangle-up", "dash"),
+    "optimal": ("circle-open", "solid"),
+    "shortest-path": ("x", "dashdot"),
+    "naive-pruning": ("circle-open", "dot"),
+    "block-influence": ("square-open", "dot"),
+    "custom": ("star-triangle-up", "longdash"),
+}
+
+
+def _repeat_labels(g: pd.DataFrame, x: str) -> list[str]:
+    """Text for points that share an x within one curve: "k=0,1,2" on the first, "" elsewhere."""
+    if "k" not in g:
+        return [""] * len(g)
+    seen: dict[Any, list[int]] = {}
+    for xv, k in zip(g[x], g["k"]):
+        seen.setdefault(_num(xv), []).append(int(k))
+    out, done = [], set()
+    for xv in g[x]:
+        key = _num(xv)
+        ks = seen[key]
+        out.append(f"k={','.join(map(str, ks))}" if len(ks) > 1 and key not in done else "")
+        done.add(key)
+    return out
+
+
 def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> list[dict[str, Any]]:
-    """One line per ``order`` of a sweep frame (dicts, for :func:`curve_figure`)."""
+    """One line per ``order`` of a sweep frame (dicts, for :func:`curve_figure`).
+
+    The optimal curve is drawn first, wide and pale, so the orders that reach it stay visible on
+    top; points of one curve that share an x (one-to-one layers swapped) are labelled with their k.
+    """
     traces = []
     if df.empty:
         return traces
-    for i, (order, g) in enumerate(df.groupby("order", sort=False)):
+    groups = list(df.groupby("order", sort=False))
+    groups.sort(key=lambda og: og[0] != "optimal")  # stable: the optimum underneath, the rest in order
+    for i, (order, g) in enumerate(groups):
         g = g.sort_values([x, "k"] if "k" in g else x)
         name = str(order)
-        dash = "dot" if name in ("naive-pruning", "block-influence") else "solid"
-        traces.append(dict(
-            type="scatter", x=[_num(v) for v in g[x]], y=[_num(v) for v in g[y]], mode="lines+markers",
+        symbol, dash = ORDER_STYLES.get(name, ("circle", "solid"))
+        color = ORDER_COLORS.get(name, EXTRA_COLORS[i % len(EXTRA_COLORS)])
+        labels = _repeat_labels(g, x)
+        trace = dict(
+            type="scatter", x=[_num(v) for v in g[x]], y=[_num(v) for v in g[y]],
+            mode="lines+markers+text" if any(labels) else "lines+markers",
             name=name, hovertext=_hover(g), hoverinfo="text+y",
-            line=dict(color=ORDER_COLORS.get(name, EXTRA_COLORS[i % len(EXTRA_COLORS)]), dash=dash,
-                      width=3 if name == "optimal" else 2),
-            marker=dict(size=6),
-        ))
+            line=dict(color=color, dash=dash, width=2),
+            marker=dict(size=7, symbol=symbol, color=color),
+        )
+        if any(labels):
+            right_end = max(trace["x"])  # labels there go left, or the plot's edge cuts them
+            trace.update(text=labels, textfont=dict(size=11, color=color),
+                         textposition=["top left" if v == right_end else "top right" for v in trace["x"]])
+        if name == "optimal":
+            trace.update(line=dict(color=color, width=8), opacity=0.3, marker=dict(size=12, symbol=symbol,
+                                                                                 color=color))
+        traces.append(trace)
     return traces
 
 
 def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
                  current: dict[str, Any] | None = None, extra: Sequence[dict[str, Any]] = (),
                  log_y: bool = True, title: str | None = None, height: int = 420,
-                 traces: list[dict[str, Any]] | None = None) -> go.Figure:
+                 traces: list[dict[str, Any]] | None = None, y_title: str | None = None) -> go.Figure:
     """Curves of ``y`` against ``x``, one per ``order`` in ``df``; ``current`` is marked with a star.
 
     ``extra`` are further marked points: dicts with x, y keys named like the axes and a ``name``.
@@ -114,10 +168,13 @@ def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
     xaxis: dict[str, Any] = dict(title=dict(text=X_TITLES.get(x, x)))
     if x == "params":
         xaxis["tickformat"] = "~s"
-    yaxis: dict[str, Any] = dict(title=dict(text=Y_TITLES.get(y, "accuracy" if y not in df else y)))
+    elif x in ("layers", "k"):
+        xaxis["dtick"] = 1  # whole layers only
+    yaxis: dict[str, Any] = dict(title=dict(text=y_title or Y_TITLES.get(y, "accuracy" if y not in df else y)))
     if log_y and y == "perplexity":
         yaxis["type"] = "log"
-    layout = _layout(height=height, xaxis=xaxis, yaxis=yaxis, shapes=shapes)
+        yaxis["tickformat"] = ",.4~r"  # 20, 50, 100, 2,000, 514.5: no bare "2" and "5" minor labels
+    layout = _layout(height=height + 60, xaxis=xaxis, yaxis=yaxis, shapes=shapes, **_legend_below(title))
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))
@@ -171,15 +228,24 @@ def heatmap_figure(sim: pd.DataFrame, outline: Sequence[tuple[str, str]] = (),
 
 
 def bar_figure(df: pd.DataFrame, x: str, y: str, title: str | None = None, y_title: str | None = None,
-               color: str = STUDENT_COLOR, height: int = 320,
-               y_range: tuple[float, float] | None = None) -> go.Figure:
-    """A plain bar chart (``y_range`` zooms in on values that differ little)."""
-    data = [dict(type="bar", x=[str(v) for v in df[x]], y=[_num(v) for v in df[y]], marker=dict(color=color),
-                 hovertemplate="%{x}: %{y:.3f}<extra></extra>")]
+               color: str | Sequence[str] = STUDENT_COLOR, height: int = 320,
+               y_range: tuple[float, float] | None = None,
+               reference: tuple[float, str] | None = None) -> go.Figure:
+    """A plain bar chart (``y_range`` zooms in on values that differ little; ``reference`` is a
+    labelled horizontal line ``(y, label)``)."""
+    data = [dict(type="bar", x=[str(v) for v in df[x]], y=[_num(v) for v in df[y]],
+                 marker=dict(color=color if isinstance(color, str) else list(color)),
+                 hovertemplate="%{x}: %{y:,.3f}<extra></extra>", name=y_title or y)]
     yaxis: dict[str, Any] = dict(title=dict(text=y_title or y))
     if y_range is not None:
         yaxis["range"] = list(y_range)
-    layout = _layout(height=height, yaxis=yaxis)
+    shapes, annotations = [], []
+    if reference is not None:
+        shapes.append(dict(type="line", xref="paper", x0=0, x1=1, y0=_num(reference[0]), y1=_num(reference[0]),
+                           line=dict(color="#444", width=1.5, dash="dash")))
+        annotations.append(dict(xref="paper", x=1, xanchor="right", y=_num(reference[0]), yanchor="bottom",
+                                text=reference[1], showarrow=False, font=dict(size=11, color="#444")))
+    layout = _layout(height=height, yaxis=yaxis, shapes=shapes, annotations=annotations)
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))
@@ -198,10 +264,11 @@ def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
 
         a, b = np.polyfit(df[x].astype(float), df[y].astype(float), 1)
         xs = np.linspace(float(df[x].min()), float(df[x].max()), 20)
-        data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines", name="trend",
-                         line=dict(color="#888", dash="dash")))
-    layout = _layout(height=height, showlegend=False, xaxis=dict(title=dict(text=x_title or x)),
-                     yaxis=dict(title=dict(text=y_title or y)))
+        data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines",
+                         name="least-squares fit", line=dict(color="#888", dash="dash")))
+    layout = _layout(height=height + (40 if len(data) > 1 else 0), showlegend=len(data) > 1,
+                     xaxis=dict(title=dict(text=x_title or x)), yaxis=dict(title=dict(text=y_title or y)),
+                     **_legend_below(title))
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))

@@ -178,3 +178,58 @@ def goto_page(page, title: str) -> None:
     """Click the sidebar navigation link ``title``."""
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
     wait_idle(page)
+
+
+# ---- layout checks -------------------------------------------------------------------------------
+
+CLIPPED_JS = """() => {
+    // Elements whose text does not fit: wider/taller content than box (ellipsis, letter-by-letter
+    // wrapping shows as height), or cut off by an ancestor that hides or scrolls its overflow.
+    const out = [];
+    const clippedBy = (el) => {
+        const r = el.getBoundingClientRect();
+        for (let a = el.parentElement; a; a = a.parentElement) {
+            const cs = getComputedStyle(a);
+            if (cs.overflowX !== 'visible' || cs.overflowY !== 'visible') {
+                const ar = a.getBoundingClientRect();
+                if (r.right > ar.right + 1 || r.left < ar.left - 1) return a;
+            }
+        }
+        return null;
+    };
+    const visible = (el) => el.offsetParent !== null && el.getBoundingClientRect().width > 0;
+    const main = document.querySelector('[data-testid="stMain"]') || document.body;
+    for (const b of main.querySelectorAll('button')) {
+        if (!visible(b) || !b.innerText.trim()) continue;
+        const inner = [b, ...b.querySelectorAll('*')].some(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1);
+        if (inner) out.push(['button label cut (ellipsis)', b.innerText.trim()]);
+        else if (clippedBy(b)) out.push(['button cut off', b.innerText.trim()]);
+        const lines = b.innerText.trim().split(/\\s+/).length;
+        const lh = parseFloat(getComputedStyle(b).lineHeight) || 20;
+        if (b.getBoundingClientRect().height > (lines + 0.5) * lh + 24)
+            out.push(['button label wrapped', b.innerText.trim()]);
+    }
+    for (const sel of ['[data-testid="stMetricLabel"] p', '[data-testid="stMetricValue"] div',
+                       '[data-testid="stMetricDelta"] div']) {
+        for (const e of main.querySelectorAll(sel)) {
+            if (visible(e) && e.scrollWidth > e.clientWidth + 1) out.push(['metric text cut', e.innerText.trim()]);
+        }
+    }
+    for (const ms of main.querySelectorAll('[data-testid="stMultiSelect"]')) {
+        for (const tag of ms.querySelectorAll('[data-tag]')) {
+            if (!visible(tag) || clippedBy(tag)) out.push(['chip hidden', tag.innerText.trim()]);
+        }
+    }
+    return out;
+}"""
+
+
+def clipped(page) -> list[list[str]]:
+    """[(what, text)] of buttons, metric texts and multiselect chips that are cut off or squeezed."""
+    return page.evaluate(CLIPPED_JS)
+
+
+def chips(page) -> list[str]:
+    """Texts of the visible chips of the first multiselect."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMultiSelect"] [data-tag]')]
+        .filter(t => t.offsetParent !== null).map(t => t.innerText.trim())""")

@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("BOOMERANG_RUNS", "BOOMERANG_CACHE")}
     os.environ["BOOMERANG_RUNS"] = str(root / "runs")
     os.environ["BOOMERANG_CACHE"] = str(root / "cache")
-    _, student, text = build_tiny_pair(root / "pair")
+    _, student, text = build_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
     yield str(student), str(text)
     for k, v in old.items():
         if v is None:
@@ -40,8 +40,8 @@ def tiny(tmp_path_factory):
 def app(tiny, page: str | None = None, **params: str) -> AppTest:
     """The app on the tiny pair (through the URL), optionally switched to ``page``."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(pair="folders", student=tiny[0], data=tiny[1], blocks="4", seq_len="32",
-                           **params)
+    at.query_params.update({"pair": "folders", "student": tiny[0], "data": tiny[1], "blocks": "4",
+                            "seq_len": "32", **params})
     at.run()
     ok(at)
     if page is not None:  # AppTest runs a switched-to page on its own: the sidebar ran above
@@ -57,7 +57,8 @@ def ok(at: AppTest) -> None:
 
 
 def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    """Metric values by label; the perplexity's label (which names split and tokens) as "Perplexity"."""
+    return {"Perplexity" if "perplexity" in m.label else m.label: m.value for m in at.metric}
 
 
 def charts(at: AppTest) -> list:
@@ -83,6 +84,46 @@ def test_interpolate_slider_and_order_change_the_model(tiny):
     ok(at)
     assert at.query_params["order"] == "first-to-last"
     assert (ltf, metrics(at)["Decoder layers"]) == ("4", "5")  # first layer: a 2-layer block
+
+
+def test_numbers_say_what_they_are(tiny):
+    at = app(tiny)
+    captions = "\n".join(c.value for c in at.caption)
+    assert "Perplexity: validation perplexity, 4 × 32 tokens." in captions  # split and token count
+    assert "**last-to-first** optimises nothing: patches the top student layers first" in captions
+    # S2 and S3 are one-to-one: k = 0, 1, 2 of last-to-first all have 4 layers, and the page says why
+    assert "k = 0, 1, 2 all have 4 layers" in captions and "one-to-one" in captions
+    lat = next(m for m in at.metric if m.label == "Latency")
+    assert lat.value.endswith(" ms") and lat.delta == "per token"
+    assert "Latency: median of 3 runs, greedy decoding, batch 1" in captions
+    at.segmented_control(key="order").set_value("klpatch").run()
+    ok(at)
+    captions = "\n".join(c.value for c in at.caption)
+    assert "KL to the teacher on calibration text, greedily" in captions and "train split" in captions
+
+    at = app(tiny, page="similarity")
+    captions = "\n".join(c.value for c in at.caption)
+    assert "95% interval" in captions and "n = 4 layers" in captions
+    columns = list(at.dataframe[0].value.columns)
+    assert not {"cos_global", "cos_local", "kl_gain", "ppl_gain"} & set(columns), columns
+    assert "similarity, local" in columns
+
+
+def test_smollm2_is_not_called_distilled():
+    from boomerang import ui as dash
+
+    spec = dash.PairSpec.from_query({"pair": "smollm2"})
+    assert "undistilled" in spec.title and not spec.distilled
+    assert dash.PairSpec.from_query({"pair": "demo"}).distilled
+
+
+def test_correlation_interval_is_wide_for_few_points():
+    from boomerang import ui as dash
+
+    c = dash.present.spearman_ci([1, 2, 3, 4, 5, 6, 7], [3, 1, 2, 5, 4, 7, 6])
+    assert c["rho"] == pytest.approx(0.821, abs=1e-3)
+    assert c["low"] < 0.25 and c["high"] > 0.95  # n = 7: the interval spans most of the range
+    assert dash.present.spearman_ci([1, 2, 3], [1, 2, 3]) is None
 
 
 def test_interpolate_generates_text(tiny):
@@ -175,6 +216,76 @@ def test_learn_ablation_step_reports_measured_ratios(tiny):
     assert charts(at)
 
 
+@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
+                    reason="the demo family is not on disk")
+def test_learn_tour_claims_are_true_of_the_demo_numbers(tiny):
+    """Each step's sentence quotes numbers its own plot shows, checked against the models here."""
+    import re
+
+    from boomerang import ui as dash
+    from boomerang.zoo import load_pair
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="demo", blocks="4", seq_len="64")
+    at.run()
+    ok(at)
+    at.switch_page("app_pages/learn.py").run()
+    ok(at)
+    pair = load_pair("demo")
+    blocks = dash.load_eval_blocks(pair, "demo", 64, 4, "validation")
+    ltf = dash.curve(pair, "last-to-first", blocks)
+    ftl = dash.curve(pair, "first-to-last", blocks)
+    steps = at.segmented_control(key="learn_step").options
+
+    def text() -> str:
+        return "\n".join(m.value for m in at.markdown)
+
+    # 2: the default is the layer whose patch helps most, and the sentence says lower/higher truly
+    at.segmented_control(key="learn_step").set_value(steps[1]).run()
+    ok(at)
+    gains = dash.single_layer_gains(pair, blocks)
+    best = int(gains.loc[gains["gain"].idxmax(), "student_layer"])
+    assert at.select_slider(key="learn_layer").value == best
+    patched_ppl = float(gains.loc[best, "perplexity"])
+    assert f"Its perplexity is **{patched_ppl:,.2f}**" in text()
+    assert ("**Lower**" in text()) == (patched_ppl < ltf["perplexity"].iloc[0])
+    for i in range(pair.mapping.num_student_layers):  # every choice: the verdict follows the number
+        at.select_slider(key="learn_layer").set_value(i).run()
+        p = float(gains.loc[i, "perplexity"])
+        s = float(ltf["perplexity"].iloc[0])
+        word = "**Lower**" if p < s - 1e-9 else "**Higher**" if p > s + 1e-9 else "**Unchanged**"
+        assert word in text(), (i, p, s)
+
+    # 3: "half-way" is half-way in size (7 and 12 layers: 9 or 10), with that size's perplexity
+    at.segmented_control(key="learn_step").set_value(steps[2]).run()
+    ok(at)
+    layers = int(re.search(r"Half-way in size, at \*\*(\d+) layers", text()).group(1))
+    assert layers in (9, 10)
+    row = ltf[ltf["layers"] == layers].iloc[0]
+    assert f"perplexity is **{row['perplexity']:,.2f}**" in text()
+
+    # 4: the orders are compared at the same size, with each order's model of that size
+    at.segmented_control(key="learn_step").set_value(steps[3]).run()
+    ok(at)
+    m = re.search(r"at \*\*(\d+) layers\*\*.*?perplexity \*\*([\d,.]+)\*\*.*?gives \*\*([\d,.]+)\*\*", text(), re.S)
+    size, a, b = int(m.group(1)), float(m.group(2).replace(",", "")), float(m.group(3).replace(",", ""))
+    assert a == pytest.approx(ltf[ltf["layers"] == size]["perplexity"].iloc[0], abs=0.01)
+    assert b == pytest.approx(ftl[ftl["layers"] == size]["perplexity"].iloc[0], abs=0.01)
+    table = dash.tour.at_equal_sizes({"last-to-first": ltf, "first-to-last": ftl})
+    wins = int((table["last-to-first"] < table["first-to-last"]).sum())
+    losses = int((table["last-to-first"] > table["first-to-last"]).sum())
+    assert f"last-to-first is better at {wins} and first-to-last at {losses}" in text()
+    assert ("fewer student layers downstream" in text()) == (wins > losses)  # the reason only when it holds
+
+    # 5: the ablation plot is against k (no vertical line of same-size points), ticks are numbers
+    at.segmented_control(key="learn_step").set_value(steps[4]).run()
+    ok(at)
+    fig = json.loads(charts(at)[-1].proto.spec)
+    assert fig["layout"]["xaxis"]["title"]["text"] == "student layers patched"
+    assert fig["layout"]["yaxis"]["type"] == "log" and fig["layout"]["yaxis"]["tickformat"]
+    assert any("k = 1, 2 patch one-to-one layers" in c.value for c in at.caption)
+
+
 def test_train_runs_and_new_student_appears(tiny):
     from boomerang import ui as dash
 
@@ -200,16 +311,115 @@ def test_train_runs_and_new_student_appears(tiny):
 
 def test_bad_inputs_are_one_sentence_errors(tiny):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(pair="folders", student="/nonexistent/student")
+    missing = str(Path(os.environ["BOOMERANG_RUNS"]) / "nonexistent" / "student")
+    at.query_params.update(pair="folders", student=missing)
     at.run()
     assert not at.exception
-    assert any("/nonexistent/student" in e.value for e in at.error)
+    assert any(missing in e.value for e in at.error)
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(pair="folders", student=tiny[0], data="/nonexistent/corpus.txt")
+    at.query_params.update(pair="folders", student=tiny[0],
+                           data=str(Path(os.environ["BOOMERANG_RUNS"]) / "nonexistent.txt"))
     at.run()
     assert not at.exception
     assert at.error and "Traceback" not in at.error[0].value
+
+
+#: (page, URL parameters, what the warning must quote, what is used instead)
+BAD_URLS = [
+    (None, {"seq_len": "100000"}, "?seq_len='100000'", "between 16 and 4,096; using 128"),
+    (None, {"seq_len": "abc"}, "?seq_len='abc'", "not a whole number; using 128"),
+    (None, {"blocks": "0"}, "?blocks='0'", "between 1 and 1,024; using 16"),
+    (None, {"split": "dev"}, "?split='dev'", "using validation"),
+    (None, {"device": "tpu"}, "?device='tpu'", "using cpu"),
+    (None, {"data": "/etc/passwd"}, "?data='/etc/passwd'", "using demo"),
+    (None, {"data": "../../secret.txt"}, "?data='../../secret.txt'", "using demo"),
+    (None, {"k": "9"}, "?k='9'", "between 0 and 4; using 0"),
+    (None, {"k": "two"}, "?k='two'", "not a whole number"),
+    (None, {"order": "sideways"}, "?order='sideways'", "using last-to-first"),
+    (None, {"x": "depth"}, "?x='depth'", "using layers"),
+    (None, {"teacher": "/etc"}, "?teacher='/etc'", "only paths under the runs folder"),
+    ("layers", {"patched": "1,99"}, "?patched='1,99'", "layers 0 to 3 only (no 99)"),
+    ("layers", {"patched": "abc"}, "?patched='abc'", "'abc' is not a layer number"),
+    ("compare", {"orders": "last-to-first,bogus"}, "?orders='bogus'", "using last-to-first"),
+    ("compare", {"metric": "bleu"}, "?metric='bleu'", "using perplexity"),
+]
+
+
+def test_bad_url_values_are_named_then_the_default_is_used(tiny):
+    for page, params, quoted, using in BAD_URLS:
+        at = app(tiny, page=page, **params)
+        shown = [w.value for w in at.warning]
+        assert any(quoted in w and using in w for w in shown), (params, shown)
+    # ... and the defaults are what the page then shows
+    at = app(tiny, seq_len="100000", k="9")
+    assert at.number_input(key="seq_len").value == 128 and at.query_params["seq_len"] == "128"
+    assert at.select_slider(key="k").value == 0 and metrics(at)["Decoder layers"] == "4"
+    at = app(tiny, page="layers", patched="1,99")
+    assert not any(at.toggle(key=f"pick_{i}").value for i in range(4))
+
+
+def test_links_cannot_name_files_outside_the_runs_folder(tiny):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="folders", student="/nonexistent/student")
+    at.run()
+    assert not at.exception
+    assert any("?student='/nonexistent/student'" in w.value and "runs folder" in w.value for w in at.warning)
+    assert not at.metric  # nothing was loaded from it
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="nope")
+    at.run()
+    assert not at.exception
+    assert any("?pair='nope'" in w.value for w in at.warning)
+
+
+def test_typed_paths_outside_the_runs_folder_need_opt_in_and_stay_out_of_the_url(tiny, tmp_path):
+    import shutil
+
+    outside = tmp_path / "corpus.txt"
+    shutil.copy(tiny[1], outside)
+    at = app(tiny)
+    at.text_input(key="data").set_value(str(outside)).run()
+    assert not at.exception
+    assert any(f"Ignored data='{outside}'" in w.value and "using demo" in w.value for w in at.warning), [
+        w.value for w in at.warning]
+
+    at.checkbox(key="allow_outside").check().run()
+    ok(at)
+    assert not any(str(outside) in w.value for w in at.warning)
+    assert "data" not in at.query_params  # a shared link never names it
+    assert "Perplexity" in metrics(at)
+
+
+def test_export_outside_the_runs_folder_needs_opt_in(tiny, tmp_path):
+    at = app(tiny, page="layers", patched="3")
+    outside = tmp_path / "elsewhere"
+    folder = next(t for t in at.text_input if t.label == "Folder")
+    folder.set_value(str(outside)).run()
+    next(b for b in at.button if b.label == "Export").click().run()
+    assert any(str(outside) in e.value and "Refused" in e.value for e in at.error), [e.value for e in at.error]
+    assert not outside.exists() and not at.success
+
+    at.checkbox(key="export_outside").check().run()
+    next(b for b in at.button if b.label == "Export").click().run()
+    ok(at)
+    assert outside.is_dir() and f"Saved to `{outside}`" in at.success[0].value
+
+    # a relative folder lands under the runs folder
+    next(t for t in at.text_input if t.label == "Folder").set_value("exports/mine").run()
+    next(b for b in at.button if b.label == "Export").click().run()
+    ok(at)
+    assert (Path(os.environ["BOOMERANG_RUNS"]) / "exports" / "mine" / "config.json").is_file()
+
+
+def test_export_message_goes_when_the_pick_changes(tiny):
+    at = app(tiny, page="layers", patched="3")
+    next(b for b in at.button if b.label == "Export").click().run()
+    assert at.success and at.get("download_button")
+    at.toggle(key="pick_0").set_value(True).run()
+    ok(at)
+    assert not at.success and not at.get("download_button")  # the export was of another model
 
 
 @pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",

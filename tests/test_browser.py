@@ -24,7 +24,7 @@ if bu.chromium_path() is None or not __import__("importlib").util.find_spec("pla
 def server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("browser")
-    _, student, text = build_tiny_pair(root / "pair")
+    _, student, text = build_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
     env = {"BOOMERANG_RUNS": str(root / "runs"), "BOOMERANG_CACHE": str(root / "cache")}
     with bu.serve(env) as url:
         yield url, str(student), str(text)
@@ -66,3 +66,64 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         after = bu.wait_metric_change(page, "Decoder layers", before)
         assert abs(int(after) - int(before)) == 1
         assert "patched=" in page.url
+
+
+def _slider_value(page) -> str:
+    """What the size slider's thumb shows (its aria value text)."""
+    return bu.slider_input(page).get_attribute("aria-valuetext") or ""
+
+
+def _patched_delta(page, want: str) -> str:
+    """Wait until the 'Decoder layers' metric's delta starts with ``want`` ("3 of 4")."""
+    page.wait_for_function(
+        """(want) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(m =>
+              m.innerText.includes('Decoder layers') &&
+              (m.querySelector('[data-testid="stMetricDelta"]')?.innerText || '').trim().startsWith(want))""",
+        arg=want, timeout=60_000, polling="raf")
+    return bu.metric(page, "Decoder layers")
+
+
+def test_order_switch_keeps_the_slider_on_the_shown_size(server):
+    """Issue 14: after switching the order the thumb jumped to the student while the numbers, the
+    strip and the URL kept the old size, and the next arrow key counted from 0."""
+    url, student, text = server
+    with bu.browser() as page:
+        page.goto(bu.url_for(url, "", pair="folders", student=student, data=text, blocks="4", seq_len="32",
+                             k="2"))
+        page.set_default_timeout(60_000)
+        bu.wait_idle(page)
+        # last-to-first, k=2: S3, S2 (one-to-one layers) patched: still 4 layers
+        assert _patched_delta(page, "2 of 4") == "4"
+        assert "2 patched" in _slider_value(page)
+
+        page.locator('[data-testid="stButtonGroup"] button', has_text="first-to-last").first.click()
+        assert bu.wait_metric_change(page, "Decoder layers", "4") == "6"  # S0, S1: two 2-layer blocks
+        bu.wait_idle(page)
+        assert "2 patched" in _slider_value(page), _slider_value(page)
+        assert "k=2" in page.url
+
+        bu.slider_input(page).press("ArrowRight")  # one more layer from k=2, not from 0
+        assert _patched_delta(page, "3 of 4") == "6"
+        assert "3 patched" in _slider_value(page), _slider_value(page)
+        assert "k=3" in page.url
+
+
+@pytest.mark.parametrize("width", [1024, 1440])
+def test_nothing_is_cut_off_at_common_widths(server, width):
+    """Issue 14: at 1024 px buttons read "St…", order buttons "klpat…", only 3 order chips showed."""
+    from boomerang import ui as dash
+
+    url, student, text = server
+    common = dict(pair="folders", student=student, data=text, blocks="4", seq_len="32")
+    every = dash.available_orders() + dash.available_baselines()
+    with bu.browser(width=width, height=900) as page:
+        page.set_default_timeout(120_000)
+        for path, extra in (("", {}), ("layers", {"patched": "1"}), ("compare", {"orders": ",".join(every)}),
+                            ("similarity", {}), ("learn", {}), ("train", {})):
+            page.goto(bu.url_for(url, path, **common, **extra))
+            bu.wait_idle(page)
+            page.locator('[data-testid="stMain"] h1').first.wait_for()
+            page.wait_for_timeout(300)
+            assert bu.clipped(page) == [], (width, path or "interpolate", bu.clipped(page))
+            if path == "compare":
+                assert sorted(bu.chips(page)) == sorted(every), bu.chips(page)

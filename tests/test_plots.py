@@ -38,3 +38,14 @@ def test_current_marker_carries_its_size():
     fig = plots.curve_figure(df, current=df.iloc[1].to_dict())
     cur = [t for t in fig.data if t.name == "current"][0]
     assert list(cur.customdata) == [1] and list(cur.x) == [20]
+
+
+def test_orders_stay_visible_on_the_optimal_line_and_repeated_sizes_are_labelled():
+    df = pd.DataFrame({"order": ["optimal"] * 3 + ["klpatch"] * 3 + ["last-to-first"] * 3, "k": [0, 1, 2] * 3,
+                       "layers": [3, 3, 5] * 3, "params": [1, 2, 3] * 3, "perplexity": [9.0, 9.0, 5.0] * 3})
+    traces = {t["name"]: t for t in plots.curve_traces(df, "layers")}
+    names = [t["name"] for t in plots.curve_traces(df, "layers")]
+    assert names[0] == "optimal"  # drawn first: underneath
+    kl, opt = traces["klpatch"], traces["optimal"]
+    assert kl["line"]["dash"] != "solid" and kl["marker"]["symbol"] != opt["marker"]["symbol"]
+    assert traces["last-to-first"]["text"] == ["k=0,1", "", ""]  # k = 0 and 1 share 3 layers

@@ -37,6 +37,8 @@ from .compute import (
                       sweep,
                       zip_folder,
 )
+from . import present, query, tour
+from .query import Parsed
 from .jobs import (
                       TrainingJob,
                       all_runs,
@@ -61,7 +63,7 @@ from .specs import (
 )
 
 __all__ = [
-    "RESULTS", "SEQUENTIAL_ORDERS", "PairSpec", "TrainingJob", "all_runs", "available_baselines",
+    "RESULTS", "SEQUENTIAL_ORDERS", "PairSpec", "Parsed", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
     "available_metrics", "available_orders", "block_label", "calibration_ids", "configure_threads", "curve",
     "dashboard_runs", "dashboard_runs_dir", "default_pair", "demo_available", "demo_student_dirs", "devices",
     "discover_pairs", "evaluate_point", "export_patched", "latency_ms_per_token", "latency_profile",

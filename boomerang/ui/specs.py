@@ -19,11 +19,15 @@ from ..core import BoomerangPair
 from ..errors import BoomerangError
 from ..paths import runs_dir
 from ..zoo import demo_student_dirs, load_pair, named_pair_dirs, smollm2_available
+from .present import student_is_distilled
 
 
 def dashboard_runs_dir() -> Path:
     """Where the Train page writes its runs."""
     return runs_dir() / "dashboard"
+
+
+SMOLLM2_LABEL = "SmolLM2-135M (undistilled student)"
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,16 @@ class PairSpec:
             name = pair.split(":", 1)[1]
             return cls("demo", name, label=f"demo: {name} student")
         if pair == "smollm2":
-            return cls("smollm2", label="SmolLM2-135M")
+            return cls("smollm2", label=SMOLLM2_LABEL)
         return None
+
+    @property
+    def distilled(self) -> bool:
+        """False when the student is only initialised from teacher layers (SmolLM2's, or a folder
+        whose student_config.json says ``"distilled": false``)."""
+        if self.kind == "smollm2":
+            return False
+        return self.kind == "demo" or student_is_distilled(self.student)
 
     def load(self, device: str | None = None) -> BoomerangPair:
         """Load the pair (slow: cache the result)."""
@@ -135,7 +147,7 @@ def discover_pairs(root: Path | None = None) -> list[PairSpec]:
     for s in trained_students(root):
         out.append(PairSpec("folders", student=str(s), label=_folder_label("", str(s))))
     if smollm2_available():
-        out.append(PairSpec("smollm2", label="SmolLM2-135M (undistilled student)"))
+        out.append(PairSpec("smollm2", label=SMOLLM2_LABEL))
     return out
 
 
