@@ -90,7 +90,7 @@ st.dataframe(table, hide_index=True, width="stretch",
 downloads = st.container(horizontal=True)  # buttons as wide as their labels
 downloads.download_button("CSV", table.to_csv(index=False).encode(), file_name="boomerang-orders.csv",
                    mime="text/csv", icon=":material/download:", width="content")
-downloads.download_button("Figure (HTML)", plots.for_export(fig).to_html(include_plotlyjs="cdn").encode(),
+downloads.download_button("Figure (HTML)", lambda fig=fig: plots.figure_html(fig),  # built on click
                    file_name="boomerang-orders.html", mime="text/html", icon=":material/download:",
                    width="content")
 sig = (tuple(picked), x_axis, metric, ctx.pair_key, ctx.data_key)

@@ -49,3 +49,14 @@ def test_orders_stay_visible_on_the_optimal_line_and_repeated_sizes_are_labelled
     kl, opt = traces["klpatch"], traces["optimal"]
     assert kl["line"]["dash"] != "solid" and kl["marker"]["symbol"] != opt["marker"]["symbol"]
     assert traces["last-to-first"]["text"] == ["k=0,1", "", ""]  # k = 0 and 1 share 3 layers
+
+
+def test_exported_html_opens_offline():
+    """The downloaded figure carries plotly.js itself: no script is fetched from a CDN."""
+    import re
+
+    fig = plots.curve_figure(pd.DataFrame({"order": ["a", "a"], "k": [0, 1], "layers": [7, 8],
+                                           "params": [10, 12], "perplexity": [40.0, 38.0]}), x="layers")
+    html = plots.figure_html(fig).decode()
+    assert not re.search(r"<script[^>]+src=", html)
+    assert "Plotly.newPlot" in html and len(html) > 3_000_000  # the library itself is inline
