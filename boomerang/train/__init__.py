@@ -7,7 +7,8 @@ ablation) and returns its folder; see :mod:`.loop` for the loop, :mod:`.loss` fo
 
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, last_checkpoint
 from .config import FREEZABLE, MODES, DistillConfig, LossWeights
-from .loop import DistillProgress, distill
+from .events import DistillProgress
+from .loop import distill
 from .loss import (
     ForwardStates,
     alignment_pairs,

@@ -21,7 +21,9 @@ import yaml
 
 from ..errors import BoomerangError
 
-MODES = ("boomerang", "no-align", "ce-only", "random-init", "pretrain")
+MODES = ("boomerang", "no-align", "ce-only", "random-init", "pretrain", "local")
+#: Losses of block-local distillation (mode "local"): on each student layer's output hidden state.
+LOCAL_LOSSES = ("cosine", "mse", "cosine+mse")
 #: Student parts that ``DistillConfig.freeze`` can keep at their teacher weights.
 FREEZABLE = ("one-to-one", "embeddings", "head")
 #: Experiment trackers ``DistillConfig.log_with`` accepts (Accelerate's names; "all": every installed one).
@@ -55,7 +57,9 @@ class DistillConfig:
     keep_first: int = 0
     every: int = 2
     keep_last: int = 2
-    mode: str = "boomerang"  # boomerang | no-align | ce-only | random-init | pretrain (no teacher)
+    # boomerang | no-align | ce-only | random-init | pretrain (no teacher) | local (block-local:
+    # each student layer learns its teacher block alone; see boomerang.train.local)
+    mode: str = "boomerang"
     steps: int = 1000
     seq_len: int = 256
     batch_size: int = 8
@@ -80,6 +84,8 @@ class DistillConfig:
     threads: int | None = None  # CPU threads for torch (None: torch's default)
     eval_every: int = 0  # steps between validation perplexities in log.jsonl (0: never)
     eval_blocks: int = 32  # validation blocks (of ``data``'s validation split) they are measured on
+    local_loss: str = "cosine+mse"  # mode "local": loss on each student layer's output (LOCAL_LOSSES)
+    teacher_input_prob: float = 0.5  # mode "local": chance a layer sees the teacher's block input
     # Experiment trackers fed through Accelerate's ``log_with`` (see TRACKERS), writing under
     # ``OUT/trackers``: e.g. ("tensorboard",), then ``tensorboard --logdir OUT/trackers``.
     log_with: tuple[str, ...] = ()
@@ -132,6 +138,10 @@ class DistillConfig:
             raise BoomerangError(f"The learning rate must be a positive number, not {self.lr}.")
         if self.warmup < 0:
             raise BoomerangError(f"warmup must be >= 0, not {self.warmup}.")
+        if self.local_loss not in LOCAL_LOSSES:
+            raise BoomerangError(f"Unknown local loss {self.local_loss!r}; choose one of {', '.join(LOCAL_LOSSES)}.")
+        if not 0.0 <= self.teacher_input_prob <= 1.0:
+            raise BoomerangError(f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}.")
         if self.eval_every < 0:
             raise BoomerangError(f"eval_every must be >= 0 (0: never), not {self.eval_every}.")
         if self.max_blocks is not None and self.max_blocks < 1:
@@ -243,6 +253,9 @@ class DistillConfig:
         a("--seed", type=int)
         a("--precision", choices=("auto", "fp32", "bf16"))
         a("--max-blocks", type=int, dest="max_blocks")
+        a("--local-loss", choices=LOCAL_LOSSES, dest="local_loss", help="mode local: loss on each layer's output")
+        a("--teacher-input-prob", type=float, dest="teacher_input_prob",
+          help="mode local: chance a student layer sees the teacher's block input, else the student's own (default 0.5)")
         a("--eval-every", type=int, dest="eval_every", help="steps between validation perplexities (0: never)")
         a("--eval-blocks", type=int, dest="eval_blocks", help="validation blocks for --eval-every (default 32)")
         a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")

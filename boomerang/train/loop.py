@@ -37,7 +37,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +53,13 @@ from ..data import load_blocks
 from ..errors import BoomerangError
 from ..eval import check_batch_fits, perplexity
 from ..io import atomic_dir, atomic_write, replace_dir
-from ..progress import StopSignal, Update, stop_requested
+from ..progress import StopSignal, stop_requested
 from ..zoo import resolve_teacher
 from . import trackers
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
 from .config import DistillConfig
+from .events import DistillProgress, progress_event
+from .local import from_distill_config, local_distill
 from .loss import (
     alignment_pairs,
     distill_loss,
@@ -104,32 +105,6 @@ def _lr_lambda(warmup: int, steps: int, min_ratio: float) -> Callable[[int], flo
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return f
-
-
-@dataclass(frozen=True, kw_only=True)
-class DistillProgress(Update):
-    """What a progress callback receives after every step and at the end: an
-    :class:`~boomerang.progress.Update` (``done`` steps of ``total``) with the run's state."""
-
-    losses: dict[str, float]  # loss, ce, kl, cos of the last logged step
-    lr: float
-    tokens_per_s: float
-    eta_s: float | None
-    elapsed_s: float
-    event: str = "step"  # step | checkpoint | done | stopped
-    checkpoint: Path | None = None
-
-    @property
-    def step(self) -> int:
-        """Optimizer steps done."""
-        return self.done
-
-
-def _progress(step: int, total: int, losses: dict[str, float], lr: float, tok_s: float,
-              eta: float | None, elapsed: float, event: str, ck: Path | None = None) -> DistillProgress:
-    loss = f", loss {losses['loss']:.4g}" if "loss" in losses else ""
-    return DistillProgress(done=step, total=total, note=f"step {step}/{total}{loss}", losses=dict(losses),
-                           lr=lr, tokens_per_s=tok_s, eta_s=eta, elapsed_s=elapsed, event=event, checkpoint=ck)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +215,9 @@ def _distill(
     result_dir = out / ("model" if pretrain else "student")
     _check_out(config, out, result_dir)
     with _run_lock(out):
+        if config.mode == "local":
+            return local_distill(from_distill_config(config), progress, should_stop, blocks=blocks,
+                                 run_config=config.to_dict())
         return _train(config, progress, should_stop, blocks, val_blocks, show_progress_bar, out, log_path,
                       result_dir)
 
@@ -608,11 +586,11 @@ def _train(
                 event = "checkpoint"
             eta = (config.steps - step) * elapsed / max(1, step - start_step)
             if progress is not None and acc.is_main_process:
-                progress(_progress(step, config.steps, last_losses, lr, tok_s, eta,
+                progress(progress_event(step, config.steps, last_losses, lr, tok_s, eta,
                                    elapsed_before + elapsed, event, ck))
             if stop and step < config.steps:
                 if progress is not None and acc.is_main_process:
-                    progress(_progress(step, config.steps, last_losses, lr, tok_s, None,
+                    progress(progress_event(step, config.steps, last_losses, lr, tok_s, None,
                                        elapsed_before + elapsed, "stopped", ck))
                 return ck  # type: ignore[return-value]
     finally:
@@ -651,7 +629,7 @@ def _train(
             save_student(final_model, mapping, result_dir, tokenizer=tokenizer, teacher=teacher_ref,
                          extra={"distill": provenance})
         if progress is not None:
-            progress(_progress(step, config.steps, last_losses, sched.get_last_lr()[0],
+            progress(progress_event(step, config.steps, last_losses, sched.get_last_lr()[0],
                                0.0, 0.0, time.perf_counter() - t0 + elapsed_before, "done"))
     acc.wait_for_everyone()
     return result_dir

@@ -1,0 +1,725 @@
+"""Block-local distillation: train every student layer on its own to imitate its teacher block.
+
+A boomerang student layer ``i`` stands for the contiguous teacher block ``b(i)`` (see
+:mod:`boomerang.core.mapping`) and starts out as a copy of that block's first layer. Global
+distillation (:mod:`boomerang.train.loop`) trains the whole student end to end, which needs a
+backward pass through every layer and the vocabulary-sized head. *Block-local* distillation
+asks each student layer for one thing only::
+
+    teacher:   ... h_t[b(i)[0]]  --[ T_b(i)[0] ... T_b(i)[-1] ]-->  h_t[b(i)[-1] + 1] ...
+                        |                                                  |
+                        x_i  (the block's input)                           y_i (the block's output)
+    student:            x_i  --[ S_i ]-->  S_i(x_i)   ~   y_i   (loss on this one layer)
+
+so the training signal for layer ``i`` is the teacher's own hidden states at the two ends of
+its block. There is no whole-model backward: the input ``x_i`` is detached, each layer's loss
+reaches only that layer's weights, and one teacher forward per batch feeds the updates of all
+student layers at once. Because a trained student layer is a drop-in replacement for its block,
+it is exactly the property that patching (swapping a student layer back for its block) relies on.
+
+**Capturing the block ends, for any architecture.** A forward *pre*-hook (``with_kwargs=True``)
+on the first teacher layer of each block records the block input and the keyword arguments the
+base model called the layer with -- position embeddings, the prepared attention mask (with
+padding and, for sliding-window models, the right mask for that layer's type), position ids.
+A forward hook on the block's last layer records its output (the raw layer output, not the
+final-normed state that ``output_hidden_states`` returns for the last layer). The student layer
+is then called directly, ``S_i(x, *args, **kwargs)``, with the very arguments its teacher layer
+got. Nothing here knows about Llama, Qwen, GPT-NeoX or GPT-2 by name; the teacher forward also
+stops (by an exception raised in a hook) after the last layer whose output is needed, so the
+unused top layers, the final norm and the head are never run.
+
+**Whose input?** With *teacher forcing* each student layer sees the teacher's block input; at
+inference, though, student layer ``i`` sees the output of student layer ``i - 1``, and small
+errors compound over the depth. Feeding the student's own running input (the previous student
+layer's detached output) trains each layer to map *that* onto the teacher's block output, which
+corrects rather than compounds the errors. ``teacher_input_prob = p`` mixes the two: for every
+sequence of a batch and every layer, the input is the teacher's block input with probability
+``p`` and the running student state otherwise (``p = 1``: teacher forcing, ``p = 0``: always
+the student's state). A restart from the teacher's state mid-way is exactly what a
+first-to-last patched model feeds its student layers, so a mix serves both patch orders.
+
+**Loss** (per student layer, averaged over the real tokens, padding masked out)::
+
+    cosine:      1 - cos(S_i(x), y)                         direction of the hidden state
+    mse:         |S_i(x) - y|^2 / |y|^2                      per-token relative squared error
+    cosine+mse:  the sum of the two
+
+The MSE is relative per token because residual-stream norms grow with depth and differ wildly
+between tokens ("massive activations"); a plain MSE would be dominated by a few of them.
+
+**Training run.** :func:`local_distill` loads the teacher, builds the student with
+:func:`boomerang.init_student` (layers not trained stay exact teacher copies; by default the
+one-to-one layers, whose block is a single teacher layer, are frozen), and trains with AdamW
+(linear warmup, cosine decay) on ``[batch_size, seq_len]`` blocks of ``data``. On a CPU the
+teacher forward is ~40% of a step's arithmetic; ``updates_per_batch = u`` reuses each batch's
+teacher states for ``u`` consecutive updates (fewer distinct tokens, more updates per second).
+The data order
+and the random input choices are pure functions of ``(seed, step)``, so a checkpoint (written
+atomically: trained layers, optimizer state, step) is all a killed run needs to continue to
+exactly the result of an uninterrupted one. Output folder::
+
+    OUT/config.json          the settings
+    OUT/log.jsonl            one line per logged step: loss, per-layer losses, lr, tokens/s ...
+    OUT/checkpoint/          the last checkpoint (trained layers and optimizer state as
+                             safetensors, step and settings as JSON)
+    OUT/student/             the final student (boomerang.save_student), load_pair(student=...)
+
+From code::
+
+    from boomerang.train.local import LocalDistillConfig, local_distill
+    student_dir = local_distill(LocalDistillConfig(teacher=..., out=..., steps=500), progress=print)
+
+or ``python -m boomerang distill --mode local ...`` (a :class:`~boomerang.train.DistillConfig`
+with ``mode="local"``, see :func:`from_distill_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..core import (
+    LayerMapping,
+    find_parts,
+    init_student,
+    load_model,
+    output_tensor,
+    save_student,
+)
+from ..data import load_blocks
+from ..errors import BoomerangError
+from ..io import atomic_dir, atomic_write
+from ..progress import StopSignal, stop_requested
+from ..zoo import resolve_teacher
+from .checkpoints import trim_log
+from .config import LOCAL_LOSSES, DistillConfig
+from .events import DistillProgress, progress_event
+
+LOSSES = LOCAL_LOSSES
+CHECKPOINT = "checkpoint"
+#: Settings that must not change when a run is resumed (they decide what a step does).
+_RESUME_KEYS = ("teacher", "data", "keep_first", "every", "keep_last", "steps", "seq_len",
+                "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "loss",
+                "teacher_input_prob", "updates_per_batch", "layers", "freeze_one_to_one", "seed", "split", "max_blocks")
+
+Progress = Callable[[DistillProgress], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalDistillConfig:
+    """Settings of a block-local distillation run (see the module docstring).
+
+    One step is one optimizer update on ``batch_size`` sequences of ``seq_len`` tokens; each
+    batch (and its teacher forward) serves ``updates_per_batch`` consecutive steps, so a run
+    sees ``ceil(steps / updates_per_batch) * batch_size * seq_len`` distinct tokens
+    (:attr:`total_tokens`).
+    """
+
+    teacher: str = ""  # model directory, hub id, or a bundled pair's name ("demo", "smollm2")
+    data: str = "demo"  # "demo", a text file/folder or an HF dataset id (boomerang.data)
+    out: str = "runs/local-distill"
+    keep_first: int = 0  # the mapping rule (LayerMapping.from_rule)
+    every: int = 2
+    keep_last: int = 2
+    steps: int = 1000
+    seq_len: int = 256
+    batch_size: int = 8
+    lr: float = 2e-4
+    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio
+    warmup: int = 20  # steps of linear warmup
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # per layer; 0 disables
+    loss: str = "cosine+mse"  # one of LOSSES
+    teacher_input_prob: float = 1.0  # 1: teacher forcing; 0: the student's own running input
+    updates_per_batch: int = 1  # optimizer steps per teacher forward (each batch reused this often)
+    layers: tuple[int, ...] | None = None  # student layers to train (None: all not frozen)
+    freeze_one_to_one: bool = True  # layers standing for a single teacher layer stay the teacher's
+    save_every: int = 100  # steps between checkpoints
+    log_every: int = 10
+    resume: bool = False  # continue from OUT/checkpoint if there is one
+    seed: int = 0
+    split: str = "train"
+    max_blocks: int | None = None  # cap on the number of training blocks loaded
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    # Stop early (and still save the student) after this many seconds of training; the lr decay
+    # then follows the time too (see lr_at), so such a run depends on the machine's speed.
+    time_limit_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.teacher, self.data, self.out = str(self.teacher), str(self.data), str(self.out)
+        if self.layers is not None:
+            self.layers = tuple(int(i) for i in self.layers)
+
+    @property
+    def total_tokens(self) -> int:
+        """Training tokens of the whole run."""
+        return self.tokens_after(self.steps)
+
+    def tokens_after(self, step: int) -> int:
+        """Distinct training tokens seen in the first ``step`` steps."""
+        return -(-step // self.updates_per_batch) * self.batch_size * self.seq_len
+
+    def validate(self) -> None:
+        """Raise a one-sentence :class:`BoomerangError` for the first bad setting."""
+        if not self.teacher:
+            raise BoomerangError("No teacher given: set teacher to a model directory or hub id.")
+        if self.loss not in LOSSES:
+            raise BoomerangError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
+        for name in ("steps", "batch_size", "updates_per_batch", "save_every", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise BoomerangError(f"{name} must be a whole number of at least 1, not {v!r}.")
+        if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int) or self.seq_len < 2:
+            raise BoomerangError(f"seq_len must be a whole number of at least 2, not {self.seq_len!r}.")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise BoomerangError(f"The learning rate must be a positive number, not {self.lr!r}.")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise BoomerangError(f"min_lr_ratio must lie in [0, 1], not {self.min_lr_ratio!r}.")
+        if self.warmup < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise BoomerangError("warmup, weight_decay and grad_clip must not be negative.")
+        if not 0.0 <= self.teacher_input_prob <= 1.0:
+            raise BoomerangError(
+                f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}."
+            )
+        if self.threads is not None and self.threads < 1:
+            raise BoomerangError(f"threads must be at least 1, not {self.threads!r}.")
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise BoomerangError(f"time_limit_s must be positive, not {self.time_limit_s!r}.")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            raise BoomerangError(f"max_blocks must be at least 1, not {self.max_blocks!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
+        d = dataclasses.asdict(self)
+        d["layers"] = None if self.layers is None else list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LocalDistillConfig:
+        """Build from a dict; unknown keys are an error (typos should not pass silently)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise BoomerangError(
+                f"Unknown local-distillation setting(s) {', '.join(unknown)}; known are "
+                f"{', '.join(sorted(names))}."
+            )
+        return cls(**d)
+
+
+def from_distill_config(config: DistillConfig) -> LocalDistillConfig:
+    """The block-local run that a :class:`DistillConfig` with ``mode="local"`` stands for.
+
+    Embeddings, final norm and head are never trained locally; ``freeze`` containing
+    ``one-to-one`` keeps the single-layer blocks at the teacher's weights too.
+    """
+    return LocalDistillConfig(
+        teacher=config.teacher, data=config.data, out=config.out, keep_first=config.keep_first,
+        every=config.every, keep_last=config.keep_last, steps=config.steps, seq_len=config.seq_len,
+        batch_size=config.batch_size, lr=config.lr, min_lr_ratio=config.min_lr_ratio, warmup=config.warmup,
+        weight_decay=config.weight_decay, grad_clip=config.grad_clip, loss=config.local_loss,
+        teacher_input_prob=config.teacher_input_prob, freeze_one_to_one="one-to-one" in config.freeze,
+        save_every=config.save_every, log_every=config.log_every, resume=config.resume, seed=config.seed,
+        split=config.split, max_blocks=config.max_blocks, threads=config.threads,
+    )
+
+
+def trained_layers(mapping: LayerMapping, config: LocalDistillConfig) -> list[int]:
+    """The student layers a run trains: ``config.layers`` or every layer, minus frozen ones."""
+    n = mapping.num_student_layers
+    if config.layers is not None:
+        bad = [i for i in config.layers if not 0 <= i < n]
+        if bad:
+            raise BoomerangError(f"Student layer(s) {bad} out of range: this student has layers 0..{n - 1}.")
+        chosen = sorted(set(config.layers))
+    else:
+        chosen = list(range(n))
+    if config.freeze_one_to_one:
+        chosen = [i for i in chosen if len(mapping.blocks[i]) > 1]
+    if not chosen:
+        raise BoomerangError(
+            "No student layer is left to train: every chosen layer stands for a single teacher "
+            "layer and is frozen (set freeze_one_to_one=False or choose other layers)."
+        )
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher block ends, the student layer call, the loss
+# ---------------------------------------------------------------------------------------------
+
+
+class BlockIO(NamedTuple):
+    """The two ends of one teacher block, for one batch.
+
+    ``x`` (``[B, T, H]``) is the block's input, ``y`` (``[B, T, H]``, or None when not
+    requested) its output; ``args``/``kwargs`` are the other arguments the base model passed to
+    the block's first layer (position embeddings, attention mask, ...), reused verbatim to call
+    the student layer.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    args: tuple
+    kwargs: dict[str, Any]
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every needed teacher state is captured (skips the rest)."""
+
+
+def _split_hidden(args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor, tuple, dict[str, Any]]:
+    """(hidden states, remaining positional args, kwargs) of a decoder-layer call."""
+    if args:
+        return args[0], tuple(args[1:]), dict(kwargs)
+    kwargs = dict(kwargs)
+    if "hidden_states" not in kwargs:
+        raise BoomerangError("A decoder layer was called without hidden states; this architecture is not supported.")
+    return kwargs.pop("hidden_states"), (), kwargs
+
+
+@torch.no_grad()
+def teacher_block_io(
+    teacher: nn.Module,
+    mapping: LayerMapping,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    students: Sequence[int] | None = None,
+    targets: Sequence[int] | None = None,
+) -> dict[int, BlockIO]:
+    """One teacher forward; the block ends of student layers ``students`` (default: all).
+
+    ``input_ids``/``attention_mask`` are ``[B, T]``. Returns ``{i: BlockIO}``: ``x`` is the
+    input of teacher layer ``blocks[i][0]`` with its call arguments, and ``y`` the output of
+    teacher layer ``blocks[i][-1]`` for ``i`` in ``targets`` (default: ``students``), else None.
+    The forward stops after the last teacher layer whose output is needed.
+    """
+    layers = find_parts(teacher).layer_list(teacher)
+    students = list(range(mapping.num_student_layers)) if students is None else sorted(set(students))
+    targets = students if targets is None else sorted(set(targets))
+    if not students:
+        return {}
+    start = {mapping.blocks[i][0]: i for i in students}  # teacher layer -> student layer
+    end = {mapping.blocks[i][-1]: i for i in targets}
+    stop_at = max([mapping.blocks[i][-1] for i in targets] + [mapping.blocks[i][0] for i in students])
+    inputs: dict[int, tuple[torch.Tensor, tuple, dict]] = {}
+    outputs: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def pre_hook(i: int):
+        def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            h, rest, kw = _split_hidden(args, kwargs)
+            inputs[i] = (h.detach().clone(), rest, kw)  # clone: a layer may update in place
+            if mapping.blocks[i][0] == stop_at and i not in targets:
+                raise _StopForward
+        return hook
+
+    def post_hook(i: int):
+        def hook(_m: nn.Module, _args: tuple, output: Any) -> None:
+            outputs[i] = output_tensor(output).detach().clone()
+            if mapping.blocks[i][-1] == stop_at:
+                raise _StopForward
+        return hook
+
+    try:
+        for t, i in start.items():
+            handles.append(layers[t].register_forward_pre_hook(pre_hook(i), with_kwargs=True))
+        for t, i in end.items():
+            handles.append(layers[t].register_forward_hook(post_hook(i)))
+        try:
+            teacher(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _StopForward:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    return {i: BlockIO(inputs[i][0], outputs.get(i), inputs[i][1], inputs[i][2]) for i in students}
+
+
+def call_layer(layer: nn.Module, hidden: torch.Tensor, io: BlockIO) -> torch.Tensor:
+    """Run a decoder ``layer`` on ``hidden`` (``[B, T, H]``) with the block's captured arguments."""
+    return output_tensor(layer(hidden, *io.args, **io.kwargs))
+
+
+def local_loss(
+    pred: torch.Tensor, target: torch.Tensor, real: torch.Tensor | None, kind: str = "cosine+mse"
+) -> torch.Tensor:
+    """Mean over real tokens of the per-token loss between ``pred`` and ``target`` (``[B, T, H]``).
+
+    ``real`` (``[B, T]``, bool/0-1, or None for all) masks out padding. ``kind``: ``cosine``
+    (``1 - cos``), ``mse`` (``|pred - target|^2 / |target|^2`` per token), or their sum.
+    """
+    if kind not in LOSSES:
+        raise BoomerangError(f"Unknown loss {kind!r}; choose one of {', '.join(LOSSES)}.")
+    p, t = pred.float(), target.float()
+    per_tok = torch.zeros(p.shape[:-1], device=p.device)  # [B, T]
+    if kind in ("cosine", "cosine+mse"):
+        per_tok = per_tok + (1.0 - F.cosine_similarity(p, t, dim=-1, eps=1e-8))
+    if kind in ("mse", "cosine+mse"):
+        per_tok = per_tok + (p - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-8)
+    if real is None:
+        return per_tok.mean()
+    w = real.to(per_tok.dtype)
+    return (per_tok * w).sum() / w.sum().clamp_min(1.0)
+
+
+def _student_inputs(
+    teacher_x: torch.Tensor, running: torch.Tensor | None, use_teacher: torch.Tensor | None
+) -> torch.Tensor:
+    """Per sequence: the teacher's block input where ``use_teacher`` ([B] bool), else ``running``."""
+    if running is None or use_teacher is None:
+        return teacher_x
+    return torch.where(use_teacher[:, None, None], teacher_x, running)
+
+
+def block_needs(mapping: LayerMapping, layers: Sequence[int], teacher_input_prob: float) -> list[int]:
+    """Student layers whose block inputs a step needs: ``layers``, or every layer up to the last
+    of them when student layers feed each other (``teacher_input_prob < 1``)."""
+    layers = sorted(set(layers))
+    return list(range(layers[-1] + 1)) if teacher_input_prob < 1.0 and layers else layers
+
+
+def student_losses(
+    student: nn.Module,
+    ios: dict[int, BlockIO],
+    attention_mask: torch.Tensor | None,
+    layers: Sequence[int],
+    *,
+    loss: str = "cosine+mse",
+    teacher_input_prob: float = 1.0,
+    generator: torch.Generator | None = None,
+    grad: bool = False,
+) -> dict[int, torch.Tensor]:
+    """The local loss of every student layer in ``layers`` against the teacher's block ends ``ios``.
+
+    ``ios`` comes from :func:`teacher_block_io` (with the layers of :func:`block_needs`).
+    Student layers run in order; layer ``i`` gets, per sequence, the teacher's block input with
+    probability ``teacher_input_prob`` (drawn from ``generator``) and otherwise the previous
+    student layer's detached output. With ``grad=True`` the losses keep their graphs (each
+    reaches only its own layer's weights). Returns ``{i: scalar loss}``.
+    """
+    layers = sorted(set(layers))
+    s_layers = find_parts(student).layer_list(student)
+    real = attention_mask.bool() if attention_mask is not None else None
+    out: dict[int, torch.Tensor] = {}
+    running: torch.Tensor | None = None  # [B, T, H] the previous student layer's output
+    chain = teacher_input_prob < 1.0  # student layers feed each other
+    for i in ([j for j in sorted(ios) if j <= layers[-1]] if chain else layers):
+        x_t = ios[i].x  # [B, T, H]
+        use_teacher = None
+        if chain and running is not None:
+            use_teacher = torch.rand(x_t.shape[0], generator=generator) < teacher_input_prob  # [B]
+            use_teacher = use_teacher.to(x_t.device)
+        x = _student_inputs(x_t, running, use_teacher)
+        with torch.set_grad_enabled(grad and i in layers):
+            y = call_layer(s_layers[i], x, ios[i])  # [B, T, H]
+        if i in layers:
+            out[i] = local_loss(y, ios[i].y, real, loss)
+        running = y.detach()
+    return out
+
+
+def local_losses(
+    teacher: nn.Module,
+    student: nn.Module,
+    mapping: LayerMapping,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    loss: str = "cosine+mse",
+    teacher_input_prob: float = 1.0,
+    layers: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+    grad: bool = False,
+) -> dict[int, torch.Tensor]:
+    """One teacher forward on ``input_ids``/``attention_mask`` (``[B, T]``), then
+    :func:`student_losses` of the student ``layers`` (default all). Returns ``{i: scalar loss}``."""
+    layers = list(range(mapping.num_student_layers)) if layers is None else sorted(set(layers))
+    if not layers:
+        return {}
+    ios = teacher_block_io(teacher, mapping, input_ids, attention_mask,
+                           students=block_needs(mapping, layers, teacher_input_prob), targets=layers)
+    return student_losses(student, ios, attention_mask, layers, loss=loss,
+                          teacher_input_prob=teacher_input_prob, generator=generator, grad=grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data order, schedule, checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+class _Perms:
+    """Data order: sample ``k`` of the run is block ``perm(seed, epoch = k // n)[k % n]``."""
+
+    def __init__(self, n_blocks: int, seed: int) -> None:
+        self.n, self.seed, self.cache = n_blocks, seed, {}
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        out = []
+        for k in range(step * batch_size, (step + 1) * batch_size):
+            epoch, pos = divmod(k, self.n)
+            if epoch not in self.cache:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self.cache = {epoch: torch.randperm(self.n, generator=g)}
+            out.append(int(self.cache[epoch][pos]))
+        return torch.tensor(out, dtype=torch.long)
+
+
+def lr_at(step: int, config: LocalDistillConfig, elapsed_s: float = 0.0) -> float:
+    """Learning rate of step ``step`` (0-based): linear warmup, then cosine decay.
+
+    With a ``time_limit_s`` the decay follows whichever is further along, the steps or the
+    time (``elapsed_s`` of it used), so a run cut short by its time limit still ends annealed.
+    """
+    if step < config.warmup:
+        return config.lr * (step + 1) / (config.warmup + 1)
+    span = max(1, config.steps - config.warmup)
+    progress = min(1.0, (step - config.warmup) / span)
+    if config.time_limit_s:
+        progress = max(progress, min(1.0, elapsed_s / config.time_limit_s))
+    r = config.min_lr_ratio
+    return config.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _save_checkpoint(out: Path, student_layers: nn.ModuleList, trained: list[int],
+                     opt: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+    """Trained layers and AdamW's moments as safetensors, the rest as JSON (no pickle)."""
+    dest = out / CHECKPOINT
+    tensors = {f"layer.{i}.{k}": v.contiguous() for i in trained for k, v in student_layers[i].state_dict().items()}
+    opt_state = opt.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in opt_state["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.dim() > 0:
+                tensors[f"opt.{pid}.{k}"] = v.contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = float(v)
+    with atomic_dir(dest) as tmp:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(
+            {**state, "param_groups": opt_state["param_groups"], "optimizer_scalars": scalars}, indent=2) + "\n")
+    return dest
+
+
+def _load_checkpoint(ckpt: Path, student_layers: nn.ModuleList, trained: list[int],
+                     opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Inverse of :func:`_save_checkpoint`."""
+    tensors = load_file(str(ckpt / "state.safetensors"))
+    with torch.no_grad():
+        for i in trained:
+            prefix = f"layer.{i}."
+            student_layers[i].load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    opt_state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = v
+    for pid, scalars in state.get("optimizer_scalars", {}).items():
+        for name, value in scalars.items():
+            opt_state.setdefault(int(pid), {})[name] = torch.tensor(value)
+    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+
+
+def _event(step: int, total: int, last: dict[str, Any], event: str, ck: Path | None = None) -> DistillProgress:
+    """The run's state after ``step`` as the training event every loop reports."""
+    losses = {"loss": last.get("loss", float("nan")),
+              **{f"layer {i}": v for i, v in last.get("layer_losses", {}).items()}}
+    return progress_event(step, total, losses, last.get("lr", 0.0), last.get("tokens_per_s", 0.0),
+                          last.get("eta_s"), last.get("elapsed_s", 0.0), event, ck)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training run
+# ---------------------------------------------------------------------------------------------
+
+
+def local_distill(
+    config: LocalDistillConfig,
+    progress: Progress | None = None,
+    should_stop: StopSignal = None,
+    *,
+    blocks: torch.Tensor | None = None,
+    extra: dict[str, Any] | None = None,
+    run_config: dict[str, Any] | None = None,
+) -> Path:
+    """Run block-local distillation as ``config`` says; return ``OUT/student``.
+
+    ``progress`` is called after every step with a :class:`~boomerang.train.DistillProgress`
+    (its ``losses``: the mean and each trained layer's local loss). ``should_stop`` (a
+    callable or ``threading.Event``) is polled after every step: when it fires, a checkpoint is
+    written and its folder returned; ``config.resume=True`` continues from it. ``blocks``
+    (``[n, seq_len]`` token ids) replaces ``config.data``. ``extra`` is merged into the
+    student's provenance record in ``student_config.json``; ``run_config`` (default: ``config``'s
+    settings) is what ``OUT/config.json`` records.
+    """
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    log_path = out / "log.jsonl"
+    ckpt = out / CHECKPOINT
+    if not config.resume and (ckpt.exists() or (out / "student").exists()):
+        raise BoomerangError(
+            f"{str(out)!r} already holds a run (a checkpoint or a student); set resume=True to "
+            "continue it or choose another out folder."
+        )
+
+    # ---- models ---------------------------------------------------------------------------
+    teacher_ref = resolve_teacher(config.teacher)
+    teacher, tokenizer = load_model(teacher_ref, device="cpu", dtype=torch.float32)
+    teacher.eval().requires_grad_(False)
+    mapping = LayerMapping.from_rule(
+        teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
+    )
+    trained = trained_layers(mapping, config)
+    student = init_student(teacher, mapping).float().eval()  # eval: no dropout, deterministic
+    student.requires_grad_(False)
+    s_layers = find_parts(student).layer_list(student)
+    params = []
+    for i in trained:
+        s_layers[i].requires_grad_(True)
+        params += list(s_layers[i].parameters())
+
+    # ---- data -----------------------------------------------------------------------------
+    if blocks is None:
+        if tokenizer is None:
+            raise BoomerangError(
+                f"The teacher {config.teacher!r} has no tokenizer to tokenize {config.data!r} with; "
+                "save one in its folder or pass blocks."
+            )
+        blocks = load_blocks(config.data, tokenizer, config.seq_len, split=config.split,
+                             max_blocks=config.max_blocks)
+    if blocks.ndim != 2 or blocks.shape[1] < config.seq_len or blocks.shape[0] < 1:
+        raise BoomerangError(f"Training blocks have shape {tuple(blocks.shape)}; expected [n, {config.seq_len}].")
+    blocks = blocks[:, : config.seq_len].long()
+    vocab = teacher.get_input_embeddings().weight.shape[0]
+    if int(blocks.max()) >= vocab or int(blocks.min()) < 0:
+        raise BoomerangError(
+            f"The data has token ids outside the teacher's vocabulary of {vocab}; was it tokenized "
+            "with another tokenizer?"
+        )
+    perms = _Perms(len(blocks), config.seed)
+
+    opt = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+
+    # ---- resume ---------------------------------------------------------------------------
+    step, elapsed_before = 0, 0.0
+    if config.resume and (ckpt / "state.json").is_file():
+        state = json.loads((ckpt / "state.json").read_text())
+        saved = state.get("config", {})
+        now = config.to_dict()
+        changed = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
+        if changed:
+            raise BoomerangError(
+                f"The checkpoint in {str(out)!r} was made with other settings ({', '.join(changed)}); "
+                "resume with the run's own settings or choose another out folder."
+            )
+        _load_checkpoint(ckpt, s_layers, trained, opt, state)
+        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        trim_log(log_path, step)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        if log_path.exists():
+            log_path.unlink()  # a run killed before its first checkpoint starts over
+    atomic_write(out / "config.json", json.dumps(run_config or config.to_dict(), indent=2) + "\n")
+
+    def state_record(at_step: int, elapsed: float) -> dict[str, Any]:
+        return {"step": at_step, "tokens": config.tokens_after(at_step), "elapsed_s": elapsed,
+                "config": config.to_dict()}
+
+    needs = block_needs(mapping, trained, config.teacher_input_prob)
+    cached: tuple[int, dict[int, BlockIO]] | None = None  # (batch number, its block ends)
+
+    # ---- loop -----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    start_step = step
+    last: dict[str, Any] = {}
+    stopped_early = False
+    with open(log_path, "a", encoding="utf-8") as log_f:
+        while step < config.steps:
+            batch_no = step // config.updates_per_batch
+            ids = blocks[perms.batch(batch_no, config.batch_size)]  # [B, T]
+            mask = torch.ones_like(ids)  # packed blocks: no padding
+            if cached is None or cached[0] != batch_no:
+                cached = (batch_no, teacher_block_io(teacher, mapping, ids, mask, students=needs,
+                                                     targets=trained))
+            lr = lr_at(step, config, elapsed_before + time.perf_counter() - t0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            g = torch.Generator().manual_seed(config.seed * 7_919 + step)  # input choices
+            losses = student_losses(student, cached[1], mask, trained, loss=config.loss,
+                                    teacher_input_prob=config.teacher_input_prob, generator=g,
+                                    grad=True)
+            total = torch.stack(list(losses.values())).sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()  # inputs are detached: each loss reaches only its own layer
+            if config.grad_clip > 0:
+                for i in trained:
+                    torch.nn.utils.clip_grad_norm_(s_layers[i].parameters(), config.grad_clip)
+            opt.step()
+            step += 1
+
+            elapsed = time.perf_counter() - t0
+            tok_s = (config.tokens_after(step) - config.tokens_after(start_step)) / max(elapsed, 1e-9)
+            last = {"loss": float(total.detach()) / len(trained),
+                    "layer_losses": {str(i): round(float(v.detach()), 6) for i, v in losses.items()},
+                    "lr": lr, "tokens": config.tokens_after(step), "tokens_per_s": round(tok_s, 1),
+                    "elapsed_s": round(elapsed_before + elapsed, 2),
+                    "eta_s": round((config.steps - step) * elapsed / max(1, step - start_step), 1)}
+            if step % config.log_every == 0 or step == config.steps:
+                log_f.write(json.dumps({"step": step, **last}) + "\n")
+                log_f.flush()
+            over_time = (config.time_limit_s is not None
+                         and elapsed_before + elapsed >= config.time_limit_s and step < config.steps)
+            stop = stop_requested(should_stop) and step < config.steps
+            event = "step"
+            if step % config.save_every == 0 or stop:
+                _save_checkpoint(out, s_layers, trained, opt, state_record(step, elapsed_before + elapsed))
+                event = "checkpoint"
+            if progress is not None:
+                progress(_event(step, config.steps, last, event, out / CHECKPOINT if event == "checkpoint" else None))
+            if stop:
+                if progress is not None:
+                    progress(_event(step, config.steps, last, "stopped", ckpt))
+                return ckpt
+            if over_time:
+                stopped_early = True
+                break
+
+    # ---- the student ----------------------------------------------------------------------
+    wall = elapsed_before + (time.perf_counter() - t0)
+    student.requires_grad_(True)
+    if hasattr(student.config, "use_cache"):
+        student.config.use_cache = True
+    record = {
+        "method": "block-local distillation",
+        "teacher_input_prob": config.teacher_input_prob, "loss": config.loss,
+        "steps": step, "planned_steps": config.steps, "stopped_early": stopped_early,
+        "tokens": config.tokens_after(step), "updates_per_batch": config.updates_per_batch,
+        "data": config.data, "split": config.split,
+        "seq_len": config.seq_len, "batch_size": config.batch_size, "lr": config.lr,
+        "trained_layers": trained, "frozen_one_to_one": config.freeze_one_to_one,
+        "seed": config.seed, "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(),
+        **(extra or {}),
+    }
+    student_dir = save_student(student, mapping, out / "student", tokenizer=tokenizer,
+                               teacher=teacher_ref, extra={"distilled": True, "local_distill": record})
+    if progress is not None:
+        progress(_event(step, config.steps, {**last, "elapsed_s": round(wall, 2), "eta_s": 0.0}, "done"))
+    return student_dir
