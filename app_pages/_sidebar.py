@@ -278,8 +278,10 @@ def sidebar() -> Context:
         ctx.error = "Choose a model pair in the sidebar (a student folder, or a demo student)."
         return ctx
     ctx.pair_key = ui.spec_fingerprint(spec, ctx.device)
+    slow = (" (the first load converts the GGUF weights and makes the student: about a minute)"
+            if spec.kind == "smollm2" and not ui.smollm2_converted() else "")
     try:
-        with st.spinner(f"Loading {spec.title} on {ctx.device}…"):  # shown only when slow
+        with st.spinner(f"Loading {spec.title} on {ctx.device}…{slow}"):  # shown only when slow
             ctx.pair = _load_pair(ctx.pair_key, spec, ctx.device)
     except BoomerangError as e:
         ctx.error = str(e)
@@ -298,7 +300,36 @@ def sidebar() -> Context:
                        f"({s['teacher_params'] / 1e6:.2f} M)")
         elif ctx.error:
             st.error(ctx.error, icon=":material/error:")
+        if spec.kind == "smollm2":
+            _smollm2_box(ctx)
     return ctx
+
+
+def _smollm2_box(ctx: Context) -> None:
+    """How the SmolLM2 student was made, and a button that builds the distilled one when absent."""
+    info = ui.smollm2_student_info()
+    if info is not None:
+        st.caption(info)
+        return
+    job = ui.smollm2_build_job()
+    if job is not None and job.running:
+        h = job.history[-1] if job.history else {}
+        st.progress(min(1.0, job.step / max(1, job.config.steps)),
+                    text=f"Building the distilled student: step {job.step:,} of at most {job.config.steps:,}"
+                         + (f", local loss {h['loss']:.3f}" if "loss" in h else ""))
+        if st.button("Stop (resumes from its checkpoint)", key="smollm2_stop"):
+            job.stop()
+        return
+    if job is not None and job.state in ("failed", "done", "stopped"):
+        (st.error if job.state == "failed" else st.success)(job.message)
+    st.caption("The distilled SmolLM2 student is not built yet: block-local distillation, under an "
+               "hour on 2 CPU cores (`python -m boomerang smollm2 build` does the same).")
+    if st.button("Build the distilled student", key="smollm2_build", icon=":material/model_training:"):
+        try:
+            ui.start_smollm2_build()
+        except BoomerangError as e:
+            st.error(str(e))
+        st.rerun()
 
 
 def load_spec(spec: ui.PairSpec, device: str) -> BoomerangPair:

@@ -26,8 +26,9 @@ from .orders import ORDER_NAMES, ORDERS, calibration_ids, needs_calibration
 from .paths import demo_assets_dir
 from .progress import tqdm_progress
 from .recipes.demo import TeacherConfig, build_demo
+from .recipes.smollm2 import build_smollm2_student, smollm2_report, write_report
 from .train import DistillConfig, distill
-from .zoo import load_pair
+from .zoo import distilled_smollm2_student, load_pair
 
 # name -> (add_arguments, run). Each command registers itself below with @command.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -331,6 +332,61 @@ def _demo(args: argparse.Namespace) -> int:
     r = card["results"]
     print(f"wrote the demo family to {out}: teacher perplexity {r['teacher']:.2f}, students "
           + ", ".join(f"{m} {p:.2f}" for m, p in r["students"].items()))
+    return 0
+
+
+# ---- smollm2 ------------------------------------------------------------------------------
+
+
+def _smollm2_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("build", "report"),
+                   help="build: distill the SmolLM2 student block-locally (resumable); report: measure it")
+    p.add_argument("--out", default=None,
+                   help="build: run folder (default: the cache, where --pair smollm2 finds it); "
+                        "report: the JSON file to write")
+    p.add_argument("--student", default=None, help="report: the student folder (default: the built one)")
+    p.add_argument("--png", default=None, help="report: also draw the curves to this PNG file")
+    p.add_argument("--blocks", type=int, default=32, help="report: test blocks of 256 tokens (default 32)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+
+
+@command("smollm2", "build the block-locally distilled SmolLM2-135M student, or measure it", _smollm2_args)
+def _smollm2(args: argparse.Namespace) -> int:
+    if args.threads < 1 or args.blocks < 1:
+        raise BoomerangError("--threads and --blocks must be at least 1.")
+    if args.action == "build":
+        progress, close = tqdm_progress("smollm2 student")
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            student = build_smollm2_student(args.out, progress=progress, threads=args.threads, should_stop=stop)
+        finally:
+            close()
+            signal.signal(signal.SIGINT, previous)
+        if stop.is_set() and student.name != "student":
+            print(f"stopped; checkpoint {student}; run the same command again to continue")
+            return 130
+        print(f"wrote the distilled SmolLM2 student to {student}")
+        return 0
+    student = args.student or distilled_smollm2_student()
+    if student is None:
+        raise BoomerangError("No distilled SmolLM2 student yet; run `python -m boomerang smollm2 build` first.")
+    out = _csv_destination(args.out or "smollm2_report.json")
+    png = _csv_destination(args.png) if args.png else None
+    progress, close = tqdm_progress("smollm2 report")
+    try:
+        rep = smollm2_report(student, max_blocks=args.blocks, threads=args.threads, progress=progress)
+    finally:
+        close()
+    why = write_report(rep, out, png)
+    print(f"test perplexity: teacher {rep['teacher']:,.2f}, student {rep['student']:,.2f} "
+          f"({rep['student_over_teacher']:.2f}x)")
+    print(f"{'layers':>6}  {'last-to-first':>14}  {'first-to-last':>14}  {'naive pruning':>14}")
+    fmt = lambda v: f"{v:>14,.2f}" if v is not None else f"{'':>14}"  # noqa: E731
+    for r in rep["rows"]:
+        print(f"{r['layers']:>6}  {fmt(r['last_to_first'])}  {fmt(r['first_to_last'])}  {fmt(r['naive_pruning'])}")
+    print("checks: " + ", ".join(f"{k}={v}" for k, v in rep["checks"].items()))
+    print(f"wrote {out}" + (f" and {png}" if png and not why else f" ({why})" if why else ""))
     return 0
 
 

@@ -43,7 +43,6 @@ from .core.arch import text_config
 from .errors import BoomerangError
 from .zoo import load_pair
 
-
 #: The reference CLI's ``--dtype`` names.
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

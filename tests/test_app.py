@@ -109,11 +109,13 @@ def test_numbers_say_what_they_are(tiny):
     assert "similarity, local" in columns
 
 
-def test_smollm2_is_not_called_distilled():
+def test_smollm2_is_not_called_distilled_unless_it_is():
     from boomerang import ui as dash
 
-    spec = dash.PairSpec.from_query({"pair": "smollm2"})
-    assert "undistilled" in spec.title and not spec.distilled
+    spec = dash.PairSpec.from_query({"pair": "smollm2:undistilled"})
+    assert "undistilled" in spec.title and not spec.distilled and spec.key == "smollm2:undistilled"
+    built = dash.PairSpec.from_query({"pair": "smollm2"})
+    assert built.distilled and "block-locally distilled" in built.title and built.key == "smollm2"
     assert dash.PairSpec.from_query({"pair": "demo"}).distilled
 
 

@@ -8,9 +8,24 @@ states; :mod:`.generation` produces text and times it.
 
 from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, task_manager
 from .generation import generate_text, latency_ms_per_token, stream_generate
-from .paper import PRESETS, default_order, evaluate_sizes, parameter_counts, preset_tasks
-from .perplexity import (PerplexityResult, check_batch_fits, clear_point_cache, evaluate_patched, model_device,
-                         perplexity, perplexity_many, token_nll, windows)
+from .paper import (
+                         PRESETS,
+                         default_order,
+                         evaluate_sizes,
+                         parameter_counts,
+                         preset_tasks,
+)
+from .perplexity import (
+                         PerplexityResult,
+                         check_batch_fits,
+                         clear_point_cache,
+                         evaluate_patched,
+                         model_device,
+                         perplexity,
+                         perplexity_many,
+                         token_nll,
+                         windows,
+)
 from .similarity import block_similarity, similarity_matrix
 from .sweep import CACHE_VERSION, format_patched, parse_patched, sweep, sweep_cache_dir
 

@@ -9,7 +9,8 @@ from ..core import SEQUENTIAL_ORDERS
 from ..eval import latency_ms_per_token, stream_generate
 from ..orders import needs_calibration
 from ..paths import runs_dir
-from ..zoo import demo_student_dirs, smollm2_available
+from ..zoo import demo_student_dirs, distilled_smollm2_student, smollm2_available
+from . import present, query, tour
 from .compute import (
                       RESULTS,
                       available_baselines,
@@ -37,8 +38,6 @@ from .compute import (
                       sweep,
                       zip_folder,
 )
-from . import present, query, tour
-from .query import Parsed
 from .jobs import (
                       TrainingJob,
                       all_runs,
@@ -46,9 +45,12 @@ from .jobs import (
                       log_is_live,
                       read_log,
                       run_status,
+                      smollm2_build_job,
+                      start_smollm2_build,
                       start_training,
                       training_job,
 )
+from .query import Parsed
 from .specs import (
                       PairSpec,
                       configure_threads,
@@ -58,7 +60,9 @@ from .specs import (
                       devices,
                       discover_pairs,
                       release_memory,
-                      spec_fingerprint,
+                      smollm2_converted,
+    smollm2_student_info,
+    spec_fingerprint,
                       trained_students,
 )
 
@@ -70,6 +74,7 @@ __all__ = [
     "layer_labels", "load_eval_blocks", "log_is_live", "mapping_cells", "mean_ratio_at_intermediate_sizes",
     "needs_calibration", "normalize_sweep", "order_caption", "order_sets", "pair_summary", "perplexity",
     "read_log", "release_memory", "run_status", "runs_dir", "similarity_tables", "single_layer_gains",
-    "size_of", "smollm2_available", "spec_fingerprint", "start_training", "stream_generate", "strip_cells",
+    "size_of", "distilled_smollm2_student", "smollm2_available", "smollm2_build_job", "start_smollm2_build",
+    "smollm2_converted", "smollm2_student_info", "spec_fingerprint", "start_training", "stream_generate", "strip_cells",
     "sweep", "trained_students", "training_job", "zip_folder",
 ]

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,22 @@ import pandas as pd
 
 from ..errors import BoomerangError
 from ..paths import runs_dir
+from ..recipes.smollm2 import RECIPE, build_smollm2_student
 from ..train import DistillConfig, DistillProgress, distill, last_checkpoint
+from ..zoo import distilled_smollm2_run
 from .specs import dashboard_runs_dir, folders_holding
 
 
 @dataclass
 class TrainingJob:
-    """A distillation run in a thread: poll ``history``/``state``; ``stop()`` checkpoints and ends it."""
+    """A distillation run in a thread: poll ``history``/``state``; ``stop()`` checkpoints and ends it.
+
+    ``target(progress=..., should_stop=...)`` replaces ``distill(config, ...)`` for runs made by a
+    recipe (the SmolLM2 build); ``config`` then describes the run (its ``out`` and ``steps``).
+    """
 
     config: DistillConfig
+    target: Callable[..., Path] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     state: str = "starting"  # starting | running | stopped | done | failed
     message: str = ""
@@ -69,7 +77,8 @@ class TrainingJob:
 
     def _run(self) -> None:
         try:
-            self.result = Path(distill(self.config, progress=self._on_progress, should_stop=self._stop))
+            run = self.target or (lambda **kw: distill(self.config, **kw))
+            self.result = Path(run(progress=self._on_progress, should_stop=self._stop))
             self.state = "stopped" if self._stop.is_set() and self.result.name != "student" else "done"
             self.message = f"Student saved to {self.result}" if self.state == "done" else \
                 f"Stopped at step {self.step}; checkpoint {self.result}"
@@ -83,16 +92,29 @@ _JOBS: dict[str, TrainingJob] = {}
 _JOBS_LOCK = threading.Lock()
 
 
-def start_training(config: DistillConfig) -> TrainingJob:
+def start_training(config: DistillConfig, target: Callable[..., Path] | None = None) -> TrainingJob:
     """Start a distillation in the background; one job per output folder."""
     key = str(Path(config.out).resolve())
     with _JOBS_LOCK:
         old = _JOBS.get(key)
         if old is not None and old.running:
             raise BoomerangError(f"A run is already training into {config.out}; stop it or pick another name.")
-        job = TrainingJob(config).start()
+        job = TrainingJob(config, target).start()
         _JOBS[key] = job
     return job
+
+
+def start_smollm2_build() -> TrainingJob:
+    """Build the distilled SmolLM2 student in the background (the ``smollm2 build`` recipe)."""
+    run = distilled_smollm2_run()
+    config = DistillConfig(teacher="smollm2", mode="local", out=str(run), steps=RECIPE["steps"],
+                           seq_len=RECIPE["seq_len"], batch_size=RECIPE["batch_size"], lr=RECIPE["lr"])
+    return start_training(config, target=lambda **kw: build_smollm2_student(run, **kw))
+
+
+def smollm2_build_job() -> TrainingJob | None:
+    """The SmolLM2 build started in this process, if any."""
+    return training_job(distilled_smollm2_run())
 
 
 def training_job(out: str | os.PathLike) -> TrainingJob | None:

@@ -18,7 +18,14 @@ import torch
 from ..core import BoomerangPair
 from ..errors import BoomerangError
 from ..paths import runs_dir
-from ..zoo import demo_student_dirs, load_pair, named_pair_dirs, smollm2_available
+from ..zoo import (
+    demo_student_dirs,
+    distilled_smollm2_student,
+    load_pair,
+    named_pair_dirs,
+    smollm2_available,
+    smollm2_paths,
+)
 from .present import student_is_distilled
 
 
@@ -28,6 +35,7 @@ def dashboard_runs_dir() -> Path:
 
 
 SMOLLM2_LABEL = "SmolLM2-135M (undistilled student)"
+SMOLLM2_DISTILLED_LABEL = "SmolLM2-135M: block-locally distilled student"
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class PairSpec:
         if self.kind == "demo":
             return "demo" if self.student in ("", "boomerang") else f"demo:{self.student}"
         if self.kind == "smollm2":
-            return "smollm2"
+            return "smollm2" if self.student == "distilled" else "smollm2:undistilled"
         return f"folders:{self.teacher}|{self.student}"
 
     @property
@@ -78,7 +86,9 @@ class PairSpec:
             name = pair.split(":", 1)[1]
             return cls("demo", name, label=f"demo: {name} student")
         if pair == "smollm2":
-            return cls("smollm2", label=SMOLLM2_LABEL)
+            return cls("smollm2", "distilled", label=SMOLLM2_DISTILLED_LABEL)
+        if pair == "smollm2:undistilled":
+            return cls("smollm2", "undistilled", label=SMOLLM2_LABEL)
         return None
 
     @property
@@ -86,7 +96,7 @@ class PairSpec:
         """False when the student is only initialised from teacher layers (SmolLM2's, or a folder
         whose student_config.json says ``"distilled": false``)."""
         if self.kind == "smollm2":
-            return False
+            return self.student == "distilled"
         return self.kind == "demo" or student_is_distilled(self.student)
 
     def load(self, device: str | None = None) -> BoomerangPair:
@@ -95,7 +105,7 @@ class PairSpec:
             student = None if self.student in ("", "boomerang") else self.student
             return load_pair("demo", student=student, device=device)
         if self.kind == "smollm2":
-            return load_pair("smollm2", device=device)
+            return load_pair("smollm2", student=self.student or "undistilled", device=device)
         return load_pair(teacher=self.teacher or None, student=self.student, device=device)
 
     def teacher_ref(self) -> str:
@@ -119,6 +129,22 @@ def _folder_label(teacher: str, student: str) -> str:
     s = Path(student)
     name = s.parent.name if s.name == "student" else s.name
     return f"{name} (local)" if not teacher else f"{Path(teacher).name} / {name}"
+
+
+def smollm2_converted() -> bool:
+    """True once the SmolLM2 teacher has been converted from GGUF (later loads take seconds)."""
+    return (smollm2_paths()[0] / "config.json").is_file()
+
+
+def smollm2_student_info() -> str | None:
+    """One line on how the distilled SmolLM2 student was made, or None while it is not built."""
+    d = distilled_smollm2_student()
+    if d is None:
+        return None
+    rec = json.loads((d / "student_config.json").read_text()).get("local_distill", {})
+    return (f"Distilled block-locally: {rec.get('tokens', 0):,} tokens of the demo corpus's train split, "
+            f"{rec.get('steps', 0):,} steps, {rec.get('wall_time_s', 0) / 60:.0f} min on {rec.get('threads', '?')} "
+            f"CPU thread(s); each student layer learned its teacher block alone.")
 
 
 def demo_available() -> bool:
@@ -147,7 +173,9 @@ def discover_pairs(root: Path | None = None) -> list[PairSpec]:
     for s in trained_students(root):
         out.append(PairSpec("folders", student=str(s), label=_folder_label("", str(s))))
     if smollm2_available():
-        out.append(PairSpec("smollm2", label=SMOLLM2_LABEL))
+        if distilled_smollm2_student() is not None:
+            out.append(PairSpec("smollm2", "distilled", label=SMOLLM2_DISTILLED_LABEL))
+        out.append(PairSpec("smollm2", "undistilled", label=SMOLLM2_LABEL))
     return out
 
 

@@ -17,7 +17,14 @@ from ..core import load_pair as load_pair_from
 from ..errors import BoomerangError
 from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs
 from .published import PUBLISHED_STUDENTS, published_student, published_teacher
-from .smollm2 import smollm2_available, smollm2_dirs, smollm2_paths
+from .smollm2 import (
+    SMOLLM2_STUDENTS,
+    distilled_smollm2_run,
+    distilled_smollm2_student,
+    smollm2_available,
+    smollm2_dirs,
+    smollm2_paths,
+)
 
 #: Names :func:`load_pair` accepts.
 NAMED_PAIRS = ("demo", "smollm2")
@@ -28,9 +35,7 @@ def named_pair_dirs(name: str, student: str | None = None) -> tuple[Path, Path]:
     if name == "demo":
         return demo_dirs(student or "boomerang")
     if name == "smollm2":
-        if student is not None:
-            raise BoomerangError("The smollm2 pair has one student; drop student=.")
-        return smollm2_dirs()
+        return smollm2_dirs(student)
     raise BoomerangError(f"Unknown named pair '{name}'; choose one of {', '.join(NAMED_PAIRS)}.")
 
 
@@ -70,4 +75,5 @@ def load_pair(
 __all__ = [
     "DEMO_STUDENTS", "NAMED_PAIRS", "PUBLISHED_STUDENTS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
     "published_student", "published_teacher", "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
+    "SMOLLM2_STUDENTS", "distilled_smollm2_run", "distilled_smollm2_student",
 ]

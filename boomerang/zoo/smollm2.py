@@ -7,9 +7,10 @@ once, save the result as a safetensors checkpoint in the cache, and initialise a
 from it with the default mapping, so ``load_pair("smollm2")`` works with no network and loads in
 about a second after the first conversion (~30 s on 2 CPU cores).
 
-The student is the *initialised* student (teacher layers copied, not yet distilled): distill it
-with ``python -m boomerang distill --teacher <cache>/teacher ...`` to make it a real boomerang
-student.
+Two students: the *initialised* one (teacher layers copied, not distilled: useless on its own)
+and, once ``python -m boomerang smollm2 build`` has run (block-local distillation, under an hour
+on 2 CPU cores; see :mod:`boomerang.recipes.smollm2`), the *distilled* one, which
+``load_pair("smollm2")`` then picks.
 """
 
 from __future__ import annotations
@@ -63,9 +64,41 @@ def smollm2_paths() -> tuple[Path, Path]:
     return root / "teacher", root / "student"
 
 
-def smollm2_dirs() -> tuple[Path, Path]:
-    """(teacher_dir, student_dir) of SmolLM2-135M and its initialised student, built on first use."""
+#: The students of the smollm2 pair.
+SMOLLM2_STUDENTS = ("distilled", "undistilled")
+
+
+def distilled_smollm2_run() -> Path:
+    """The run folder of ``python -m boomerang smollm2 build`` (its student lands in ``student/``)."""
+    return cache_dir() / "smollm2" / "local"
+
+
+def distilled_smollm2_student() -> Path | None:
+    """The distilled SmolLM2 student's folder, or None while it is not built."""
+    d = distilled_smollm2_run() / "student"
+    return d if (d / "student_config.json").is_file() else None
+
+
+def smollm2_dirs(student: str | None = None) -> tuple[Path, Path]:
+    """(teacher_dir, student_dir) of SmolLM2-135M and one of its students.
+
+    ``student``: ``"distilled"`` (must be built: ``python -m boomerang smollm2 build``),
+    ``"undistilled"`` (the initialised student, made on first use), or None for the distilled
+    one when it is built and the undistilled one otherwise.
+    """
+    if student not in (None, *SMOLLM2_STUDENTS):
+        raise BoomerangError(f"Unknown SmolLM2 student {student!r}; choose one of {', '.join(SMOLLM2_STUDENTS)}.")
+    distilled = distilled_smollm2_student()
+    if student == "distilled" and distilled is None:
+        raise BoomerangError(
+            "The distilled SmolLM2 student is not built yet; build it with `python -m boomerang smollm2 build` "
+            "(under an hour on 2 CPU cores)."
+        )
     teacher_dir, student_dir = smollm2_paths()
+    if student != "undistilled" and distilled is not None:
+        if not (teacher_dir / "config.json").is_file():
+            convert_smollm2(teacher_dir)
+        return teacher_dir, distilled
     if not (teacher_dir / "config.json").is_file():
         convert_smollm2(teacher_dir)
     if not (student_dir / "student_config.json").is_file():

@@ -1,0 +1,54 @@
+"""The SmolLM2 recipe's report and the smollm2 pair's students, on a tiny pair (no SmolLM2 run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pairs_on_disk import build_tiny_pair
+
+from boomerang.cli import main
+from boomerang.errors import BoomerangError
+from boomerang.recipes.smollm2 import interpolation_checks
+from boomerang.zoo import load_pair, smollm2_dirs
+
+
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory):
+    return build_tiny_pair(tmp_path_factory.mktemp("recipe") / "pair")[1]
+
+
+def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report.json"
+    assert main(["smollm2", "report", "--student", str(tiny_student), "--out", str(out), "--blocks", "2",
+                 "--threads", "1"]) == 0
+    rep = json.loads(out.read_text())
+    pair = load_pair(student=str(tiny_student), device="cpu")
+    n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
+    assert [r["layers"] for r in rep["rows"]] == list(range(n, N + 1))
+    assert len(rep["last_to_first"]) == len(rep["first_to_last"]) == n + 1
+    assert rep["rows"][0]["last_to_first"] == rep["student"] and rep["rows"][-1]["first_to_last"] == rep["teacher"]
+    assert rep["rows"][-1]["naive_pruning"] == pytest.approx(rep["teacher"], rel=1e-6)  # nothing pruned
+    assert rep["blocks"] == 2 and rep["split"] == "test" and set(rep["checks"]) >= {"student_within_3x"}
+    printed = capsys.readouterr().out
+    assert f"teacher {rep['teacher']:,.2f}" in printed and "first-to-last" in printed
+
+
+def test_interpolation_checks_read_the_rows():
+    rows = [{"layers": 7, "last_to_first": 40.0, "first_to_last": 40.0, "naive_pruning": 70.0},
+            {"layers": 8, "last_to_first": 35.0, "first_to_last": 41.0, "naive_pruning": 50.0},
+            {"layers": 9, "last_to_first": 30.0, "first_to_last": 32.0, "naive_pruning": 31.0},
+            {"layers": 10, "last_to_first": 20.0, "first_to_last": 20.0, "naive_pruning": 20.0}]
+    c = interpolation_checks(rows, teacher=20.0, student=40.0)
+    assert c["student_within_3x"] and c["monotone_last_to_first"] and c["beats_pruning_last_to_first"]
+    assert not c["between_first_to_last"] and not c["monotone_first_to_last"]
+    assert c["sizes_losing_to_pruning_first_to_last"] == [9]
+
+
+def test_the_distilled_smollm2_student_must_be_built_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(BoomerangError, match="smollm2 build"):
+        smollm2_dirs("distilled")
+    with pytest.raises(BoomerangError, match="Unknown SmolLM2 student 'best'"):
+        smollm2_dirs("best")
