@@ -145,7 +145,7 @@ def test_a_task_whose_package_is_missing_is_named(monkeypatch):
         def load(self, names):
             raise ModuleNotFoundError("No module named 'langdetect'")
 
-    monkeypatch.setattr(paper, "task_manager", lambda offline_only: Manager())
+    monkeypatch.setattr(paper, "known_tasks", lambda tasks, hint: Manager())
     with pytest.raises(bm.BoomerangError, match=r"^lm-eval task 'ifeval' needs a package that is not installed "
                                                 r"\(No module named 'langdetect'\); install it, then run again\.$"):
         paper.load_task_data(["ifeval"])

@@ -48,6 +48,16 @@ def task_manager(offline_only: bool = False):
         return _TASK_MANAGERS[offline_only]
 
 
+def known_tasks(tasks: Sequence[str], hint: str) -> Any:
+    """The task manager that knows every one of ``tasks``; one sentence (ending with ``hint``)
+    naming those it does not."""
+    tm = task_manager(offline_only=all(t in OFFLINE_TASKS for t in tasks))
+    unknown = [t for t in tasks if t not in tm.all_tasks]
+    if unknown:
+        raise BoomerangError(f"Unknown lm-eval task(s) {', '.join(unknown)}; {hint}.")
+    return tm
+
+
 def _primary_metric(entry: dict[str, Any]) -> float | None:
     for key in ("acc,none", "acc_norm,none", "exact_match,none", "f1,none"):
         if isinstance(entry.get(key), (int, float)):
@@ -84,13 +94,7 @@ def accuracy(
         raise BoomerangError("Give at least one lm-eval task name, e.g. bbc_news.")
     if tokenizer is None:
         raise BoomerangError("lm-eval accuracy needs a tokenizer; this pair has none.")
-    tm = task_manager(offline_only=all(t in OFFLINE_TASKS for t in tasks))
-    unknown = [t for t in tasks if t not in tm.all_tasks]
-    if unknown:
-        raise BoomerangError(
-            f"Unknown lm-eval task(s) {', '.join(unknown)}; offline tasks are "
-            f"{', '.join(OFFLINE_TASKS)} (see `lm-eval ls tasks` for the rest)."
-        )
+    tm = known_tasks(tasks, f"offline tasks are {', '.join(OFFLINE_TASKS)} (see `lm-eval ls tasks` for the rest)")
     device = model_device(model)
     was_training = model.training
     model.eval()

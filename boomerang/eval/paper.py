@@ -30,7 +30,7 @@ from ..core.arch import text_config
 from ..errors import BoomerangError
 from ..io import atomic_write
 from ..progress import Progress, report
-from .accuracy import OFFLINE_TASKS, task_manager
+from .accuracy import known_tasks
 from .perplexity import model_device
 
 _CLASSIFICATION = ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa",
@@ -104,13 +104,7 @@ def package_versions() -> dict[str, str | None]:
 
 def load_task_data(tasks: Sequence[str]) -> dict[str, Any]:
     """lm-eval's task dict for ``tasks``, data loaded; one sentence naming a task it cannot load."""
-    tm = task_manager(offline_only=all(t in OFFLINE_TASKS for t in tasks))
-    unknown = [t for t in tasks if t not in tm.all_tasks]
-    if unknown:
-        raise BoomerangError(
-            f"Unknown lm-eval task(s) {', '.join(unknown)}; see `lm-eval ls tasks` or the presets "
-            f"{', '.join(PRESETS)}."
-        )
+    tm = known_tasks(tasks, f"see `lm-eval ls tasks` or the presets {', '.join(PRESETS)}")
     merged: dict[str, dict] = {"tasks": {}, "groups": {}, "group_map": {}}
     for task in tasks:
         try:

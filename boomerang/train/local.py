@@ -97,11 +97,11 @@ from ..core import (
     output_tensor,
     save_student,
 )
-from ..data import load_blocks
 from ..errors import BoomerangError
 from ..io import atomic_dir, atomic_write
 from ..progress import StopSignal, stop_requested
 from ..zoo import resolve_teacher
+from .batches import BlockOrder, training_blocks
 from .checkpoints import trim_log
 from .config import LOCAL_LOSSES, DistillConfig
 from .events import DistillProgress, progress_event
@@ -464,23 +464,6 @@ def local_losses(
 # ---------------------------------------------------------------------------------------------
 
 
-class _Perms:
-    """Data order: sample ``k`` of the run is block ``perm(seed, epoch = k // n)[k % n]``."""
-
-    def __init__(self, n_blocks: int, seed: int) -> None:
-        self.n, self.seed, self.cache = n_blocks, seed, {}
-
-    def batch(self, step: int, batch_size: int) -> torch.Tensor:
-        out = []
-        for k in range(step * batch_size, (step + 1) * batch_size):
-            epoch, pos = divmod(k, self.n)
-            if epoch not in self.cache:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self.cache = {epoch: torch.randperm(self.n, generator=g)}
-            out.append(int(self.cache[epoch][pos]))
-        return torch.tensor(out, dtype=torch.long)
-
-
 def lr_at(step: int, config: LocalDistillConfig, elapsed_s: float = 0.0) -> float:
     """Learning rate of step ``step`` (0-based): linear warmup, then cosine decay.
 
@@ -597,24 +580,9 @@ def local_distill(
         params += list(s_layers[i].parameters())
 
     # ---- data -----------------------------------------------------------------------------
-    if blocks is None:
-        if tokenizer is None:
-            raise BoomerangError(
-                f"The teacher {config.teacher!r} has no tokenizer to tokenize {config.data!r} with; "
-                "save one in its folder or pass blocks."
-            )
-        blocks = load_blocks(config.data, tokenizer, config.seq_len, split=config.split,
-                             max_blocks=config.max_blocks)
-    if blocks.ndim != 2 or blocks.shape[1] < config.seq_len or blocks.shape[0] < 1:
-        raise BoomerangError(f"Training blocks have shape {tuple(blocks.shape)}; expected [n, {config.seq_len}].")
-    blocks = blocks[:, : config.seq_len].long()
-    vocab = teacher.get_input_embeddings().weight.shape[0]
-    if int(blocks.max()) >= vocab or int(blocks.min()) < 0:
-        raise BoomerangError(
-            f"The data has token ids outside the teacher's vocabulary of {vocab}; was it tokenized "
-            "with another tokenizer?"
-        )
-    perms = _Perms(len(blocks), config.seed)
+    blocks = training_blocks(config.data, tokenizer, config.seq_len, config.split, config.max_blocks,
+                             teacher.get_input_embeddings().weight.shape[0], blocks, config.teacher)
+    order = BlockOrder(len(blocks), config.seed)
 
     opt = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
 
@@ -654,7 +622,7 @@ def local_distill(
     with open(log_path, "a", encoding="utf-8") as log_f:
         while step < config.steps:
             batch_no = step // config.updates_per_batch
-            ids = blocks[perms.batch(batch_no, config.batch_size)]  # [B, T]
+            ids = blocks[order.indices(batch_no * config.batch_size, config.batch_size)]  # [B, T]
             mask = torch.ones_like(ids)  # packed blocks: no padding
             if cached is None or cached[0] != batch_no:
                 cached = (batch_no, teacher_block_io(teacher, mapping, ids, mask, students=needs,

@@ -56,6 +56,7 @@ from ..io import atomic_dir, atomic_write, replace_dir
 from ..progress import StopSignal, stop_requested
 from ..zoo import resolve_teacher
 from . import trackers
+from .batches import BlockOrder, training_blocks
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
 from .config import DistillConfig
 from .events import DistillProgress, progress_event
@@ -69,28 +70,6 @@ from .loss import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class _BlockOrder:
-    """Sample ``k`` of the run is ``blocks[perm(epoch)[k % n]]`` with ``epoch = k // n``.
-
-    The order depends only on ``seed`` and the sample index, so the data position after a resume
-    is just the step number (no sampler state to save).
-    """
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(self.n, generator=g)}  # keep only one epoch
-        return self._perms[epoch]
-
-    def indices(self, start: int, count: int) -> torch.Tensor:
-        ks = range(start, start + count)
-        return torch.stack([self.perm(k // self.n)[k % self.n] for k in ks])
 
 
 def _lr_lambda(warmup: int, steps: int, min_ratio: float) -> Callable[[int], float]:
@@ -415,26 +394,9 @@ def _train(
     blocks_of = [list(b) for b in mapping.blocks] if mapping is not None else []
 
     # ---- data ---------------------------------------------------------------------------
-    if blocks is None:
-        if tokenizer is None:
-            raise BoomerangError(
-                f"The teacher {config.teacher!r} has no tokenizer to tokenize {config.data!r} with; "
-                "save one in its folder (tokenizer.save_pretrained)."
-            )
-        blocks = load_blocks(config.data, tokenizer, config.seq_len, split=config.split,
-                             max_blocks=config.max_blocks)
-    if blocks.ndim != 2 or blocks.shape[1] < config.seq_len:
-        raise BoomerangError(
-            f"Training blocks have shape {tuple(blocks.shape)}; expected [n, {config.seq_len}]."
-        )
-    blocks = blocks[:, : config.seq_len].long()
-    vocab = student.get_output_embeddings().weight.shape[0]
-    if int(blocks.max()) >= vocab or int(blocks.min()) < 0:
-        raise BoomerangError(
-            f"The data has token ids outside the model's vocabulary of {vocab}; was it tokenized "
-            "with another tokenizer?"
-        )
-    order = _BlockOrder(len(blocks), config.seed)
+    blocks = training_blocks(config.data, tokenizer, config.seq_len, config.split, config.max_blocks,
+                             student.get_output_embeddings().weight.shape[0], blocks, config.teacher)
+    order = BlockOrder(len(blocks), config.seed)
     if not config.eval_every:
         val_blocks = None
     elif val_blocks is not None:
