@@ -25,7 +25,10 @@ MODE_HELP = {
     "no-align": "CE + KL, no hidden-state alignment (ablation)",
     "ce-only": "cross-entropy only (ablation)",
     "random-init": "all terms, but the student starts from random weights (ablation)",
+    "local": "block-local: each student layer learns its teacher block alone (no whole-model backward)",
 }
+#: Modes this page does not offer: pretraining needs an architecture folder, not a teacher.
+PAGE_MODES = [m for m in MODES if m != "pretrain"]
 
 try:
     teacher_ref = ctx.spec.teacher_ref()
@@ -38,7 +41,7 @@ with st.form("train_config"):
     c1, c2 = st.columns(2)
     name = c1.text_input("Run name", value=f"{time.strftime('%m%d-%H%M')}-student",
                          help=f"Written to {ui.dashboard_runs_dir()}/<name>")
-    mode = c2.selectbox("Mode", MODES, format_func=lambda m: f"{m} — {MODE_HELP.get(m, '')}")
+    mode = c2.selectbox("Mode", PAGE_MODES, format_func=lambda m: f"{m} — {MODE_HELP.get(m, '')}")
     st.markdown("**Layer mapping** — which teacher layers the student keeps")
     m1, m2, m3 = st.columns(3)
     keep_first = m1.number_input("Keep first (1:1)", 0, pair.mapping.num_teacher_layers, 0)
@@ -59,6 +62,10 @@ with st.form("train_config"):
     warmup = e2.number_input("Warmup steps", 0, 100_000, 5 if not on_gpu else 50)
     save_every = e3.number_input("Checkpoint every", 1, 1_000_000, 20 if not on_gpu else 200)
     max_blocks = e4.number_input("Max training blocks", 16, 10_000_000, 512 if not on_gpu else 100_000)
+    eval_every = st.number_input(
+        "Validation every (steps, 0: never)", 0, 1_000_000, 20 if not on_gpu else 200,
+        help="Validation perplexity of the student and of two patched sizes, on 32 blocks of the "
+             "training text's validation split")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
 
 if submitted:
@@ -73,7 +80,7 @@ if submitted:
                             keep_first=int(keep_first), every=int(every), keep_last=int(keep_last), mode=mode,
                             steps=int(steps), seq_len=int(seq_len), batch_size=int(batch), lr=float(lr),
                             warmup=int(warmup), save_every=int(save_every), log_every=1,
-                            max_blocks=int(max_blocks), freeze=tuple(freeze))
+                            max_blocks=int(max_blocks), freeze=tuple(freeze), eval_every=int(eval_every))
         ui.start_training(cfg)
         st.session_state["train_out"] = str(out)
     except Exception as e:  # noqa: BLE001
@@ -144,6 +151,10 @@ def live(out: str) -> None:
         st.info("This run has no checkpoint yet.", icon=":material/info:")
     if not log.empty:
         st.plotly_chart(plots.loss_figure(log), width="stretch", key=f"loss_{out}")
+        if "val_ppl" in log and log["val_ppl"].notna().any():
+            st.plotly_chart(plots.validation_figure(log), width="stretch", key=f"val_{out}")
+            st.caption("Validation perplexity of the student and of the student patched last-to-first at "
+                       "k layers (`val_ppl_k<k>`), on the validation split of the training text.")
         st.caption(f"{len(log)} logged steps · last: "
                    + ", ".join(f"{k} {log[k].iloc[-1]:.3f}" for k in ("loss", "ce", "kl", "cos") if k in log))
 

@@ -287,6 +287,19 @@ def loss_figure(history: pd.DataFrame, keys: Sequence[str] = ("loss", "ce", "kl"
     return figure(dict(data=data, layout=layout))
 
 
+def validation_figure(history: pd.DataFrame, height: int = 320) -> go.Figure:
+    """Validation perplexity during training: the student, and each watched patched size."""
+    rows = history[history["val_ppl"].notna()] if "val_ppl" in history else history.iloc[0:0]
+    data = []
+    for k in [c for c in history.columns if c == "val_ppl" or c.startswith("val_ppl_k")]:
+        name = "student" if k == "val_ppl" else f"{k.removeprefix('val_ppl_k')} layers patched"
+        data.append(dict(type="scatter", x=[_num(v) for v in rows["step"]], y=[_num(v) for v in rows[k]],
+                         mode="lines+markers", name=name))
+    layout = _layout(height=height, xaxis=dict(title=dict(text="step")),
+                     yaxis=dict(title=dict(text="validation perplexity"), type="log", tickformat=",.4~r"))
+    return figure(dict(data=data, layout=layout))
+
+
 def for_export(fig: go.Figure) -> go.Figure:
     """A validated copy of ``fig`` with a white template, for HTML/PNG files."""
     out = go.Figure(fig.to_dict())

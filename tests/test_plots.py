@@ -60,3 +60,12 @@ def test_exported_html_opens_offline():
     html = plots.figure_html(fig).decode()
     assert not re.search(r"<script[^>]+src=", html)
     assert "Plotly.newPlot" in html and len(html) > 3_000_000  # the library itself is inline
+
+
+def test_validation_figure_has_a_line_per_watched_model():
+    log = pd.DataFrame({"step": [10, 20, 30, 40], "loss": [3.0, 2.5, 2.2, 2.0],
+                        "val_ppl": [None, 50.0, None, 40.0], "val_ppl_k2": [None, 45.0, None, 38.0]})
+    fig = plots.validation_figure(log)
+    _valid(fig)
+    assert [t.name for t in fig.data] == ["student", "2 layers patched"]
+    assert list(fig.data[0].x) == [20, 40] and list(fig.data[1].y) == [45.0, 38.0]
