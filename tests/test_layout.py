@@ -143,3 +143,15 @@ def test_installed_wheel_ships_the_demo_and_runs_outside_the_source_tree(tmp_pat
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert probe.stdout.strip().startswith(str(site))  # the installed copy ran, not the source tree
     assert not (work / "runs").exists() and not (site / "runs").exists()
+
+
+def test_importing_boomerang_bounds_hub_waits():
+    """A hub that never answers cannot hang a command: boomerang sets bounded time-outs before
+    huggingface_hub reads them, unless the user chose their own."""
+    code = "import boomerang, huggingface_hub.constants as c; print(c.HF_HUB_ETAG_TIMEOUT, c.HF_HUB_DOWNLOAD_TIMEOUT)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_") or k == "HF_HUB_OFFLINE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["10", "30"], out.stderr
+    env["HF_HUB_ETAG_TIMEOUT"] = "3"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["3", "30"], out.stderr
