@@ -346,6 +346,7 @@ def _smollm2_args(p: argparse.ArgumentParser) -> None:
                         "report: the JSON file to write")
     p.add_argument("--student", default=None, help="report: the student folder (default: the built one)")
     p.add_argument("--png", default=None, help="report: also draw the curves to this PNG file")
+    p.add_argument("--card", default=None, help="report: also write the model card (Markdown) here")
     p.add_argument("--blocks", type=int, default=32, help="report: test blocks of 256 tokens (default 32)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
 
@@ -373,12 +374,13 @@ def _smollm2(args: argparse.Namespace) -> int:
         raise BoomerangError("No distilled SmolLM2 student yet; run `python -m boomerang smollm2 build` first.")
     out = _csv_destination(args.out or "smollm2_report.json")
     png = _csv_destination(args.png) if args.png else None
+    card = _csv_destination(args.card) if args.card else None
     progress, close = tqdm_progress("smollm2 report")
     try:
         rep = smollm2_report(student, max_blocks=args.blocks, threads=args.threads, progress=progress)
     finally:
         close()
-    why = write_report(rep, out, png)
+    why = write_report(rep, out, png, card)
     print(f"test perplexity: teacher {rep['teacher']:,.2f}, student {rep['student']:,.2f} "
           f"({rep['student_over_teacher']:.2f}x)")
     print(f"{'layers':>6}  {'last-to-first':>14}  {'first-to-last':>14}  {'naive pruning':>14}")

