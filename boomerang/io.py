@@ -21,6 +21,12 @@ from pathlib import Path
 STALE_AFTER_S = 3600.0
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces ``dest`` (which may exist).
@@ -32,6 +38,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(dest.parent, prefix=f".{dest.name}.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
         replace_dir(tmp, dest)
@@ -63,6 +70,7 @@ def atomic_write(dest: str | os.PathLike, data: bytes | str, encoding: str = "ut
     remove_stale_temporaries(dest.parent, prefix=f".{dest.name}.")
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        os.chmod(name, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode(encoding) if isinstance(data, str) else data)
             f.flush()

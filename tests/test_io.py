@@ -67,3 +67,14 @@ def test_an_unwritable_cache_only_disables_caching(monkeypatch):
     again = bm.sweep(pair, ["last-to-first"], data=ids)
     assert len(first) == pair.num_student_layers + 1 and torch.isfinite(torch.tensor(first.nll.values)).all()
     assert first.drop(columns="seconds").equals(again.drop(columns="seconds"))
+
+
+def test_results_get_ordinary_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        f = atomic_write(tmp_path / "r.csv", "x")
+        with atomic_dir(tmp_path / "model") as d:
+            (d / "a").write_text("1")
+    finally:
+        os.umask(mask)
+    assert f.stat().st_mode & 0o777 == 0o644 and (tmp_path / "model").stat().st_mode & 0o777 == 0o755
