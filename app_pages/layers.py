@@ -60,14 +60,14 @@ with st.container(horizontal=True):  # buttons as wide as their labels, whatever
     st.button("Teacher", on_click=_set_all, args=(True,), width="content", help="patch everything")
     st.button("Invert", on_click=_invert, width="content")
 
-per_row = min(n, 8)
+per_row = min(n, 4)  # wide enough that "S12" stays on one line in a 1024 px window
 for r0 in range(0, n, per_row):
     cols = st.columns(per_row)
     for j, i in enumerate(range(r0, min(n, r0 + per_row))):
         with cols[j].container(border=True):
-            st.toggle(f"**S{i}**", key=f"pick_{i}", help=f"student layer {i} stands for teacher "
-                      f"layers {list(pair.mapping.blocks[i])}")
-            st.caption(labels[i].split(" → ")[1])
+            st.toggle(f"**S{i}**", key=f"pick_{i}")
+            st.caption(labels[i].split(" → ")[1], help=f"student layer {i} stands for teacher layers "
+                       f"{list(pair.mapping.blocks[i])}")
 
 patched = frozenset(i for i in range(n) if st.session_state[f"pick_{i}"])
 keep("patched", fmt_layers(patched))

@@ -1,6 +1,6 @@
 """Screenshot every dashboard page in Debian's Chromium into assets/screenshots/.
 
-    python bench/screenshots.py [--pair demo|tiny] [--out assets/screenshots]
+    python bench/screenshots.py [--pair demo|tiny] [--out assets/screenshots] [--width 1024]
 
 Uses the demo family when it is on disk (else a tiny random pair). Each page is opened by URL
 with a state worth showing (a mid-size model, a hand-picked layer set, several orders).
@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "assets" / "screenshots"))
     ap.add_argument("--only", default=None, help="comma-separated page names")
     ap.add_argument("--student", default=None, help="a local student folder instead of the demo")
+    ap.add_argument("--width", type=int, default=1400,
+                    help="window width in px; other than 1400, files are named <page>-<width>.png")
     args = ap.parse_args()
     from boomerang import ui as dash
 
@@ -65,7 +67,8 @@ def main() -> None:
         ("train", "train", {}, 1),
     ]
     only = set(args.only.split(",")) if args.only else None
-    with bu.serve(env) as url, bu.browser(width=1400, height=1800) as page:
+    suffix = "" if args.width == 1400 else f"-{args.width}"
+    with bu.serve(env) as url, bu.browser(width=args.width, height=1800) as page:
         for name, path, params, plots in shots:
             if only and name not in only:
                 continue
@@ -75,8 +78,9 @@ def main() -> None:
             if name == "learn":  # show the step with the curve
                 page.locator('[data-testid="stButtonGroup"] button', has_text="The curve").first.click()
                 settle(page, 1)
-            page.screenshot(path=str(out / f"{name}.png"), full_page=True)
-            print(f"{name:12s} {time.perf_counter() - t:6.1f} s -> {out / (name + '.png')}", flush=True)
+            path = out / f"{name}{suffix}.png"
+            page.screenshot(path=str(path), full_page=True)
+            print(f"{name:12s} {time.perf_counter() - t:6.1f} s -> {path}", flush=True)
 
 
 if __name__ == "__main__":
