@@ -11,11 +11,17 @@ from .export import export_model
 from .loading import load_model, load_pair
 from .mapping import LayerMapping
 from .pair import SEQUENTIAL_ORDERS, BoomerangPair, clone_module, shares_storage
-from .runner import PatchRunner, Recorded, autocast_context, output_tensor
+from .runner import (
+    PatchRunner,
+    Recorded,
+    autocast_context,
+    output_tensor,
+    split_layer_call,
+)
 from .student import STUDENT_CONFIG, init_student, read_student_config, save_student
 
 __all__ = [
     "STUDENT_CONFIG", "SEQUENTIAL_ORDERS", "ArchParts", "BoomerangPair", "LayerMapping", "PatchRunner",
     "Recorded", "autocast_context", "clone_module", "export_model", "find_parts", "init_student",
-    "load_model", "load_pair", "output_tensor", "read_student_config", "save_student", "shares_storage",
+    "load_model", "load_pair", "output_tensor", "read_student_config", "save_student", "shares_storage", "split_layer_call",
 ]

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import BoomerangError
 from ..progress import Progress, report
 from .pair import BoomerangPair
 
@@ -64,6 +65,17 @@ def output_tensor(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+def split_layer_call(args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor, tuple, dict[str, Any]]:
+    """(hidden states, remaining positional args, kwargs) of a decoder-layer call, as a forward
+    pre-hook with ``with_kwargs=True`` sees it (the hidden states come positionally or by name)."""
+    if args:
+        return args[0], tuple(args[1:]), dict(kwargs)
+    kwargs = dict(kwargs)
+    if "hidden_states" not in kwargs:
+        raise BoomerangError("A decoder layer was called without hidden states; this architecture is not supported.")
+    return kwargs.pop("hidden_states"), (), kwargs
+
+
 class Recorded:
     """One forward of a model with every decoder layer's call arguments and output recorded.
 
@@ -88,13 +100,9 @@ class Recorded:
 
     def _pre(self, i: int):
         def hook(_m, args, kwargs):
-            if args:
-                self.inputs[i] = args[0]
-                self.calls[i] = (tuple(args[1:]), dict(kwargs))
-            else:
-                kwargs = dict(kwargs)
-                self.inputs[i] = kwargs.pop("hidden_states")
-                self.calls[i] = ((), kwargs)
+            h, rest, kw = split_layer_call(args, kwargs)
+            self.inputs[i] = h
+            self.calls[i] = (rest, kw)
 
         return hook
 

@@ -96,6 +96,7 @@ from ..core import (
     load_model,
     output_tensor,
     save_student,
+    split_layer_call,
 )
 from ..errors import BoomerangError
 from ..io import atomic_dir, atomic_write
@@ -105,6 +106,7 @@ from .batches import BlockOrder, training_blocks
 from .checkpoints import trim_log
 from .config import LOCAL_LOSSES, DistillConfig
 from .events import DistillProgress, progress_event
+from .schedule import lr_multiplier
 
 LOSSES = LOCAL_LOSSES
 CHECKPOINT = "checkpoint"
@@ -284,16 +286,6 @@ class _StopForward(Exception):
     """Raised by a hook once every needed teacher state is captured (skips the rest)."""
 
 
-def _split_hidden(args: tuple, kwargs: dict[str, Any]) -> tuple[torch.Tensor, tuple, dict[str, Any]]:
-    """(hidden states, remaining positional args, kwargs) of a decoder-layer call."""
-    if args:
-        return args[0], tuple(args[1:]), dict(kwargs)
-    kwargs = dict(kwargs)
-    if "hidden_states" not in kwargs:
-        raise BoomerangError("A decoder layer was called without hidden states; this architecture is not supported.")
-    return kwargs.pop("hidden_states"), (), kwargs
-
-
 @torch.no_grad()
 def teacher_block_io(
     teacher: nn.Module,
@@ -324,7 +316,7 @@ def teacher_block_io(
 
     def pre_hook(i: int):
         def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-            h, rest, kw = _split_hidden(args, kwargs)
+            h, rest, kw = split_layer_call(args, kwargs)
             inputs[i] = (h.detach().clone(), rest, kw)  # clone: a layer may update in place
             if mapping.blocks[i][0] == stop_at and i not in targets:
                 raise _StopForward
@@ -470,14 +462,8 @@ def lr_at(step: int, config: LocalDistillConfig, elapsed_s: float = 0.0) -> floa
     With a ``time_limit_s`` the decay follows whichever is further along, the steps or the
     time (``elapsed_s`` of it used), so a run cut short by its time limit still ends annealed.
     """
-    if step < config.warmup:
-        return config.lr * (step + 1) / (config.warmup + 1)
-    span = max(1, config.steps - config.warmup)
-    progress = min(1.0, (step - config.warmup) / span)
-    if config.time_limit_s:
-        progress = max(progress, min(1.0, elapsed_s / config.time_limit_s))
-    r = config.min_lr_ratio
-    return config.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
+    used = elapsed_s / config.time_limit_s if config.time_limit_s else 0.0
+    return config.lr * lr_multiplier(step, config.warmup, config.steps, config.min_lr_ratio, used)
 
 
 def _save_checkpoint(out: Path, student_layers: nn.ModuleList, trained: list[int],

@@ -31,7 +31,6 @@ import dataclasses
 import fcntl
 import json
 import logging
-import math
 import os
 import shutil
 import threading
@@ -68,22 +67,9 @@ from .loss import (
     frozen_parameters,
     last_decoder_layer,
 )
+from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
-
-
-def _lr_lambda(warmup: int, steps: int, min_ratio: float) -> Callable[[int], float]:
-    """Linear warmup then cosine decay to ``min_ratio`` (a multiplier of the peak lr)."""
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if steps <= warmup:
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return f
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,7 +403,7 @@ def _train(
         lr=config.lr, betas=config.betas,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _lr_lambda(config.warmup, config.steps, config.min_lr_ratio)
+        opt, lambda s: lr_multiplier(s, config.warmup, config.steps, config.min_lr_ratio)
     )
     model, opt, sched = acc.prepare(student, opt, sched)
     fsdp = acc.distributed_type == DistributedType.FSDP
