@@ -166,8 +166,8 @@ def _distill(args: argparse.Namespace) -> int:
 # ---- sweep / similarity (evaluation) -------------------------------------------------------
 
 
-def _csv_destination(path: str) -> Path:
-    """Check a CSV output path before any work is done."""
+def _output_file(path: str) -> Path:
+    """Check an output file's path (CSV, JSON, PNG...) before any work is done."""
     out = Path(path)
     if out.is_dir():
         raise BoomerangError(f"--out {path} is a folder; give a file name such as {Path(path) / 'results.csv'}.")
@@ -218,7 +218,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "perplexity / accuracy of every size of one or more patch orders (and baselines)", _sweep_args)
 def _sweep(args: argparse.Namespace) -> int:
-    out = _csv_destination(args.out)
+    out = _output_file(args.out)
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
     custom = parse_layers(args.custom) if args.custom else None
     if "custom" in orders and not custom:
@@ -262,8 +262,8 @@ def _similarity_args(p: argparse.ArgumentParser) -> None:
 @command("similarity", "cosine similarity of student vs teacher hidden states (and per-layer table)",
          _similarity_args)
 def _similarity(args: argparse.Namespace) -> int:
-    out = _csv_destination(args.out)
-    blocks_out = _csv_destination(args.blocks_out) if args.blocks_out else None
+    out = _output_file(args.out)
+    blocks_out = _output_file(args.blocks_out) if args.blocks_out else None
     pair = pair_from_args(args)
     calib = _calib_from_args(pair, args)
     sim = similarity_matrix(pair, calib)
@@ -372,9 +372,9 @@ def _smollm2(args: argparse.Namespace) -> int:
     student = args.student or distilled_smollm2_student()
     if student is None:
         raise BoomerangError("No distilled SmolLM2 student yet; run `python -m boomerang smollm2 build` first.")
-    out = _csv_destination(args.out or "smollm2_report.json")
-    png = _csv_destination(args.png) if args.png else None
-    card = _csv_destination(args.card) if args.card else None
+    out = _output_file(args.out or "smollm2_report.json")
+    png = _output_file(args.png) if args.png else None
+    card = _output_file(args.card) if args.card else None
     progress, close = tqdm_progress("smollm2 report")
     try:
         rep = smollm2_report(student, max_blocks=args.blocks, threads=args.threads, progress=progress)

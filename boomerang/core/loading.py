@@ -148,13 +148,16 @@ def load_model(
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     ref_s = str(ref)
-    if Path(ref_s).exists() or not _looks_like_hub_id(ref_s):
-        _check_shapes(check_checkpoint(ref_s), trust_remote_code)
+    local = Path(ref_s).exists() or not _looks_like_hub_id(ref_s)
+    if local:
+        check_checkpoint(ref_s)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             ref_s, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
         )
     except (OSError, ValueError, RuntimeError) as e:
+        if local:  # transformers only says that some size mismatched: name the tensor if one did
+            _check_shapes(Path(ref_s), trust_remote_code)
         raise CheckpointError(f"Could not load a causal LM from '{ref_s}': {e}".split("\n")[0]) from None
     _check_loading_info(ref_s, info)
     model.to(device).eval()
