@@ -22,7 +22,7 @@ from ..zoo import (
     demo_student_dirs,
     distilled_smollm2_student,
     load_pair,
-    named_pair_dirs,
+    resolve_teacher,
     smollm2_available,
     smollm2_paths,
 )
@@ -121,8 +121,7 @@ class PairSpec:
             raise BoomerangError(
                 f"The student {self.student} does not record its teacher; give the teacher folder."
             )
-        name = "demo" if self.kind == "demo" else "smollm2"
-        return str(named_pair_dirs(name, None)[0])
+        return resolve_teacher("demo" if self.kind == "demo" else "smollm2")
 
 
 def _folder_label(teacher: str, student: str) -> str:

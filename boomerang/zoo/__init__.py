@@ -24,6 +24,7 @@ from .smollm2 import (
     smollm2_available,
     smollm2_dirs,
     smollm2_paths,
+    smollm2_teacher_dir,
 )
 
 #: Names :func:`load_pair` accepts.
@@ -42,6 +43,8 @@ def named_pair_dirs(name: str, student: str | None = None) -> tuple[Path, Path]:
 def resolve_teacher(name: str) -> str:
     """The model directory or hub id behind a teacher reference: a bundled pair's name ("demo",
     "smollm2") stands for its teacher, so ``distill --teacher smollm2`` needs no path."""
+    if name == "smollm2" and not Path(name).exists():
+        return str(smollm2_teacher_dir())  # no student needed to name the teacher
     if name in NAMED_PAIRS and not Path(name).exists():
         return str(named_pair_dirs(name)[0])
     return name

@@ -64,6 +64,14 @@ def smollm2_paths() -> tuple[Path, Path]:
     return root / "teacher", root / "student"
 
 
+def smollm2_teacher_dir() -> Path:
+    """The converted SmolLM2 teacher's folder, converted from GGUF on first use (~30 s)."""
+    teacher_dir = smollm2_paths()[0]
+    if not (teacher_dir / "config.json").is_file():
+        convert_smollm2(teacher_dir)
+    return teacher_dir
+
+
 #: The students of the smollm2 pair.
 SMOLLM2_STUDENTS = ("distilled", "undistilled")
 
@@ -94,13 +102,9 @@ def smollm2_dirs(student: str | None = None) -> tuple[Path, Path]:
             "The distilled SmolLM2 student is not built yet; build it with `python -m boomerang smollm2 build` "
             "(under an hour on 2 CPU cores)."
         )
-    teacher_dir, student_dir = smollm2_paths()
+    teacher_dir, student_dir = smollm2_teacher_dir(), smollm2_paths()[1]
     if student != "undistilled" and distilled is not None:
-        if not (teacher_dir / "config.json").is_file():
-            convert_smollm2(teacher_dir)
         return teacher_dir, distilled
-    if not (teacher_dir / "config.json").is_file():
-        convert_smollm2(teacher_dir)
     if not (student_dir / "student_config.json").is_file():
         teacher, tokenizer = load_model(teacher_dir, device="cpu")
         mapping = LayerMapping.from_rule(teacher.config.num_hidden_layers, *DEFAULT_RULE)
