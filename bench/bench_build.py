@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import copy
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from oracles import assemble_by_hand
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import boomerang as bm
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import boomerang as bm  # noqa: E402
+from oracles import assemble_by_hand  # noqa: E402  (the reference's deep copy + splice, from tests/)
 
 
 def timed(fn, repeat: int) -> float:
