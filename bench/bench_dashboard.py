@@ -4,8 +4,11 @@ Starts `streamlit run app.py`, opens the Interpolate page on the demo pair (or o
 the demo is not on disk), visits every size once (warm-up), then moves the size slider one step
 at a time with the keyboard and once by dragging, timing each move from the key press until the
 page shows the new size's numbers *and* the curve's "current" marker sits on the new size.
+With ``--training``, a second tab first starts a long distillation run on the Train page (it
+trains in the same server process and its progress refreshes every second) and the moves are
+timed while it runs.
 
-    python bench/bench_dashboard.py [--repeats 3] [--pair demo]
+    python bench/bench_dashboard.py [--repeats 3] [--pair demo] [--training]
 
 Prints a table; does not assert (benchmarks print figures).
 """
@@ -13,6 +16,7 @@ Prints a table; does not assert (benchmarks print figures).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -49,10 +53,34 @@ def wait_shown(page, k: int, n: int, timeout_s: float = 600) -> None:
     page.wait_for_function(SHOWN_JS, arg=[k, n], timeout=timeout_s * 1000, polling="raf")
 
 
+def start_training_tab(page, url: str, params: dict[str, str]):
+    """Open the Train page in a second tab and start a run long enough to outlast the benchmark."""
+    tab = page.context.new_page()
+    tab.goto(bu.url_for(url, "train", **params))
+    steps = tab.get_by_label("Steps", exact=True)
+    steps.wait_for(timeout=300_000)
+    steps.fill("100000")
+    tab.get_by_label("Run name", exact=True).fill("bench-load")
+    tab.get_by_role("button", name="Start training").click()
+    tab.get_by_text("step ", exact=False).first.wait_for(timeout=300_000)  # the progress bar
+    page.bring_to_front()  # the user watches the slider; the Train tab works in the background
+    return tab
+
+
+def logged_step(runs: str) -> int:
+    """The last step the benchmark's training run logged (the Train tab itself is throttled by
+    the browser while in the background, so its progress bar is not read)."""
+    log = Path(runs) / "dashboard" / "bench-load" / "log.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return json.loads(lines[-1])["step"] if lines else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="passes over all sizes (each way)")
     ap.add_argument("--pair", default=None, help="'demo' (default when present) or 'tiny'")
+    ap.add_argument("--training", action="store_true",
+                    help="time the moves while another tab trains a student on the Train page")
     ap.add_argument("--student", default=None, help="a local student folder instead (its config names the teacher)")
     args = ap.parse_args()
     if bu.chromium_path() is None:
@@ -78,6 +106,8 @@ def main() -> None:
         params = {"pair": "folders", "student": str(student), "data": str(text)}
         label = "tiny random pair (the demo is not on disk)"
 
+    if args.training and "BOOMERANG_RUNS" not in env:
+        env["BOOMERANG_RUNS"] = tempfile.mkdtemp(prefix="bm-bench-runs-")  # the run is thrown away
     timing_log = Path(tempfile.mkdtemp(prefix="bm-timing-")) / "timing.jsonl"
     env["BOOMERANG_TIMING_LOG"] = str(timing_log)
     with bu.serve(env) as url, bu.browser() as page:
@@ -89,6 +119,9 @@ def main() -> None:
         wait_shown(page, 0, n)
         first_load = time.perf_counter() - t0
         slider = bu.slider_input(page)
+        trainer = start_training_tab(page, url, params) if args.training else None
+        trained_from = logged_step(env["BOOMERANG_RUNS"]) if trainer else 0
+        train_t0 = time.perf_counter()
 
         # Warm-up: every size once (fills the caches), then back to the student.
         t0 = time.perf_counter()
@@ -121,7 +154,10 @@ def main() -> None:
             wait_shown(page, target, n)
             drags.append(time.perf_counter() - t)
 
-    import json
+        if trainer is not None:
+            trained = logged_step(env["BOOMERANG_RUNS"]) - trained_from
+            train_s = time.perf_counter() - train_t0
+            trainer.close()
 
     server = sorted(r["ms"] for r in map(json.loads, timing_log.read_text().splitlines())
                     if r["start"] >= measured_from and r["name"] == "interpolate.size_view") \
@@ -142,7 +178,13 @@ def main() -> None:
     print(f"  machine load average during the run: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
     print("  mouse drags (to teacher, to student, to middle): "
           + ", ".join(f"{d * 1000:.0f} ms" for d in drags))
-    print(f"  target < 500 ms: {'met' if p90 < 0.5 else 'NOT met'} at p90")
+    if args.training:
+        print(f"  while another tab trained a student: {trained} steps in those {train_s:.0f} s "
+              f"({trained / train_s:.1f} steps/s; the run trains in a child process of the server)")
+    target = 0.4 if args.training else 0.25
+    print(f"  target: median <= {target * 1000:.0f} ms "
+          f"{'with a training run in another tab' if args.training else 'at light load'}: "
+          f"{'met' if statistics.median(times) <= target else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def serve(env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[s
 
 @contextlib.contextmanager
 def browser(width: int = 1400, height: int = 1000):
-    """A Playwright page in the system Chromium."""
+    """A Playwright page in the system Chromium (``page.context.new_page()`` opens another tab)."""
     from playwright.sync_api import sync_playwright
 
     exe = chromium_path()
@@ -88,7 +88,7 @@ def browser(width: int = 1400, height: int = 1000):
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = b.new_page(viewport={"width": width, "height": height})
+            page = b.new_context(viewport={"width": width, "height": height}).new_page()
             page.set_default_timeout(180_000)
             yield page
         finally:

@@ -1,48 +1,54 @@
-"""Training from the dashboard: a distillation in a background thread, and the runs on disk.
+"""Training from the dashboard: a distillation in a child process, and the runs on disk.
 
-A :class:`TrainingJob` runs :func:`boomerang.train.distill` in a thread, records every step's
-losses for live curves, and stops at the next step with a checkpoint when asked. The other
-functions read what runs left on disk (logs, checkpoints, finished students).
+A :class:`TrainingJob` runs :func:`boomerang.train.distill` (or the SmolLM2 recipe) in a
+:mod:`.worker` process, records every step's losses for live curves, and stops at the next
+step with a checkpoint when asked. The other functions read what runs left on disk (logs,
+checkpoints, finished students).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from ..errors import BoomerangError
 from ..paths import runs_dir
-from ..recipes.smollm2 import RECIPE, build_smollm2_student
-from ..train import DistillConfig, DistillProgress, distill, last_checkpoint
+from ..recipes.smollm2 import RECIPE
+from ..train import DistillConfig, last_checkpoint
 from ..zoo import distilled_smollm2_run
 from .specs import dashboard_runs_dir, folders_holding
+from .worker import launch
 
 
 @dataclass
 class TrainingJob:
-    """A distillation run in a thread: poll ``history``/``state``; ``stop()`` checkpoints and ends it.
+    """A training run in a child process (:mod:`.worker`): poll ``history``/``state``; ``stop()``
+    checkpoints and ends it.
 
-    ``target(progress=..., should_stop=...)`` replaces ``distill(config, ...)`` for runs made by a
-    recipe (the SmolLM2 build); ``config`` then describes the run (its ``out`` and ``steps``).
+    ``kind`` is ``"distill"`` (``config`` is the run) or ``"smollm2-build"`` (the SmolLM2 recipe;
+    ``config`` then only describes it: its ``out`` and ``steps``).
     """
 
     config: DistillConfig
-    target: Callable[..., Path] | None = None
+    kind: str = "distill"
     history: list[dict[str, Any]] = field(default_factory=list)
     state: str = "starting"  # starting | running | stopped | done | failed
     message: str = ""
     result: Path | None = None
     started: float = field(default_factory=time.time)
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
+    _proc: subprocess.Popen | None = field(default=None, repr=False)
+    _reader: threading.Thread | None = field(default=None, repr=False)
+    _stderr: deque = field(default_factory=lambda: deque(maxlen=20), repr=False)
 
     @property
     def out(self) -> Path:
@@ -50,7 +56,7 @@ class TrainingJob:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._reader is not None and self._reader.is_alive()
 
     @property
     def step(self) -> int:
@@ -58,48 +64,68 @@ class TrainingJob:
 
     def start(self) -> "TrainingJob":
         self.config.validate()
-        self._thread = threading.Thread(target=self._run, name=f"distill:{self.out.name}", daemon=True)
-        self._thread.start()
+        job = {"kind": self.kind, "threads": torch.get_num_threads()}
+        job.update({"config": self.config.to_dict()} if self.kind == "distill" else {"out": str(self.out)})
+        self._proc = launch(job)
+        threading.Thread(target=self._drain_stderr, name=f"stderr:{self.out.name}", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name=f"train:{self.out.name}", daemon=True)
+        self._reader.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        """Ask the run to save a checkpoint and end after its current step."""
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._proc.stdin.write("stop\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # it has just ended
 
     def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
 
-    def _on_progress(self, p: DistillProgress) -> None:
-        self.state = "running"
-        rec = {"step": p.step, "total": p.total, "lr": p.lr, "tokens_per_s": p.tokens_per_s,
-               "eta_s": p.eta_s, "elapsed_s": p.elapsed_s, "event": p.event, **p.losses}
-        self.history.append(rec)
+    def _drain_stderr(self) -> None:
+        for line in self._proc.stderr:
+            if line.strip():
+                self._stderr.append(line.rstrip())
 
-    def _run(self) -> None:
-        try:
-            run = self.target or (lambda **kw: distill(self.config, **kw))
-            self.result = Path(run(progress=self._on_progress, should_stop=self._stop))
-            self.state = "stopped" if self._stop.is_set() and self.result.name != "student" else "done"
+    def _read(self) -> None:
+        final: dict[str, Any] = {}
+        for line in self._proc.stdout:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "step" in rec:
+                self.state = "running"
+                self.history.append(rec)
+            else:
+                final = rec
+        code = self._proc.wait()
+        if "result" in final:
+            self.result = Path(final["result"])
+            self.state = "stopped" if final["stopped"] and self.result.name != "student" else "done"
             self.message = f"Student saved to {self.result}" if self.state == "done" else \
                 f"Stopped at step {self.step}; checkpoint {self.result}"
-        except BoomerangError as e:
-            self.state, self.message = "failed", str(e)
-        except Exception as e:  # noqa: BLE001 - shown to the user as one sentence
-            self.state, self.message = "failed", f"Training failed: {type(e).__name__}: {e}".split("\n")[0]
+        else:
+            last = self._stderr[-1] if self._stderr else "no message"
+            self.state = "failed"
+            self.message = final.get("error") or f"Training ended unexpectedly (exit code {code}): {last}"
 
 
 _JOBS: dict[str, TrainingJob] = {}
 _JOBS_LOCK = threading.Lock()
 
 
-def start_training(config: DistillConfig, target: Callable[..., Path] | None = None) -> TrainingJob:
-    """Start a distillation in the background; one job per output folder."""
+def start_training(config: DistillConfig, kind: str = "distill") -> TrainingJob:
+    """Start a distillation in a child process; one job per output folder."""
     key = str(Path(config.out).resolve())
     with _JOBS_LOCK:
         old = _JOBS.get(key)
         if old is not None and old.running:
             raise BoomerangError(f"A run is already training into {config.out}; stop it or pick another name.")
-        job = TrainingJob(config, target).start()
+        job = TrainingJob(config, kind).start()
         _JOBS[key] = job
     return job
 
@@ -109,7 +135,7 @@ def start_smollm2_build() -> TrainingJob:
     run = distilled_smollm2_run()
     config = DistillConfig(teacher="smollm2", mode="local", out=str(run), steps=RECIPE["steps"],
                            seq_len=RECIPE["seq_len"], batch_size=RECIPE["batch_size"], lr=RECIPE["lr"])
-    return start_training(config, target=lambda **kw: build_smollm2_student(run, **kw))
+    return start_training(config, kind="smollm2-build")
 
 
 def smollm2_build_job() -> TrainingJob | None:
