@@ -46,8 +46,9 @@ try:
     df = computed(("curve", ctx.pair_key, ctx.data_key, order), f"Evaluating the {order} curve",
                   lambda progress: ui.curve(pair, order, blocks, calib, progress))
     sets = [frozenset(p) for p in df["patched"]]
+    timed_sizes = ui.RESULTS.get_or_compute(("latency", ctx.pair_key), dict)  # layer count -> ms
     lat = computed(("latency", ctx.pair_key, order), "Timing generation at every size",
-                   lambda progress: ui.latency_profile(pair, sets))
+                   lambda progress: ui.latency_profile(pair, sets, timed_sizes))
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
@@ -104,7 +105,8 @@ def _size_view() -> None:
               delta=f"{k} of {n} patched", delta_color="off", delta_arrow="off")
     m4.metric("Latency", f"{lat[k]:,.1f} ms", delta="per token", delta_color="off", delta_arrow="off")
     st.caption(f"Perplexity: {ppl_what}. Latency: median of 3 runs, greedy decoding, batch 1, "
-               f"on {ctx.device}.")
+               f"on {ctx.device}, timed once per layer count (every layer has the teacher's shapes, "
+               "so models with as many layers do the same work); noisy on a busy machine.")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
     st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces,
                                        y_title=f"{ppl_what} (lower is better)"),

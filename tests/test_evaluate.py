@@ -274,3 +274,16 @@ def test_sweep_with_an_accuracy_metric(tmp_path):
     again = bm.sweep(pair, ["first-to-last"], data=ids, metrics=["perplexity", "demo_cloze"], limit=2,
                      cache_dir=tmp_path)
     pd.testing.assert_frame_equal(df, again)
+
+
+def test_latency_is_timed_once_per_layer_count():
+    from boomerang.ui import latency_profile
+
+    pair = tiny_pair("llama", 8, keep_last=2)  # teacher blocks of student layers 0..4: 2, 2, 2, 1, 1
+    # Patching student layer 3 or 4 keeps 5 layers; patching 0, 1 or 2 gives 6.
+    sets = [frozenset(), frozenset({3}), frozenset({4}), frozenset({0}), frozenset({2})]
+    measured = {6: 123.0}  # as if an earlier order had timed the 6-layer size
+    lat = latency_profile(pair, sets, measured)
+    assert sorted(measured) == [5, 6] and measured[6] == 123.0
+    assert lat[0] == lat[1] == lat[2] == measured[5] > 0
+    assert lat[3] == lat[4] == 123.0
