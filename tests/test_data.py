@@ -155,3 +155,22 @@ def test_demo_corpus_has_all_parts_in_every_split():
     # Parallel translations of a Bible chapter never straddle splits.
     train_groups = {d.group for d in select_split(docs, "train") if d.group}
     assert not train_groups & {d.group for d in held if d.group}
+
+
+def test_first_blocks_without_the_whole_split_are_the_same_blocks(tokenizer, tmp_path, monkeypatch):
+    """A few blocks from a fresh cache tokenize only what they need, and equal the first blocks
+    of the whole split packed (computed here in another cache folder)."""
+    from safetensors.torch import load_file
+
+    book = tmp_path / "long.txt"
+    book.write_text(_prose(4000), encoding="utf-8")
+    assert len(load_documents(book, "train")) > 64  # more than one tokenizer batch of documents
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "only-first"))
+    first = load_blocks(book, tokenizer, seq_len=32, max_blocks=2)
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "whole"))
+    whole = load_blocks(book, tokenizer, seq_len=32)
+    assert first.shape == (2, 32) and torch.equal(first, whole[:2])
+    (entry,) = (tmp_path / "only-first" / "blocks").glob("*.safetensors")
+    assert load_file(str(entry))["blocks"].shape[0] < whole.shape[0] / 2  # a prefix, not the split
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "only-first"))
+    assert torch.equal(load_blocks(book, tokenizer, seq_len=32, max_blocks=2), first)  # from its cache

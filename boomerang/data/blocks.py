@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,6 +74,16 @@ def _pack(texts: Iterable[str], tokenizer: Any, seq_len: int, max_tokens: int | 
     return stream, total
 
 
+def _cached(path: Path) -> torch.Tensor | None:
+    """The blocks cached at ``path``; None when absent or unreadable (then they are rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        return load_file(str(path))["blocks"]
+    except Exception:  # noqa: BLE001 - a corrupt cache entry is rebuilt, not fatal
+        return None
+
+
 def load_blocks(
     source: str | os.PathLike,
     tokenizer: Any,
@@ -84,9 +95,11 @@ def load_blocks(
 
     Documents are tokenized without special tokens, each followed by the EOS token,
     concatenated in the order of :func:`load_documents`, and cut into consecutive blocks (the
-    incomplete tail is dropped). Deterministic; the full result is cached under
-    ``cache_dir()/blocks`` keyed by a fingerprint of the texts, the tokenizer and ``seq_len``,
-    and ``max_blocks`` takes the first blocks.
+    incomplete tail is dropped). Deterministic; results are cached under ``cache_dir()/blocks``
+    keyed by a fingerprint of the texts, the tokenizer and ``seq_len``. ``max_blocks`` takes the
+    first blocks: from the whole split's cache when there is one, otherwise by tokenizing only
+    as much text as they need (the same blocks, cached on their own), so a few calibration
+    blocks do not cost a pass over a large split.
     """
 
     check_split(split)
@@ -109,15 +122,19 @@ def load_blocks(
             h.update(hashlib.sha256(t.encode("utf-8")).digest())
         max_tokens = None
     path = cache_dir() / "blocks" / f"{h.hexdigest()[:32]}.safetensors"
-    if path.exists():
-        try:
-            blocks = load_file(str(path))["blocks"]
-        except Exception:  # a corrupt cache entry is rebuilt, not fatal
-            blocks = None
+    blocks = _cached(path)
+    if blocks is not None:
+        return blocks[:max_blocks] if max_blocks is not None else blocks
+    if max_blocks is not None and not hub:
+        h.update(f"|first {max_blocks}".encode())
+        path = cache_dir() / "blocks" / f"{h.hexdigest()[:32]}.safetensors"
+        blocks = _cached(path)
         if blocks is not None:
-            return blocks[:max_blocks] if max_blocks is not None else blocks
+            return blocks[:max_blocks]
+        max_tokens = max_blocks * seq_len
 
-    stream, n_tokens = _pack(texts, tokenizer, seq_len, max_tokens)
+    stream, n_tokens = _pack(texts, tokenizer, seq_len, max_tokens,
+                             batch_size=256 if max_tokens is None else 32)
     if n_tokens < seq_len:
         raise DataError(
             f"{str(source)!r} ({split}) has only {n_tokens} tokens, fewer than one sequence of "
