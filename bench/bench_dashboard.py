@@ -43,10 +43,29 @@ SHOWN_JS = """([k, n]) => {
     if (delta === null || !delta.startsWith(`${k} of ${n}`)) return false;
     for (const gd of document.querySelectorAll('.js-plotly-plot')) {
         const t = (gd.data || []).find(t => t.name === 'current');
-        if (t && t.customdata && Number(t.customdata[0]) === k) return true;
+        if (t && t.customdata && Number(t.customdata[0]) === k) {
+            window.__bm.shown = performance.now();
+            return true;
+        }
     }
     return false;
 }"""
+
+# In-page clocks for one move: the key press, the request to the server, the last message back
+# (Streamlit's websocket), and the frame in which the new size was first seen.
+PROBE_JS = """
+window.__bm = {};
+document.addEventListener('keydown', () => { window.__bm = {key: performance.now()}; }, true);
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = function (...args) {
+    const ws = new NativeWebSocket(...args);
+    ws.addEventListener('message', () => { window.__bm.lastMessage = performance.now(); });
+    const send = ws.send.bind(ws);
+    ws.send = (d) => { if (window.__bm.sent === undefined) window.__bm.sent = performance.now(); return send(d); };
+    return ws;
+};
+window.WebSocket.prototype = NativeWebSocket.prototype;
+"""
 
 
 def wait_shown(page, k: int, n: int, timeout_s: float = 600) -> None:
@@ -131,6 +150,7 @@ def main() -> None:
     timing_log = Path(tempfile.mkdtemp(prefix="bm-timing-")) / "timing.jsonl"
     env["BOOMERANG_TIMING_LOG"] = str(timing_log)
     with bu.serve(env) as url, bu.browser() as page:
+        page.add_init_script(PROBE_JS)
         t0 = time.perf_counter()
         page.goto(bu.url_for(url, "", **params))
         page.locator('[data-testid="stMetric"]').first.wait_for(timeout=900_000)
@@ -153,7 +173,7 @@ def main() -> None:
             wait_shown(page, k, n)
         warm = time.perf_counter() - t0
 
-        times = []
+        times, phases = [], []
         measured_from = time.time()
         k = 0
         for _ in range(args.repeats):
@@ -164,6 +184,7 @@ def main() -> None:
                     k += step
                     wait_shown(page, k, n)
                     times.append(time.perf_counter() - t)
+                    phases.append(page.evaluate("window.__bm"))
         drags = []
         for frac, target in ((1.0, n), (0.0, 0), (0.5, None)):
             t = time.perf_counter()
@@ -195,6 +216,15 @@ def main() -> None:
     if server:
         print(f"  server-side script time per move (n={len(server)}): median {statistics.median(server):.0f} ms, "
               f"max {server[-1]:.0f} ms; the rest is websocket + browser rendering")
+    parts = [(p["sent"] - p["key"], p["lastMessage"] - p["sent"], p["shown"] - p["lastMessage"])
+             for p in phases if {"key", "sent", "lastMessage", "shown"} <= set(p)]
+    if parts:
+        med = [statistics.median(x) for x in zip(*parts)]
+        print(f"  where a move's time goes, in the page (median of {len(parts)}): key press -> request "
+              f"{med[0]:.0f} ms, request -> last reply message {med[1]:.0f} ms, "
+              f"-> new size drawn {med[2]:.0f} ms")
+        print("    (the curve is drawn anew each move: Streamlit derives a Plotly chart's identity from "
+              "its figure, so a moved marker is a new chart)")
     load = os.getloadavg()
     print(f"  machine load average during the run: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
     print("  mouse drags (to teacher, to student, to middle): "
