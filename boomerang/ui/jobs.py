@@ -64,8 +64,9 @@ class TrainingJob:
 
     def start(self) -> "TrainingJob":
         self.config.validate()
-        job = {"kind": self.kind, "threads": torch.get_num_threads()}
-        job.update({"config": self.config.to_dict()} if self.kind == "distill" else {"out": str(self.out)})
+        # A distillation uses the server's CPU threads; the SmolLM2 recipe its own (as on the CLI).
+        job = {"kind": self.kind, "config": self.config.to_dict(), "threads": torch.get_num_threads()} \
+            if self.kind == "distill" else {"kind": self.kind, "out": str(self.out)}
         self._proc = launch(job)
         threading.Thread(target=self._drain_stderr, name=f"stderr:{self.out.name}", daemon=True).start()
         self._reader = threading.Thread(target=self._read, name=f"train:{self.out.name}", daemon=True)

@@ -8,7 +8,7 @@ process has its own interpreter; the server only reads its lines.
 The protocol is JSON text on the child's pipes (nothing is pickled):
 
 - stdin, first line: ``{"kind": "distill", "config": {...DistillConfig...}, "threads": n}`` or
-  ``{"kind": "smollm2-build", "out": folder, "threads": n}``. Then a ``stop`` line asks for a
+  ``{"kind": "smollm2-build", "out": folder}`` (threads optional). Then a ``stop`` line asks for a
   checkpoint and an end; end of file (the server went away) does the same, so no run trains on
   unwatched and none dies without its checkpoint.
 - stdout: one object per training step (the fields of a
@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -41,9 +42,13 @@ def launch(job: dict[str, Any]) -> subprocess.Popen:
     """Start a worker for ``job`` (the first stdin line, as a dict); its pipes stay open."""
     if job.get("kind") not in KINDS:
         raise BoomerangError(f"Unknown training job kind {job.get('kind')!r}; known are {', '.join(KINDS)}.")
+    # The child imports this same copy of the package, installed or not (the working folder is
+    # kept: relative paths in the job mean what they meant to the server).
+    here = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen([sys.executable, "-m", "boomerang.ui.worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                            bufsize=1)
+                            bufsize=1, env=env)
     proc.stdin.write(json.dumps(job) + "\n")
     proc.stdin.flush()
     return proc
@@ -68,14 +73,15 @@ def _run(job: dict[str, Any], out: TextIO, stop: threading.Event) -> None:
         out.flush()
 
     try:
-        threads = int(job.get("threads") or 1)
-        torch.set_num_threads(threads)
+        threads = job.get("threads")
+        if threads:
+            torch.set_num_threads(int(threads))
         if job["kind"] == "distill":
             result = distill(DistillConfig.from_dict(job["config"]),
                              progress=lambda p: emit(progress_record(p)), should_stop=stop)
-        else:
+        else:  # the recipe's own thread count unless the job names one
             result = build_smollm2_student(job["out"], progress=lambda p: emit(progress_record(p)),
-                                           threads=threads, should_stop=stop)
+                                           should_stop=stop, **({"threads": int(threads)} if threads else {}))
         emit({"result": str(result), "stopped": stop.is_set()})
     except BoomerangError as e:
         emit({"error": str(e)})
