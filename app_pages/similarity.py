@@ -47,7 +47,7 @@ with left:
 with right:
     fig = plots.scatter_figure(per_layer, sim_col, gain_col, text="label", x_title=f"similarity, {SIMS[sim_col]}",
                                y_title=GAINS[gain_col] + " (patched alone)",
-                               title="Does similarity predict where patching helps?")
+                               title="Does similarity predict<br>where patching helps?")
     st.plotly_chart(fig, width="stretch", key="gain_scatter")
 corr = ui.present.spearman_ci(per_layer[sim_col], per_layer[gain_col])
 if corr is not None:

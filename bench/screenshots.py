@@ -52,6 +52,7 @@ def main() -> None:
         env["BOOMERANG_RUNS"] = str(Path(args.student).resolve().parent.parent)
     elif args.pair == "demo" or (args.pair is None and dash.demo_available()):
         base = {"pair": "demo"}
+        env["BOOMERANG_RUNS"] = tempfile.mkdtemp(prefix="bm-shots-runs-")  # the Train shot's run
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bm-shots-"))
         _, student, text = build_tiny_pair(tmp / "runs" / "pair")
@@ -64,7 +65,7 @@ def main() -> None:
         ("compare", "compare", {"orders": "last-to-first,first-to-last,klpatch,optimal,naive-pruning,block-influence"}, 1),
         ("similarity", "similarity", {}, 3),
         ("learn", "learn", {}, 1),
-        ("train", "train", {}, 1),
+        ("train", "train", {}, 0),
     ]
     only = set(args.only.split(",")) if args.only else None
     suffix = "" if args.width == 1400 else f"-{args.width}"
@@ -78,6 +79,14 @@ def main() -> None:
             if name == "learn":  # show the step with the curve
                 page.locator('[data-testid="stButtonGroup"] button', has_text="The curve").first.click()
                 settle(page, 1)
+            if name == "train":  # a run in progress, with its loss curves
+                page.get_by_label("Run name", exact=True).fill("demo-student")
+                page.get_by_label("Steps", exact=True).fill("400")
+                page.get_by_role("button", name="Start training").click()
+                page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')]"
+                                       ".some(p => /step (2[5-9]|[3-9][0-9])\\//.test(p.innerText))",
+                                       timeout=600_000)
+                settle(page, 2)
             path = out / f"{name}{suffix}.png"
             page.screenshot(path=str(path), full_page=True)
             print(f"{name:12s} {time.perf_counter() - t:6.1f} s -> {path}", flush=True)

@@ -49,7 +49,8 @@ def _layout(**kw: Any) -> dict[str, Any]:
 def _legend_below(title: str | None) -> dict[str, Any]:
     """Layout keys that put the legend under the plot: at the top, plotly's toolbar (top right, shown
     on hover) and the title cover it."""
-    return dict(margin=dict(l=10, r=10, t=40 if title else 30, b=10),
+    top = 30 if not title else 40 + 20 * title.count("<br>")
+    return dict(margin=dict(l=10, r=10, t=top, b=10),
                 legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, xanchor="left", x=0))
 
 
@@ -231,12 +232,15 @@ def bar_figure(df: pd.DataFrame, x: str, y: str, title: str | None = None, y_tit
                color: str | Sequence[str] = STUDENT_COLOR, height: int = 320,
                y_range: tuple[float, float] | None = None,
                reference: tuple[float, str] | None = None) -> go.Figure:
-    """A plain bar chart (``y_range`` zooms in on values that differ little; ``reference`` is a
-    labelled horizontal line ``(y, label)``)."""
+    """A plain bar chart (``y_range`` zooms in on values that differ little, and the axis title
+    then says where it starts; ``reference`` is a labelled horizontal line ``(y, label)``)."""
     data = [dict(type="bar", x=[str(v) for v in df[x]], y=[_num(v) for v in df[y]],
                  marker=dict(color=color if isinstance(color, str) else list(color)),
                  hovertemplate="%{x}: %{y:,.3f}<extra></extra>", name=y_title or y)]
-    yaxis: dict[str, Any] = dict(title=dict(text=y_title or y))
+    y_text = y_title or y
+    if y_range is not None and y_range[0] != 0:
+        y_text += f"<br>(axis from {y_range[0]:,.2f}, not 0)"
+    yaxis: dict[str, Any] = dict(title=dict(text=y_text))
     if y_range is not None:
         yaxis["range"] = list(y_range)
     shapes, annotations = [], []
@@ -251,13 +255,26 @@ def bar_figure(df: pd.DataFrame, x: str, y: str, title: str | None = None, y_tit
     return figure(dict(data=data, layout=layout))
 
 
+def _merged_labels(df: pd.DataFrame, x: str, y: str, text: str) -> list[str]:
+    """Point labels, with the labels of points drawn on the same spot joined on the first of them
+    (written on top of each other they could not be read)."""
+    spots: dict[tuple, int] = {}
+    labels = [str(t) for t in df[text]]
+    for i, (a, b) in enumerate(zip(df[x].round(6), df[y].round(6))):
+        first = spots.setdefault((a, b), i)
+        if first != i:
+            labels[first] += f", {labels[i]}"
+            labels[i] = ""
+    return labels
+
+
 def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
                    x_title: str | None = None, y_title: str | None = None, title: str | None = None,
                    height: int = 380) -> go.Figure:
     """Labelled scatter with a least-squares line (when there are 3 points or more)."""
     data = [dict(type="scatter", x=[_num(v) for v in df[x]], y=[_num(v) for v in df[y]],
                  mode="markers+text" if text else "markers",
-                 text=[str(t) for t in df[text]] if text else None, textposition="top center",
+                 text=_merged_labels(df, x, y, text) if text else None, textposition="top center",
                  marker=dict(size=11, color=TEACHER_COLOR, line=dict(width=1, color="black")),
                  name="student layers")]
     if len(df) >= 3 and df[x].nunique() > 1:
@@ -266,9 +283,16 @@ def scatter_figure(df: pd.DataFrame, x: str, y: str, text: str | None = None,
         xs = np.linspace(float(df[x].min()), float(df[x].max()), 20)
         data.append(dict(type="scatter", x=xs.tolist(), y=(a * xs + b).tolist(), mode="lines",
                          name="least-squares fit", line=dict(color="#888", dash="dash")))
+    xaxis: dict[str, Any] = dict(title=dict(text=x_title or x))
+    yaxis: dict[str, Any] = dict(title=dict(text=y_title or y))
+    if text and len(df) > 1:  # room for the labels of the outermost points (above each, centred)
+        for axis, col, lo_pad, hi_pad in ((xaxis, x, 0.3, 0.3), (yaxis, y, 0.08, 0.2)):
+            v = df[col].astype(float)
+            span = float(v.max() - v.min())
+            if span > 0:
+                axis["range"] = [float(v.min()) - lo_pad * span, float(v.max()) + hi_pad * span]
     layout = _layout(height=height + (40 if len(data) > 1 else 0), showlegend=len(data) > 1,
-                     xaxis=dict(title=dict(text=x_title or x)), yaxis=dict(title=dict(text=y_title or y)),
-                     **_legend_below(title))
+                     xaxis=xaxis, yaxis=yaxis, **_legend_below(title))
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))

@@ -69,3 +69,27 @@ def test_validation_figure_has_a_line_per_watched_model():
     _valid(fig)
     assert [t.name for t in fig.data] == ["student", "2 layers patched"]
     assert list(fig.data[0].x) == [20, 40] and list(fig.data[1].y) == [45.0, 38.0]
+
+
+def test_a_bar_axis_that_does_not_start_at_zero_says_so():
+    df = pd.DataFrame({"layer": ["S0", "S1"], "cos": [0.955, 0.99]})
+    zoomed = plots.bar_figure(df, "layer", "cos", y_title="cosine similarity", y_range=(0.95, 1.0))
+    assert zoomed.layout.yaxis.title.text == "cosine similarity<br>(axis from 0.95, not 0)"
+    assert list(zoomed.layout.yaxis.range) == [0.95, 1.0]
+    plain = plots.bar_figure(df, "layer", "cos", y_title="cosine similarity")
+    assert plain.layout.yaxis.title.text == "cosine similarity"
+
+
+def test_scatter_leaves_room_for_the_labels_of_its_end_points():
+    df = pd.DataFrame({"sim": [0.96, 0.98, 1.0], "gain": [0.1, 0.5, 0.0], "label": ["a", "b", "c"]})
+    fig = plots.scatter_figure(df, "sim", "gain", text="label")
+    lo, hi = fig.layout.xaxis.range
+    assert lo < 0.96 - 0.01 and hi > 1.0 + 0.01
+    bottom, top = fig.layout.yaxis.range
+    assert bottom < 0.0 and top > 0.5 + 0.05
+
+
+def test_points_on_the_same_spot_share_one_label():
+    df = pd.DataFrame({"sim": [0.96, 1.0, 1.0], "gain": [0.3, 0.0, 0.0], "label": ["S0", "S5", "S6"]})
+    fig = plots.scatter_figure(df, "sim", "gain", text="label")
+    assert list(fig.data[0].text) == ["S0", "S5, S6", ""]
