@@ -319,7 +319,10 @@ def validation_figure(history: pd.DataFrame, height: int = 320) -> go.Figure:
         name = "student" if k == "val_ppl" else f"{k.removeprefix('val_ppl_k')} layers patched"
         data.append(dict(type="scatter", x=[_num(v) for v in rows["step"]], y=[_num(v) for v in rows[k]],
                          mode="lines+markers", name=name))
-    layout = _layout(height=height, xaxis=dict(title=dict(text="step")),
+    xaxis: dict[str, Any] = dict(title=dict(text="step"))
+    if len(rows) == 1:  # one evaluation so far: one tick at its step, not fractional steps around it
+        xaxis["tickvals"] = [_num(rows["step"].iloc[0])]
+    layout = _layout(height=height, xaxis=xaxis,
                      yaxis=dict(title=dict(text="validation perplexity"), type="log", tickformat=",.4~r"))
     return figure(dict(data=data, layout=layout))
 

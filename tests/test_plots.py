@@ -69,6 +69,9 @@ def test_validation_figure_has_a_line_per_watched_model():
     _valid(fig)
     assert [t.name for t in fig.data] == ["student", "2 layers patched"]
     assert list(fig.data[0].x) == [20, 40] and list(fig.data[1].y) == [45.0, 38.0]
+    assert fig.layout.xaxis.tickvals is None
+    first = plots.validation_figure(log.iloc[:2])  # one evaluation so far
+    assert list(first.layout.xaxis.tickvals) == [20]  # not 19.5, 20, 20.5
 
 
 def test_a_bar_axis_that_does_not_start_at_zero_says_so():
