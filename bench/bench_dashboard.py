@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 import browser_util as bu  # noqa: E402
 from pairs_on_disk import build_tiny_pair  # noqa: E402
 
+from boomerang.ui import read_log  # noqa: E402
+
 SHOWN_JS = """([k, n]) => {
     let delta = null;
     for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
@@ -76,11 +78,7 @@ def start_training_tab(page, url: str, params: dict[str, str]):
     """Open the Train page in a second tab and start a run long enough to outlast the benchmark."""
     tab = page.context.new_page()
     tab.goto(bu.url_for(url, "train", **params))
-    steps = tab.get_by_label("Steps", exact=True)
-    steps.wait_for(timeout=300_000)
-    steps.fill("100000")
-    tab.get_by_label("Run name", exact=True).fill("bench-load")
-    tab.get_by_role("button", name="Start training").click()
+    bu.start_training(tab, "bench-load", 100_000)
     tab.get_by_text("step ", exact=False).first.wait_for(timeout=300_000)  # the progress bar
     page.bring_to_front()  # the user watches the slider; the Train tab works in the background
     return tab
@@ -89,9 +87,8 @@ def start_training_tab(page, url: str, params: dict[str, str]):
 def logged_step(runs: str) -> int:
     """The last step the benchmark's training run logged (the Train tab itself is throttled by
     the browser while in the background, so its progress bar is not read)."""
-    log = Path(runs) / "dashboard" / "bench-load" / "log.jsonl"
-    lines = log.read_text().splitlines() if log.is_file() else []
-    return json.loads(lines[-1])["step"] if lines else 0
+    log = read_log(Path(runs) / "dashboard" / "bench-load")
+    return int(log["step"].iloc[-1]) if not log.empty else 0
 
 
 #: Data-driven orders whose first computation (on a fresh cache) the benchmark times.

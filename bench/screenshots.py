@@ -80,9 +80,7 @@ def main() -> None:
                 page.locator('[data-testid="stButtonGroup"] button', has_text="The curve").first.click()
                 settle(page, 1)
             if name == "train":  # a run in progress, with its loss curves
-                page.get_by_label("Run name", exact=True).fill("demo-student")
-                page.get_by_label("Steps", exact=True).fill("400")
-                page.get_by_role("button", name="Start training").click()
+                bu.start_training(page, "demo-student", 400)
                 page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')]"
                                        ".some(p => /step (2[5-9]|[3-9][0-9])\\//.test(p.innerText))",
                                        timeout=600_000)

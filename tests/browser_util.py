@@ -174,6 +174,15 @@ def drag_slider_to(page, fraction: float) -> None:
     page.mouse.up()
 
 
+def start_training(page, run_name: str, steps: int) -> None:
+    """On an open Train page: name a run, set its steps and press Start training."""
+    field = page.get_by_label("Steps", exact=True)
+    field.wait_for(timeout=300_000)
+    field.fill(str(steps))
+    page.get_by_label("Run name", exact=True).fill(run_name)
+    page.get_by_role("button", name="Start training").click()
+
+
 def goto_page(page, title: str) -> None:
     """Click the sidebar navigation link ``title``."""
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()

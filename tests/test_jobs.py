@@ -13,14 +13,10 @@ from pairs_on_disk import build_tiny_pair
 def tiny(tmp_path_factory):
     """(teacher_dir, text_file, runs folder) of a tiny pair."""
     root = tmp_path_factory.mktemp("jobs")
-    old = os.environ.get("BOOMERANG_RUNS")
-    os.environ["BOOMERANG_RUNS"] = str(root / "runs")
-    teacher, _, text = build_tiny_pair(root / "runs" / "pair")
-    yield str(teacher), str(text), root / "runs"
-    if old is None:
-        os.environ.pop("BOOMERANG_RUNS", None)
-    else:
-        os.environ["BOOMERANG_RUNS"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOOMERANG_RUNS", str(root / "runs"))
+        teacher, _, text = build_tiny_pair(root / "runs" / "pair")
+        yield str(teacher), str(text), root / "runs"
 
 
 def _config(tiny, name, **kw):
