@@ -110,6 +110,32 @@ def wait_idle(page, timeout: float = 180) -> None:
         timeout=timeout * 1000)
 
 
+SETTLE_JS = """([quiet, cap]) => new Promise(resolve => {
+    let last = performance.now();
+    const start = last;
+    const seen = new MutationObserver(() => { last = performance.now(); });
+    seen.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+    const tick = () => {
+        const now = performance.now();
+        if (now - last >= quiet || now - start >= cap) { seen.disconnect(); resolve(now - last >= quiet); }
+        else setTimeout(tick, 50);
+    };
+    setTimeout(tick, 50);
+})"""
+
+
+def settle(page, quiet_ms: int = 700, timeout: float = 30) -> bool:
+    """Wait for the script to finish and the page to stop changing for ``quiet_ms``.
+
+    Streamlit draws some elements from lazily loaded code: on a busy machine the script can be
+    done while a widget is still a placeholder. False when the page kept changing until ``timeout``.
+    """
+    wait_idle(page)
+    quiet = page.evaluate(SETTLE_JS, [quiet_ms, timeout * 1000])
+    wait_idle(page)
+    return quiet
+
+
 def metric(page, label: str) -> str:
     """Text of the st.metric whose label is ``label``."""
     box = page.locator('[data-testid="stMetric"]', has=page.locator(
@@ -238,7 +264,15 @@ def clipped(page) -> list[list[str]]:
     return page.evaluate(CLIPPED_JS)
 
 
-def chips(page) -> list[str]:
-    """Texts of the visible chips of the first multiselect."""
-    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMultiSelect"] [data-tag]')]
-        .filter(t => t.offsetParent !== null).map(t => t.innerText.trim())""")
+CHIPS_JS = """() => [...document.querySelectorAll('[data-testid="stMultiSelect"] [data-tag]')]
+    .filter(t => t.offsetParent !== null).map(t => t.innerText.trim())"""
+
+
+def chips(page, at_least: int = 0, timeout: float = 30) -> list[str]:
+    """Texts of the visible multiselect chips, once ``at_least`` of them are drawn (or ``timeout``)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    if at_least:
+        with contextlib.suppress(PlaywrightTimeout):  # the caller judges what is there
+            page.wait_for_function(f"() => ({CHIPS_JS})().length >= {at_least}", timeout=timeout * 1000)
+    return page.evaluate(CHIPS_JS)
