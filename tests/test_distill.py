@@ -470,6 +470,65 @@ def test_config_from_file_and_flags(tmp_path):
     assert DistillConfig().effective_weights(8).cos == 0.25
 
 
+@pytest.mark.parametrize("cls", ["DistillConfig", "LocalDistillConfig"])
+@pytest.mark.parametrize(("bad", "says"), [
+    ({"min_lr_ratio": 5.0}, "min_lr_ratio must lie in [0, 1], not 5.0."),
+    ({"grad_clip": -1.0}, "grad_clip must not be negative, not -1.0."),
+    ({"weight_decay": -0.1}, "weight_decay must not be negative, not -0.1."),
+    ({"steps": True}, "steps must be a whole number, not True."),
+    ({"steps": 2.5}, "steps must be a whole number, not 2.5."),
+    ({"every": 0}, "every must be at least 1, not 0."),
+    ({"keep_first": -1}, "keep_first must be at least 0, not -1."),
+    ({"lr": "3e-4"}, "lr must be a finite number, not '3e-4'."),
+    ({"lr": float("inf")}, "lr must be a finite number, not inf."),
+    ({"resume": "yes"}, "resume must be true or false, not 'yes'."),
+    ({"split": ""}, "split must name a data split"),
+    ({"threads": 0}, "threads must be at least 1, not 0."),
+])
+def test_every_run_config_refuses_the_same_bad_settings(cls, bad, says):
+    """Both run configs share one set of checks: before, DistillConfig let min_lr_ratio=5 (a
+    rising lr), a negative grad_clip and 2.5 steps through, and crashed on lr given as text."""
+    from boomerang.train import local
+
+    config_class = {"DistillConfig": DistillConfig, "LocalDistillConfig": local.LocalDistillConfig}[cls]
+    with pytest.raises(BoomerangError) as e:
+        config_class(**{"teacher": "t", **bad}).validate()
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_files_may_write_numbers_as_yaml_reads_them(tmp_path):
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string; a config file means the number."""
+    (tmp_path / "c.yaml").write_text("teacher: t\nlr: 3e-4\nsteps: 1e3\nweights: {kl: 5e-2}\n")
+    cfg = DistillConfig.from_file(tmp_path / "c.yaml")
+    cfg.validate()
+    assert (cfg.lr, cfg.steps, cfg.weights.kl) == (0.0003, 1000, 0.05)
+    assert isinstance(cfg.steps, int)
+    (tmp_path / "bad.yaml").write_text("teacher: t\nlr: fast\n")
+    with pytest.raises(BoomerangError, match="lr must be a number, not 'fast'"):
+        DistillConfig.from_file(tmp_path / "bad.yaml")
+    (tmp_path / "half.yaml").write_text("teacher: t\nsteps: 2.5\n")
+    with pytest.raises(BoomerangError, match="steps must be a whole number, not 2.5"):
+        DistillConfig.from_file(tmp_path / "half.yaml").validate()
+
+
+def test_mode_local_hands_every_shared_setting_to_the_local_run():
+    from boomerang.train.local import from_distill_config
+
+    cfg = DistillConfig(teacher="t", data="d", out="o", keep_first=1, every=3, keep_last=1, steps=17, seq_len=9,
+                        batch_size=3, lr=1e-3, min_lr_ratio=0.2, warmup=4, weight_decay=0.01, grad_clip=0.5,
+                        save_every=5, log_every=2, resume=True, seed=7, split="validation", max_blocks=11,
+                        threads=1, mode="local", local_loss="mse", teacher_input_prob=0.25, freeze=("one-to-one",))
+    local = from_distill_config(cfg)
+    assert (local.teacher, local.data, local.out, local.keep_first, local.every, local.keep_last) == (
+        "t", "d", "o", 1, 3, 1)
+    assert (local.steps, local.seq_len, local.batch_size, local.lr, local.min_lr_ratio, local.warmup) == (
+        17, 9, 3, 1e-3, 0.2, 4)
+    assert (local.weight_decay, local.grad_clip, local.save_every, local.log_every, local.resume) == (
+        0.01, 0.5, 5, 2, True)
+    assert (local.seed, local.split, local.max_blocks, local.threads) == (7, "validation", 11, 1)
+    assert (local.loss, local.teacher_input_prob, local.freeze_one_to_one) == ("mse", 0.25, True)
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")
                                          if not p.name.startswith("accelerate")))
 def test_shipped_configs_are_valid(name):

@@ -77,12 +77,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -104,16 +104,12 @@ from ..progress import StopSignal, stop_requested
 from ..zoo import resolve_teacher
 from .batches import BlockOrder, training_blocks
 from .checkpoints import trim_log
-from .config import LOCAL_LOSSES, DistillConfig
+from .config import LOCAL_LOSSES, DistillConfig, RunConfig
 from .events import DistillProgress, progress_event
 from .schedule import lr_multiplier
 
 LOSSES = LOCAL_LOSSES
 CHECKPOINT = "checkpoint"
-#: Settings that must not change when a run is resumed (they decide what a step does).
-_RESUME_KEYS = ("teacher", "data", "keep_first", "every", "keep_last", "steps", "seq_len",
-                "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "loss",
-                "teacher_input_prob", "updates_per_batch", "layers", "freeze_one_to_one", "seed", "split", "max_blocks")
 
 Progress = Callable[[DistillProgress], None]
 
@@ -124,49 +120,38 @@ Progress = Callable[[DistillProgress], None]
 
 
 @dataclass
-class LocalDistillConfig:
+class LocalDistillConfig(RunConfig):
     """Settings of a block-local distillation run (see the module docstring).
 
     One step is one optimizer update on ``batch_size`` sequences of ``seq_len`` tokens; each
     batch (and its teacher forward) serves ``updates_per_batch`` consecutive steps, so a run
     sees ``ceil(steps / updates_per_batch) * batch_size * seq_len`` distinct tokens
-    (:attr:`total_tokens`).
+    (:attr:`total_tokens`). ``grad_clip`` applies per layer.
     """
 
-    teacher: str = ""  # model directory, hub id, or a bundled pair's name ("demo", "smollm2")
-    data: str = "demo"  # "demo", a text file/folder or an HF dataset id (boomerang.data)
     out: str = "runs/local-distill"
-    keep_first: int = 0  # the mapping rule (LayerMapping.from_rule)
-    every: int = 2
-    keep_last: int = 2
-    steps: int = 1000
-    seq_len: int = 256
-    batch_size: int = 8
     lr: float = 2e-4
-    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio
-    warmup: int = 20  # steps of linear warmup
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # per layer; 0 disables
+    warmup: int = 20
+    save_every: int = 100
     loss: str = "cosine+mse"  # one of LOSSES
     teacher_input_prob: float = 1.0  # 1: teacher forcing; 0: the student's own running input
     updates_per_batch: int = 1  # optimizer steps per teacher forward (each batch reused this often)
     layers: tuple[int, ...] | None = None  # student layers to train (None: all not frozen)
     freeze_one_to_one: bool = True  # layers standing for a single teacher layer stay the teacher's
-    save_every: int = 100  # steps between checkpoints
-    log_every: int = 10
-    resume: bool = False  # continue from OUT/checkpoint if there is one
-    seed: int = 0
-    split: str = "train"
-    max_blocks: int | None = None  # cap on the number of training blocks loaded
-    threads: int | None = None  # torch CPU threads (None: torch's default)
     # Stop early (and still save the student) after this many seconds of training; the lr decay
     # then follows the time too (see lr_at), so such a run depends on the machine's speed.
     time_limit_s: float | None = None
 
+    NOUN: ClassVar[str] = "local-distillation"
+    # The lr schedule follows ``steps``, so (unlike a DistillConfig run) they may not change on
+    # resume; a time limit may (a resumed build gets another budget).
+    RESUME_FREE: ClassVar[frozenset[str]] = RunConfig.RESUME_FREE | {"time_limit_s"}
+    AT_LEAST: ClassVar[dict[str, int | None]] = {**RunConfig.AT_LEAST, "updates_per_batch": 1}
+
     def __post_init__(self) -> None:
-        self.teacher, self.data, self.out = str(self.teacher), str(self.data), str(self.out)
+        super().__post_init__()
         if self.layers is not None:
-            self.layers = tuple(int(i) for i in self.layers)
+            self.layers = tuple(self.layers)
 
     @property
     def total_tokens(self) -> int:
@@ -179,50 +164,18 @@ class LocalDistillConfig:
 
     def validate(self) -> None:
         """Raise a one-sentence :class:`BoomerangError` for the first bad setting."""
-        if not self.teacher:
-            raise BoomerangError("No teacher given: set teacher to a model directory or hub id.")
+        super().validate()
         if self.loss not in LOSSES:
             raise BoomerangError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
-        for name in ("steps", "batch_size", "updates_per_batch", "save_every", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise BoomerangError(f"{name} must be a whole number of at least 1, not {v!r}.")
-        if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int) or self.seq_len < 2:
-            raise BoomerangError(f"seq_len must be a whole number of at least 2, not {self.seq_len!r}.")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise BoomerangError(f"The learning rate must be a positive number, not {self.lr!r}.")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise BoomerangError(f"min_lr_ratio must lie in [0, 1], not {self.min_lr_ratio!r}.")
-        if self.warmup < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise BoomerangError("warmup, weight_decay and grad_clip must not be negative.")
         if not 0.0 <= self.teacher_input_prob <= 1.0:
             raise BoomerangError(
                 f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}."
             )
-        if self.threads is not None and self.threads < 1:
-            raise BoomerangError(f"threads must be at least 1, not {self.threads!r}.")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise BoomerangError(f"time_limit_s must be positive, not {self.time_limit_s!r}.")
-        if self.max_blocks is not None and self.max_blocks < 1:
-            raise BoomerangError(f"max_blocks must be at least 1, not {self.max_blocks!r}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
-        d = dataclasses.asdict(self)
-        d["layers"] = None if self.layers is None else list(self.layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LocalDistillConfig:
-        """Build from a dict; unknown keys are an error (typos should not pass silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise BoomerangError(
-                f"Unknown local-distillation setting(s) {', '.join(unknown)}; known are "
-                f"{', '.join(sorted(names))}."
-            )
-        return cls(**d)
+        if self.layers is not None and not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in self.layers):
+            raise BoomerangError(f"layers must be whole numbers, not {list(self.layers)!r}.")
 
 
 def from_distill_config(config: DistillConfig) -> LocalDistillConfig:
@@ -231,15 +184,9 @@ def from_distill_config(config: DistillConfig) -> LocalDistillConfig:
     Embeddings, final norm and head are never trained locally; ``freeze`` containing
     ``one-to-one`` keeps the single-layer blocks at the teacher's weights too.
     """
-    return LocalDistillConfig(
-        teacher=config.teacher, data=config.data, out=config.out, keep_first=config.keep_first,
-        every=config.every, keep_last=config.keep_last, steps=config.steps, seq_len=config.seq_len,
-        batch_size=config.batch_size, lr=config.lr, min_lr_ratio=config.min_lr_ratio, warmup=config.warmup,
-        weight_decay=config.weight_decay, grad_clip=config.grad_clip, loss=config.local_loss,
-        teacher_input_prob=config.teacher_input_prob, freeze_one_to_one="one-to-one" in config.freeze,
-        save_every=config.save_every, log_every=config.log_every, resume=config.resume, seed=config.seed,
-        split=config.split, max_blocks=config.max_blocks, threads=config.threads,
-    )
+    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(RunConfig)}
+    return LocalDistillConfig(**shared, loss=config.local_loss, teacher_input_prob=config.teacher_input_prob,
+                              freeze_one_to_one="one-to-one" in config.freeze)
 
 
 def trained_layers(mapping: LayerMapping, config: LocalDistillConfig) -> list[int]:
@@ -577,11 +524,10 @@ def local_distill(
     if config.resume and (ckpt / "state.json").is_file():
         state = json.loads((ckpt / "state.json").read_text())
         saved = state.get("config", {})
-        now = config.to_dict()
-        changed = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
+        changed = config.resume_conflict(saved)
         if changed:
             raise BoomerangError(
-                f"The checkpoint in {str(out)!r} was made with other settings ({', '.join(changed)}); "
+                f"The checkpoint in {str(out)!r} was made with other settings: {changed}; "
                 "resume with the run's own settings or choose another out folder."
             )
         _load_checkpoint(ckpt, s_layers, trained, opt, state)
