@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app_pages._live_chart import live_plotly_chart
 from app_pages._sidebar import (
     bind,
     calib_ids,
@@ -108,9 +109,8 @@ def _size_view() -> None:
                f"on {ctx.device}, timed once per layer count (every layer has the teacher's shapes, "
                "so models with as many layers do the same work); noisy on a busy machine.")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
-    st.plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces,
-                                       y_title=f"{ppl_what} (lower is better)"),
-                    width="stretch", key="curve")
+    live_plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces,
+                                         y_title=f"{ppl_what} (lower is better)"), key="curve")
 
 
 size_view()

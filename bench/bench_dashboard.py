@@ -33,25 +33,25 @@ from pairs_on_disk import build_tiny_pair  # noqa: E402
 
 from boomerang.ui import read_log  # noqa: E402
 
-SHOWN_JS = """([k, n]) => {
+SHOWN_JS = f"""([k, n]) => {{
     let delta = null;
-    for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+    for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {{
         const l = m.querySelector('[data-testid="stMetricLabel"]');
-        if (l && l.innerText.trim() === 'Decoder layers') {
+        if (l && l.innerText.trim() === 'Decoder layers') {{
             const d = m.querySelector('[data-testid="stMetricDelta"]');
             delta = d ? d.innerText.trim() : null;
-        }
-    }
-    if (delta === null || !delta.startsWith(`${k} of ${n}`)) return false;
-    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        }}
+    }}
+    if (delta === null || !delta.startsWith(`${{k}} of ${{n}}`)) return false;
+    for (const gd of ({bu.PLOTS_JS})()) {{
         const t = (gd.data || []).find(t => t.name === 'current');
-        if (t && t.customdata && Number(t.customdata[0]) === k) {
+        if (t && t.customdata && Number(t.customdata[0]) === k) {{
             window.__bm.shown = performance.now();
             return true;
-        }
-    }
+        }}
+    }}
     return false;
-}"""
+}}"""
 
 # In-page clocks for one move: the key press, the request to the server, the last message back
 # (Streamlit's websocket), and the frame in which the new size was first seen.
@@ -151,7 +151,7 @@ def main() -> None:
         t0 = time.perf_counter()
         page.goto(bu.url_for(url, "", **params))
         page.locator('[data-testid="stMetric"]').first.wait_for(timeout=900_000)
-        page.locator(".js-plotly-plot").first.wait_for(timeout=300_000)
+        bu.wait_plots(page, timeout=300)
         n = int(bu.slider_input(page).get_attribute("max"))
         wait_shown(page, 0, n)
         first_load = time.perf_counter() - t0
@@ -220,8 +220,7 @@ def main() -> None:
         print(f"  where a move's time goes, in the page (median of {len(parts)}): key press -> request "
               f"{med[0]:.0f} ms, request -> last reply message {med[1]:.0f} ms, "
               f"-> new size drawn {med[2]:.0f} ms")
-        print("    (the curve is drawn anew each move: Streamlit derives a Plotly chart's identity from "
-              "its figure, so a moved marker is a new chart)")
+        print("    (the curve is updated in place with Plotly.react: app_pages/_live_chart.py)")
     load = os.getloadavg()
     print(f"  machine load average during the run: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
     print("  mouse drags (to teacher, to student, to middle): "

@@ -27,8 +27,7 @@ def settle(page, plots: int = 0, timeout_s: float = 900) -> None:
     page.wait_for_timeout(500)
     bu.wait_idle(page, timeout_s)
     if plots:
-        page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {plots}",
-                               timeout=timeout_s * 1000)
+        bu.wait_plots(page, plots, timeout_s)
     page.wait_for_timeout(800)  # let plotly finish its transitions
 
 

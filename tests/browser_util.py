@@ -157,13 +157,24 @@ def wait_metric_change(page, label: str, old: str, timeout: float = 60) -> str:
     return metric(page, label)
 
 
-CURRENT_X_JS = """() => {
-    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+#: Every Plotly graph on the page, also those drawn inside (same-origin) component iframes.
+PLOTS_JS = """() => [document, ...[...document.querySelectorAll('iframe')].map(f => {
+        try { return f.contentDocument; } catch (e) { return null; } }).filter(d => d)]
+    .flatMap(d => [...d.querySelectorAll('.js-plotly-plot')])"""
+
+CURRENT_X_JS = f"""() => {{
+    for (const gd of ({PLOTS_JS})()) {{
         const t = (gd.data || []).find(t => t.name === 'current');
         if (t) return String(t.x[0]);
-    }
+    }}
     return null;
-}"""
+}}"""
+
+
+def wait_plots(page, count: int = 1, timeout: float = 180) -> None:
+    """Wait until ``count`` Plotly graphs are drawn (Streamlit loads plotly lazily)."""
+    page.wait_for_function(f"() => ({PLOTS_JS})().filter(g => g.querySelector('.main-svg')).length >= {count}",
+                           timeout=timeout * 1000)
 
 
 def current_point(page) -> str | None:

@@ -65,16 +65,30 @@ def charts(at: AppTest) -> list:
     return at.get("plotly_chart")
 
 
+def live_figures(at: AppTest) -> list[dict]:
+    """Figures of the charts drawn by the in-place updating component (Interpolate's curve)."""
+    return [json.loads(json.loads(e.proto.json_args)["figure"]) for e in at.get("component_instance")
+            if e.proto.component_name.endswith(".live_plotly")]
+
+
+def current_k(at: AppTest) -> int:
+    """The size the curve's "current" star marks (its k)."""
+    (fig,) = live_figures(at)
+    return next(t for t in fig["data"] if t.get("name") == "current")["customdata"][0]
+
+
 def test_interpolate_slider_and_order_change_the_model(tiny):
     at = app(tiny)
     first = metrics(at)
     assert set(first) == {"Perplexity", "Parameters", "Decoder layers", "Latency"}
     assert first["Decoder layers"] == "4"  # the student
-    assert len(charts(at)) == 1  # the curve (the strip is HTML here)
+    assert len(live_figures(at)) == 1 and not charts(at)  # the curve, updated in place (the strip is HTML)
+    assert current_k(at) == 0
 
     at.select_slider(key="k").set_value(4).run()
     ok(at)
     assert metrics(at)["Decoder layers"] == "6"  # the teacher
+    assert current_k(at) == 4
     assert metrics(at)["Parameters"] != first["Parameters"]
     assert at.query_params["k"] == "4"
 

@@ -38,9 +38,10 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         bu.wait_idle(page)
         page.locator('[data-testid="stMetric"]').first.wait_for()
         assert bu.metric(page, "Decoder layers") == "4"
-        page.locator(".js-plotly-plot").first.wait_for()  # the curve (plotly loads lazily)
+        bu.wait_plots(page)  # the curve
         page.wait_for_function(f"() => ({bu.CURRENT_X_JS})() !== null")
         x0 = bu.current_point(page)
+        page.evaluate(f"() => {{ ({bu.PLOTS_JS})()[0].dataset.seen = 'before the move'; }}")
 
         # Drag the size slider to the teacher end: layers, parameters and the plot's marker move.
         params0 = bu.metric(page, "Parameters")
@@ -48,6 +49,8 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         assert bu.wait_metric_change(page, "Decoder layers", "4") == "6"
         assert bu.metric(page, "Parameters") != params0
         assert bu.wait_point_change(page, x0) != x0
+        # ... in place: the same chart redrawn (Plotly.react), not a new one built from scratch
+        assert page.evaluate(f"() => ({bu.PLOTS_JS})().map(g => g.dataset.seen || null)") == ["before the move"]
         assert "k=4" in page.url
 
         # Back one step with the keyboard, then switch the order: k=3 of first-to-last has 6 layers
