@@ -130,6 +130,7 @@ def test_export_message_goes_when_the_pick_changes_in_chromium(server):
         page.locator('[data-testid="stButton"] button', has_text="Export").first.click()
         saved = page.locator('[data-testid="stAlert"]', has_text="Saved to").first
         saved.wait_for()
+        bu.settle(page)  # the download button comes after the message (and its code loads lazily)
         folder = Path(saved.locator("code").first.inner_text().strip())
         assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
         assert page.locator('[data-testid="stDownloadButton"]').count() == 1
