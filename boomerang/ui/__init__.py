@@ -1,8 +1,8 @@
 """What the dashboard's pages compute (never imports streamlit): specs, adapters, jobs.
 
 :mod:`.specs` names pairs and what the sidebar offers, :mod:`.compute` adapts the backend to
-what a page shows, :mod:`.jobs` runs distillation in a background thread. Pages import this
-package as ``ui`` and call only these names.
+what a page shows, :mod:`.jobs` runs distillation in a child process (:mod:`.worker`). Pages
+import this package as ``ui`` and call only these names.
 """
 
 from ..core import SEQUENTIAL_ORDERS
@@ -12,58 +12,58 @@ from ..paths import runs_dir
 from ..zoo import demo_student_dirs, distilled_smollm2_student, smollm2_available
 from . import present, query, tour
 from .compute import (
-                      RESULTS,
-                      available_baselines,
-                      available_metrics,
-                      available_orders,
-                      block_label,
-                      calibration_ids,
-                      curve,
-                      evaluate_point,
-                      export_patched,
-                      latency_profile,
-                      layer_labels,
-                      load_eval_blocks,
-                      mapping_cells,
-                      mean_ratio_at_intermediate_sizes,
-                      normalize_sweep,
-                      order_caption,
-                      order_sets,
-                      pair_summary,
-                      perplexity,
-                      similarity_tables,
-                      single_layer_gains,
-                      size_of,
-                      strip_cells,
-                      sweep,
-                      zip_folder,
+    RESULTS,
+    available_baselines,
+    available_metrics,
+    available_orders,
+    block_label,
+    calibration_ids,
+    curve,
+    evaluate_point,
+    export_patched,
+    latency_profile,
+    layer_labels,
+    load_eval_blocks,
+    mapping_cells,
+    mean_ratio_at_intermediate_sizes,
+    normalize_sweep,
+    order_caption,
+    order_sets,
+    pair_summary,
+    perplexity,
+    similarity_tables,
+    single_layer_gains,
+    size_of,
+    strip_cells,
+    sweep,
+    zip_folder,
 )
 from .jobs import (
-                      TrainingJob,
-                      all_runs,
-                      dashboard_runs,
-                      log_is_live,
-                      read_log,
-                      run_status,
-                      smollm2_build_job,
-                      start_smollm2_build,
-                      start_training,
-                      training_job,
+    TrainingJob,
+    all_runs,
+    dashboard_runs,
+    log_is_live,
+    read_log,
+    run_status,
+    smollm2_build_job,
+    start_smollm2_build,
+    start_training,
+    training_job,
 )
 from .query import Parsed
 from .specs import (
-                      PairSpec,
-                      configure_threads,
-                      dashboard_runs_dir,
-                      default_pair,
-                      demo_available,
-                      devices,
-                      discover_pairs,
-                      release_memory,
-                      smollm2_converted,
+    PairSpec,
+    configure_threads,
+    dashboard_runs_dir,
+    default_pair,
+    demo_available,
+    devices,
+    discover_pairs,
+    release_memory,
+    smollm2_converted,
     smollm2_student_info,
     spec_fingerprint,
-                      trained_students,
+    trained_students,
 )
 
 __all__ = [
