@@ -9,12 +9,13 @@ the installed ``plotly`` package (served by Streamlit, no network), so the page 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import plotly
 import plotly.graph_objects as go
-import plotly.io as pio
 import streamlit.components.v1 as components
+from plotly.utils import PlotlyJSONEncoder
 
 _PLOTLY_DIR = Path(plotly.__file__).resolve().parent / "package_data"
 _HERE = Path(__file__).resolve().parent / "live_chart"
@@ -27,5 +28,7 @@ _live = components.declare_component("live_plotly", path=str(_HERE))
 def live_plotly_chart(fig: go.Figure, key: str) -> None:
     """Draw ``fig`` (full width, its layout's height) under ``key``; later calls with the same key
     update that chart in place."""
-    _live(figure=pio.to_json(fig, validate=False), height=int(fig.layout.height or 450),
+    spec = fig.to_plotly_json()
+    spec["layout"].pop("template", None)  # plotly.py's default look (6 kB); the chart applies the app's
+    _live(figure=json.dumps(spec, cls=PlotlyJSONEncoder), height=int(fig.layout.height or 450),
           plotly_js=_plotly_js.name, key=key, default=None)
