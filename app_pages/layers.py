@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages._live_chart import live_plotly_chart
 from app_pages._sidebar import (
     calib_ids,
     computed,
@@ -72,8 +73,7 @@ for r0 in range(0, n, per_row):
 patched = frozenset(i for i in range(n) if st.session_state[f"pick_{i}"])
 keep("patched", fmt_layers(patched))
 
-st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, patched), labels), width="stretch",
-                key="strip")
+live_plotly_chart(plots.strip_figure(ui.strip_cells(pair, patched), labels), key="strip")
 
 try:
     blocks = eval_blocks(ctx)
@@ -116,9 +116,8 @@ if show_opt:
 x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
                               format_func=plots.X_TITLES.get, key="layers_x") or "layers"
 all_curves = pd.concat(frames, ignore_index=True)
-st.plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[{**point, "name": "your pick"}],
-                                   y_title=f"{ppl_what} (lower is better)"),
-                width="stretch", key="curve")
+live_plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[{**point, "name": "your pick"}],
+                                     y_title=f"{ppl_what} (lower is better)"), key="curve")
 st.caption(" · ".join(f"**{o}** optimises {ui.order_caption(o)}" for o in all_curves["order"].unique()))
 repeat_note = ui.present.repeated_size_note(pair, curves[0])
 if repeat_note:

@@ -51,7 +51,8 @@ def main() -> None:
         env["BOOMERANG_RUNS"] = str(Path(args.student).resolve().parent.parent)
     elif args.pair == "demo" or (args.pair is None and dash.demo_available()):
         base = {"pair": "demo"}
-        env["BOOMERANG_RUNS"] = tempfile.mkdtemp(prefix="bm-shots-runs-")  # the Train shot's run
+        # a runs folder of its own for the Train shot's run (named "runs", as a user's would be)
+        env["BOOMERANG_RUNS"] = str(Path(tempfile.mkdtemp(prefix="bm-shots-")) / "runs")
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bm-shots-"))
         _, student, text = build_tiny_pair(tmp / "runs" / "pair")

@@ -66,7 +66,7 @@ def charts(at: AppTest) -> list:
 
 
 def live_figures(at: AppTest) -> list[dict]:
-    """Figures of the charts drawn by the in-place updating component (Interpolate's curve)."""
+    """Figures of the charts drawn by the in-place updating component (app_pages/_live_chart.py)."""
     return [json.loads(json.loads(e.proto.json_args)["figure"]) for e in at.get("component_instance")
             if e.proto.component_name.endswith(".live_plotly")]
 
@@ -165,7 +165,8 @@ def test_layer_picker_toggles_and_exports(tiny):
     ok(at)
     assert metrics(at)["Decoder layers"] == "5"
     assert at.query_params["patched"] == "0,3"
-    assert len(charts(at)) == 2  # strip + curves
+    strip, curves = live_figures(at)  # both updated in place as the pick changes
+    assert next(t for t in curves["data"] if t.get("name") == "your pick")["x"] == [5]  # 5 decoder layers
     export = next(b for b in at.button if b.label == "Export")
     export.click().run()
     ok(at)
