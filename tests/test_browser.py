@@ -65,10 +65,16 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         bu.goto_page(page, "Layer picker")
         page.locator('[data-testid="stMetric"]').first.wait_for()
         before = bu.metric(page, "Decoder layers")
+        bu.wait_plots(page, 2)  # the strip and the curve
+        page.evaluate(f"() => ({bu.PLOTS_JS})().forEach(g => {{ g.dataset.seen = 'before the toggle'; }})")
         page.locator('[data-testid="stCheckbox"]', has_text="S0").first.click()
         after = bu.wait_metric_change(page, "Decoder layers", before)
         assert abs(int(after) - int(before)) == 1
         assert "patched=" in page.url
+        # the pick's point moves to the new size, on the same two charts (updated in place)
+        page.wait_for_function(f"""(x) => ({bu.PLOTS_JS})().some(g => (g.data || []).some(t =>
+            t.name === 'your pick' && String(t.x[0]) === x))""", arg=after)
+        assert page.evaluate(f"() => ({bu.PLOTS_JS})().map(g => g.dataset.seen || null)") == ["before the toggle"] * 2
 
 
 def _slider_value(page) -> str:
