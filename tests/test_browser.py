@@ -67,6 +67,11 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         before = bu.metric(page, "Decoder layers")
         bu.wait_plots(page, 2)  # the strip and the curve
         page.evaluate(f"() => ({bu.PLOTS_JS})().forEach(g => {{ g.dataset.seen = 'before the toggle'; }})")
+        hidden_js = f"""() => ({bu.PLOTS_JS})().flatMap(g => (g._fullData || []).filter(t =>
+            t.visible === 'legendonly').map(t => t.name))"""
+        page.frame_locator("iframe").nth(1).locator("g.traces", has_text="first-to-last").locator(
+            "rect.legendtoggle").click()
+        page.wait_for_function(f"() => ({hidden_js})().includes('first-to-last')")
         page.locator('[data-testid="stCheckbox"]', has_text="S0").first.click()
         after = bu.wait_metric_change(page, "Decoder layers", before)
         assert abs(int(after) - int(before)) == 1
@@ -75,6 +80,7 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         page.wait_for_function(f"""(x) => ({bu.PLOTS_JS})().some(g => (g.data || []).some(t =>
             t.name === 'your pick' && String(t.x[0]) === x))""", arg=after)
         assert page.evaluate(f"() => ({bu.PLOTS_JS})().map(g => g.dataset.seen || null)") == ["before the toggle"] * 2
+        assert page.evaluate(hidden_js) == ["first-to-last"]  # a curve hidden from the legend stays hidden
 
 
 def _slider_value(page) -> str:
