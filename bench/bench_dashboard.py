@@ -5,8 +5,8 @@ the demo is not on disk), visits every size once (warm-up), then moves the size 
 at a time with the keyboard and once by dragging, timing each move from the key press until the
 page shows the new size's numbers *and* the curve's "current" marker sits on the new size.
 With ``--training``, a second tab first starts a long distillation run on the Train page (it
-trains in the same server process and its progress refreshes every second) and the moves are
-timed while it runs.
+trains in a child process of the server, and the tab's progress refreshes every second) and the
+moves are timed while it runs.
 
     python bench/bench_dashboard.py [--repeats 3] [--pair demo] [--training]
 

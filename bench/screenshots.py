@@ -22,8 +22,9 @@ import browser_util as bu  # noqa: E402
 from pairs_on_disk import build_tiny_pair  # noqa: E402
 
 
-def settle(page, plots: int = 0, timeout_s: float = 900) -> None:
-    """Wait for the script to finish and ``plots`` plotly charts to be drawn."""
+def wait_drawn(page, plots: int = 0, timeout_s: float = 900) -> None:
+    """Wait for the script to finish and ``plots`` plotly charts to be drawn (unlike
+    ``browser_util.settle`` it does not wait for a quiet page: the Train shot never is)."""
     page.wait_for_timeout(500)
     bu.wait_idle(page, timeout_s)
     if plots:
@@ -75,16 +76,16 @@ def main() -> None:
                 continue
             t = time.perf_counter()
             page.goto(bu.url_for(url, path, **base, **params))
-            settle(page, plots)
+            wait_drawn(page, plots)
             if name == "learn":  # show the step with the curve
                 page.locator('[data-testid="stButtonGroup"] button', has_text="The curve").first.click()
-                settle(page, 1)
+                wait_drawn(page, 1)
             if name == "train":  # a run in progress, with its loss curves
                 bu.start_training(page, "demo-student", 400)
                 page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')]"
                                        ".some(p => /step (2[5-9]|[3-9][0-9])\\//.test(p.innerText))",
                                        timeout=600_000)
-                settle(page, 2)
+                wait_drawn(page, 2)
             path = out / f"{name}{suffix}.png"
             page.screenshot(path=str(path), full_page=True)
             print(f"{name:12s} {time.perf_counter() - t:6.1f} s -> {path}", flush=True)

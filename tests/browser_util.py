@@ -171,6 +171,16 @@ CURRENT_X_JS = f"""() => {{
 }}"""
 
 
+def mark_plots(page, label: str) -> None:
+    """Tag every Plotly graph now on the page, to tell later whether a graph is still the same one."""
+    page.evaluate(f"(label) => ({PLOTS_JS})().forEach(g => {{ g.dataset.seen = label; }})", label)
+
+
+def plot_marks(page) -> list[str | None]:
+    """Each Plotly graph's tag from :func:`mark_plots` (None: a graph drawn since)."""
+    return page.evaluate(f"() => ({PLOTS_JS})().map(g => g.dataset.seen || null)")
+
+
 def wait_plots(page, count: int = 1, timeout: float = 180) -> None:
     """Wait until ``count`` Plotly graphs are drawn (Streamlit loads plotly lazily)."""
     page.wait_for_function(f"() => ({PLOTS_JS})().filter(g => g.querySelector('.main-svg')).length >= {count}",

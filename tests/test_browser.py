@@ -41,7 +41,7 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         bu.wait_plots(page)  # the curve
         page.wait_for_function(f"() => ({bu.CURRENT_X_JS})() !== null")
         x0 = bu.current_point(page)
-        page.evaluate(f"() => {{ ({bu.PLOTS_JS})()[0].dataset.seen = 'before the move'; }}")
+        bu.mark_plots(page, "before the move")
 
         # Drag the size slider to the teacher end: layers, parameters and the plot's marker move.
         params0 = bu.metric(page, "Parameters")
@@ -50,7 +50,7 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         assert bu.metric(page, "Parameters") != params0
         assert bu.wait_point_change(page, x0) != x0
         # ... in place: the same chart redrawn (Plotly.react), not a new one built from scratch
-        assert page.evaluate(f"() => ({bu.PLOTS_JS})().map(g => g.dataset.seen || null)") == ["before the move"]
+        assert bu.plot_marks(page) == ["before the move"]
         assert "k=4" in page.url
 
         # Back one step with the keyboard, then switch the order: k=3 of first-to-last has 6 layers
@@ -66,7 +66,7 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         page.locator('[data-testid="stMetric"]').first.wait_for()
         before = bu.metric(page, "Decoder layers")
         bu.wait_plots(page, 2)  # the strip and the curve
-        page.evaluate(f"() => ({bu.PLOTS_JS})().forEach(g => {{ g.dataset.seen = 'before the toggle'; }})")
+        bu.mark_plots(page, "before the toggle")
         hidden_js = f"""() => ({bu.PLOTS_JS})().flatMap(g => (g._fullData || []).filter(t =>
             t.visible === 'legendonly').map(t => t.name))"""
         page.frame_locator("iframe").nth(1).locator("g.traces", has_text="first-to-last").locator(
@@ -79,7 +79,7 @@ def test_slider_orders_and_layer_picker_in_chromium(server):
         # the pick's point moves to the new size, on the same two charts (updated in place)
         page.wait_for_function(f"""(x) => ({bu.PLOTS_JS})().some(g => (g.data || []).some(t =>
             t.name === 'your pick' && String(t.x[0]) === x))""", arg=after)
-        assert page.evaluate(f"() => ({bu.PLOTS_JS})().map(g => g.dataset.seen || null)") == ["before the toggle"] * 2
+        assert bu.plot_marks(page) == ["before the toggle"] * 2
         assert page.evaluate(hidden_js) == ["first-to-last"]  # a curve hidden from the legend stays hidden
 
 
