@@ -74,6 +74,9 @@ class RunConfig:
     split: str = "train"
     max_blocks: int | None = None  # cap on the number of training blocks loaded
     threads: int | None = None  # CPU threads for torch (None: torch's default)
+    # Block-local distillation: the chance a student layer sees the teacher's block input rather
+    # than the previous student layer's output.
+    teacher_input_prob: float = 0.5
 
     #: What the error for an unknown key calls these settings.
     NOUN: ClassVar[str] = "distillation"
@@ -121,6 +124,8 @@ class RunConfig:
                 raise BoomerangError(f"{name} must not be negative, not {getattr(self, name)!r}.")
         if not self.split:
             raise BoomerangError("split must name a data split (train, validation, ...), not ''.")
+        if not 0.0 <= self.teacher_input_prob <= 1.0:
+            raise BoomerangError(f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}.")
 
     def resume_conflict(self, saved: dict[str, Any]) -> str | None:
         """The first setting that differs from a run's saved settings and would change what it
@@ -227,7 +232,6 @@ class DistillConfig(RunConfig):
     eval_every: int = 0  # steps between validation perplexities in log.jsonl (0: never)
     eval_blocks: int = 32  # validation blocks (of ``data``'s validation split) they are measured on
     local_loss: str = "cosine+mse"  # mode "local": loss on each student layer's output (LOCAL_LOSSES)
-    teacher_input_prob: float = 0.5  # mode "local": chance a layer sees the teacher's block input
     # Experiment trackers fed through Accelerate's ``log_with`` (see TRACKERS), writing under
     # ``OUT/trackers``: e.g. ("tensorboard",), then ``tensorboard --logdir OUT/trackers``.
     log_with: tuple[str, ...] = ()
@@ -279,8 +283,6 @@ class DistillConfig(RunConfig):
             raise BoomerangError(f"betas must be two numbers in [0, 1), not {self.betas!r}.")
         if self.local_loss not in LOCAL_LOSSES:
             raise BoomerangError(f"Unknown local loss {self.local_loss!r}; choose one of {', '.join(LOCAL_LOSSES)}.")
-        if not 0.0 <= self.teacher_input_prob <= 1.0:
-            raise BoomerangError(f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}.")
         w = self.weights
         numbers_ok = all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
                          for v in (w.ce, w.kl, w.tau, 0.0 if w.cos is None else w.cos))

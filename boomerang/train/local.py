@@ -167,10 +167,6 @@ class LocalDistillConfig(RunConfig):
         super().validate()
         if self.loss not in LOSSES:
             raise BoomerangError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
-        if not 0.0 <= self.teacher_input_prob <= 1.0:
-            raise BoomerangError(
-                f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}."
-            )
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise BoomerangError(f"time_limit_s must be positive, not {self.time_limit_s!r}.")
         if self.layers is not None and not all(
@@ -185,8 +181,7 @@ def from_distill_config(config: DistillConfig) -> LocalDistillConfig:
     ``one-to-one`` keeps the single-layer blocks at the teacher's weights too.
     """
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(RunConfig)}
-    return LocalDistillConfig(**shared, loss=config.local_loss, teacher_input_prob=config.teacher_input_prob,
-                              freeze_one_to_one="one-to-one" in config.freeze)
+    return LocalDistillConfig(**shared, loss=config.local_loss, freeze_one_to_one="one-to-one" in config.freeze)
 
 
 def trained_layers(mapping: LayerMapping, config: LocalDistillConfig) -> list[int]:
