@@ -8,6 +8,7 @@ a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ from .progress import tqdm_progress
 from .recipes.demo import TeacherConfig, build_demo
 from .recipes.smollm2 import build_smollm2_student, smollm2_report, write_report
 from .train import DistillConfig, distill
-from .zoo import distilled_smollm2_student, load_pair
+from .zoo import load_pair, smollm2_dirs
 
 # name -> (add_arguments, run). Each command registers itself below with @command.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -349,29 +350,36 @@ def _smollm2_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--card", default=None, help="report: also write the model card (Markdown) here")
     p.add_argument("--blocks", type=int, default=32, help="report: test blocks of 256 tokens (default 32)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                   help="build: stop training after this many minutes (the student then says it stopped early)")
+    p.add_argument("--ship", action="store_true",
+                   help="build: make the built student's delta the shipped one that --pair smollm2 uses")
 
 
 @command("smollm2", "build the block-locally distilled SmolLM2-135M student, or measure it", _smollm2_args)
 def _smollm2(args: argparse.Namespace) -> int:
     if args.threads < 1 or args.blocks < 1:
         raise BoomerangError("--threads and --blocks must be at least 1.")
+    if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
+        raise BoomerangError(f"--time-limit must be a positive number of minutes, not {args.time_limit!r}.")
+    limit = args.time_limit * 60 if args.time_limit is not None else None
     if args.action == "build":
         progress, close = tqdm_progress("smollm2 student")
         stop = threading.Event()
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
         try:
-            student = build_smollm2_student(args.out, progress=progress, threads=args.threads, should_stop=stop)
+            student = build_smollm2_student(args.out, progress=progress, threads=args.threads, should_stop=stop,
+                                            time_limit_s=limit, ship=args.ship)
         finally:
             close()
             signal.signal(signal.SIGINT, previous)
         if stop.is_set() and student.name != "student":
             print(f"stopped; checkpoint {student}; run the same command again to continue")
             return 130
-        print(f"wrote the distilled SmolLM2 student to {student}")
+        print(f"wrote the distilled SmolLM2 student to {student} and its delta to {student.parent / 'delta'}"
+              + (" (now the shipped student)" if args.ship else ""))
         return 0
-    student = args.student or distilled_smollm2_student()
-    if student is None:
-        raise BoomerangError("No distilled SmolLM2 student yet; run `python -m boomerang smollm2 build` first.")
+    student = args.student or smollm2_dirs("distilled")[1]
     out = _output_file(args.out or "smollm2_report.json")
     png = _output_file(args.png) if args.png else None
     card = _output_file(args.card) if args.card else None

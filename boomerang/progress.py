@@ -70,13 +70,17 @@ def tqdm_progress(desc: str) -> tuple[Progress, Callable[[], None]]:
 
     def progress(u: Update) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=u.total, desc=desc, dynamic_ncols=True)
+            # A resumed run starts at its step: counting from there keeps the rate and the ETA to
+            # this call's own work (from 0, the first update would look like thousands of steps/s).
+            bar["bar"] = tqdm(total=u.total, initial=u.done, desc=desc, dynamic_ncols=True)
         b = bar["bar"]
         if b.total != u.total:
             b.total = u.total
         b.n = u.done
-        if u.note:
-            b.set_postfix_str(u.note, refresh=False)
+        tok_s = getattr(u, "tokens_per_s", None)  # training events carry their throughput
+        note = f"{u.note}, {tok_s:,.0f} tokens/s" if tok_s else u.note
+        if note:
+            b.set_postfix_str(note, refresh=False)
         b.refresh()
 
     def close() -> None:

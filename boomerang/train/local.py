@@ -111,6 +111,7 @@ from .schedule import lr_multiplier
 LOSSES = LOCAL_LOSSES
 CHECKPOINT = "checkpoint"
 
+
 Progress = Callable[[DistillProgress], None]
 
 
@@ -138,6 +139,9 @@ class LocalDistillConfig(RunConfig):
     updates_per_batch: int = 1  # optimizer steps per teacher forward (each batch reused this often)
     layers: tuple[int, ...] | None = None  # student layers to train (None: all not frozen)
     freeze_one_to_one: bool = True  # layers standing for a single teacher layer stay the teacher's
+    # Loss weight of "massive activation" tokens (target norm over SINK_RATIO x the batch median,
+    # e.g. an attention sink at position 0) relative to the other tokens.
+    sink_weight: float = 1.0
     # Stop early (and still save the student) after this many seconds of training; the lr decay
     # then follows the time too (see lr_at), so such a run depends on the machine's speed.
     time_limit_s: float | None = None
@@ -167,6 +171,8 @@ class LocalDistillConfig(RunConfig):
         super().validate()
         if self.loss not in LOSSES:
             raise BoomerangError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
+        if not self.sink_weight > 0:
+            raise BoomerangError(f"sink_weight must be positive, not {self.sink_weight!r}.")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise BoomerangError(f"time_limit_s must be positive, not {self.time_limit_s!r}.")
         if self.layers is not None and not all(
@@ -291,13 +297,30 @@ def call_layer(layer: nn.Module, hidden: torch.Tensor, io: BlockIO) -> torch.Ten
     return output_tensor(layer(hidden, *io.args, **io.kwargs))
 
 
+#: A token whose target hidden state is this many times longer than the batch's median token
+#: carries a massive activation (an attention sink): ``sink_weight`` applies to it.
+SINK_RATIO = 5.0
+
+
+def sink_tokens(target: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, T]`` bool: the tokens of ``target`` (``[B, T, H]``) whose norm exceeds
+    :data:`SINK_RATIO` times the median norm of the batch's real tokens."""
+    norms = target.float().norm(dim=-1)  # [B, T]
+    ref = norms[real.bool()] if real is not None else norms.flatten()
+    return norms > SINK_RATIO * ref.median()
+
+
 def local_loss(
-    pred: torch.Tensor, target: torch.Tensor, real: torch.Tensor | None, kind: str = "cosine+mse"
+    pred: torch.Tensor, target: torch.Tensor, real: torch.Tensor | None, kind: str = "cosine+mse",
+    sink_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Mean over real tokens of the per-token loss between ``pred`` and ``target`` (``[B, T, H]``).
+    """Weighted mean over real tokens of the per-token loss between ``pred`` and ``target``
+    (``[B, T, H]``).
 
     ``real`` (``[B, T]``, bool/0-1, or None for all) masks out padding. ``kind``: ``cosine``
     (``1 - cos``), ``mse`` (``|pred - target|^2 / |target|^2`` per token), or their sum.
+    ``sink_weight`` is the weight of the :func:`sink_tokens` (the rest weigh 1): a per-token mean
+    gives a sink at one position of 256 a 1/256 share, although every later layer reads it.
     """
     if kind not in LOSSES:
         raise BoomerangError(f"Unknown loss {kind!r}; choose one of {', '.join(LOSSES)}.")
@@ -307,9 +330,9 @@ def local_loss(
         per_tok = per_tok + (1.0 - F.cosine_similarity(p, t, dim=-1, eps=1e-8))
     if kind in ("mse", "cosine+mse"):
         per_tok = per_tok + (p - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-8)
-    if real is None:
-        return per_tok.mean()
-    w = real.to(per_tok.dtype)
+    w = real.to(per_tok.dtype) if real is not None else torch.ones_like(per_tok)
+    if sink_weight != 1.0:
+        w = w * torch.where(sink_tokens(t, real), sink_weight, 1.0)
     return (per_tok * w).sum() / w.sum().clamp_min(1.0)
 
 
@@ -339,6 +362,7 @@ def student_losses(
     teacher_input_prob: float = 1.0,
     generator: torch.Generator | None = None,
     grad: bool = False,
+    sink_weight: float = 1.0,
 ) -> dict[int, torch.Tensor]:
     """The local loss of every student layer in ``layers`` against the teacher's block ends ``ios``.
 
@@ -364,7 +388,7 @@ def student_losses(
         with torch.set_grad_enabled(grad and i in layers):
             y = call_layer(s_layers[i], x, ios[i])  # [B, T, H]
         if i in layers:
-            out[i] = local_loss(y, ios[i].y, real, loss)
+            out[i] = local_loss(y, ios[i].y, real, loss, sink_weight)
         running = y.detach()
     return out
 
@@ -412,7 +436,9 @@ def _save_checkpoint(out: Path, student_layers: nn.ModuleList, trained: list[int
                      opt: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
     """Trained layers and AdamW's moments as safetensors, the rest as JSON (no pickle)."""
     dest = out / CHECKPOINT
-    tensors = {f"layer.{i}.{k}": v.contiguous() for i in trained for k, v in student_layers[i].state_dict().items()}
+    # Only what trains: the frozen weights (and a low-rank run's base weights) are the teacher's.
+    tensors = {f"layer.{i}.{k}": v.detach().contiguous() for i in trained
+               for k, v in student_layers[i].named_parameters() if v.requires_grad}
     opt_state = opt.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in opt_state["state"].items():
@@ -435,7 +461,12 @@ def _load_checkpoint(ckpt: Path, student_layers: nn.ModuleList, trained: list[in
     with torch.no_grad():
         for i in trained:
             prefix = f"layer.{i}."
-            student_layers[i].load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            wanted = {k for k, v in student_layers[i].named_parameters() if v.requires_grad}
+            if set(own) != wanted:
+                raise BoomerangError(f"The checkpoint {str(ckpt)!r} does not hold the trained weights of "
+                                     f"student layer {i}; resume with the run's own settings.")
+            student_layers[i].load_state_dict(own, strict=False)
     opt_state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -560,7 +591,7 @@ def local_distill(
             g = torch.Generator().manual_seed(config.seed * 7_919 + step)  # input choices
             losses = student_losses(student, cached[1], mask, trained, loss=config.loss,
                                     teacher_input_prob=config.teacher_input_prob, generator=g,
-                                    grad=True)
+                                    grad=True, sink_weight=config.sink_weight)
             total = torch.stack(list(losses.values())).sum()
             opt.zero_grad(set_to_none=True)
             total.backward()  # inputs are detached: each loss reaches only its own layer
@@ -611,6 +642,7 @@ def local_distill(
         "seq_len": config.seq_len, "batch_size": config.batch_size, "lr": config.lr,
         "trained_layers": trained, "frozen_one_to_one": config.freeze_one_to_one,
         "seed": config.seed, "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(),
+        "sink_weight": config.sink_weight,
         **(extra or {}),
     }
     student_dir = save_student(student, mapping, out / "student", tokenizer=tokenizer,
