@@ -287,3 +287,28 @@ def test_latency_is_timed_once_per_layer_count():
     assert sorted(measured) == [5, 6] and measured[6] == 123.0
     assert lat[0] == lat[1] == lat[2] == measured[5] > 0
     assert lat[3] == lat[4] == 123.0
+
+
+def test_wilson_interval_matches_published_values():
+    from boomerang.eval.intervals import wilson_interval
+    # Newcombe (1998), table I: 81/263 -> 0.2553-0.3662; and the textbook 8 of 10 -> 0.490-0.943.
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    for bad in ((3, 2), (-1, 5), (1, 0), (1.5, 4), (True, 3)):
+        with pytest.raises(BoomerangError, match="correct <= n"):
+            wilson_interval(*bad)
+
+
+def test_accuracy_intervals_count_the_items_the_harness_scored(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from boomerang.eval.intervals import wilson_interval
+    tok = tiny_tokenizer()
+    model = tiny_pair("llama", 4, vocab=len(tok)).build(patched=[0])
+    plain = ev.accuracy(model, tok, ["bbc_news", "demo_cloze"], limit=7)
+    detail = ev.accuracy_intervals(model, tok, ["bbc_news", "demo_cloze"], limit=7)
+    for task, d in detail.items():
+        assert d["n"] == 7 and d["accuracy"] == pytest.approx(plain[task])  # the harness's own mean
+        assert (d["lo"], d["hi"]) == wilson_interval(round(d["accuracy"] * 7), 7)
+        assert d["lo"] <= d["accuracy"] <= d["hi"] and d["hi"] - d["lo"] > 0.3  # 7 items: a wide interval

@@ -6,8 +6,9 @@ and pruning baselines (cached on disk); :mod:`.similarity` compares student and 
 states; :mod:`.generation` produces text and times it.
 """
 
-from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, task_manager
+from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, accuracy_intervals, task_manager
 from .generation import generate_text, latency_ms_per_token, stream_generate
+from .intervals import wilson_interval
 from .paper import (
                          PRESETS,
                          default_order,
@@ -30,9 +31,10 @@ from .similarity import block_similarity, similarity_matrix
 from .sweep import CACHE_VERSION, format_patched, parse_patched, sweep, sweep_cache_dir
 
 __all__ = [
-    "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "block_similarity",
+    "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "accuracy_intervals",
+    "block_similarity",
     "check_batch_fits", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
     "generate_text", "latency_ms_per_token", "model_device", "parameter_counts", "parse_patched", "perplexity",
     "perplexity_many", "preset_tasks", "similarity_matrix",
-    "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "windows",
+    "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "wilson_interval", "windows",
 ]

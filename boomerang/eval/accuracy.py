@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 
 from ..errors import BoomerangError
 from ..progress import Progress, report
+from .intervals import wilson_interval
 from .perplexity import model_device
 
 #: Folder with the lm-eval task YAMLs shipped with boomerang.
@@ -68,21 +69,16 @@ def _primary_metric(entry: dict[str, Any]) -> float | None:
     return None
 
 
-def accuracy(
+def _run_tasks(
     model: PreTrainedModel,
     tokenizer: Any,
     tasks: Sequence[str] | str,
-    limit: int | float | None = None,
-    batch_size: int = 8,
-    progress: Progress | None = None,
-) -> dict[str, float]:
-    """Zero-shot accuracy of ``model`` on lm-evaluation-harness tasks, ``{task: accuracy}``.
-
-    Any task lm-eval knows whose data is reachable, plus boomerang's offline tasks
-    (:data:`OFFLINE_TASKS`). ``limit`` caps the examples per task (an int, or a fraction).
-    The model is wrapped with ``HFLM(pretrained=model, tokenizer=tokenizer)`` (no copy is made)
-    and run zero-shot (unless a task's YAML sets ``num_fewshot``) by ``lm_eval.evaluator``.
-    """
+    limit: int | float | None,
+    batch_size: int,
+    progress: Progress | None,
+    log_samples: bool,
+) -> list[dict[str, Any]]:
+    """Run lm-eval ``tasks`` zero-shot on ``model`` (no copy); lm-eval's result dicts, one per call."""
     from lm_eval.evaluator import (
         evaluate as lm_evaluate,  # seconds to import: only when used
     )
@@ -102,7 +98,7 @@ def accuracy(
     lm_logger = logging.getLogger("lm_eval")
     old_level = lm_logger.level
     lm_logger.setLevel(logging.ERROR)
-    out: dict[str, float] = {}
+    out: list[dict[str, Any]] = []
     try:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
         # One harness call per task when progress is wanted, else one for all (less overhead).
@@ -114,14 +110,61 @@ def accuracy(
                 if task_obj.get_config("num_fewshot") is None:
                     task_obj.set_config(key="num_fewshot", value=0)
                 task_obj.set_fewshot_seed(seed=1234)
-            res = lm_evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0,
-                              log_samples=False)
-            for name, entry in (res or {}).get("results", {}).items():
-                value = _primary_metric(entry)
-                if value is not None:
-                    out[name] = value
+            out.append(lm_evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0,
+                                   log_samples=log_samples) or {})
             report(progress, i + 1, len(groups), f"{', '.join(group)} done")
     finally:
         lm_logger.setLevel(old_level)
         model.train(was_training)
+    return out
+
+
+def accuracy(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    tasks: Sequence[str] | str,
+    limit: int | float | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """Zero-shot accuracy of ``model`` on lm-evaluation-harness tasks, ``{task: accuracy}``.
+
+    Any task lm-eval knows whose data is reachable, plus boomerang's offline tasks
+    (:data:`OFFLINE_TASKS`). ``limit`` caps the examples per task (an int, or a fraction).
+    The model is wrapped with ``HFLM(pretrained=model, tokenizer=tokenizer)`` (no copy is made)
+    and run zero-shot (unless a task's YAML sets ``num_fewshot``) by ``lm_eval.evaluator``.
+    """
+    out: dict[str, float] = {}
+    for res in _run_tasks(model, tokenizer, tasks, limit, batch_size, progress, log_samples=False):
+        for name, entry in res.get("results", {}).items():
+            value = _primary_metric(entry)
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def accuracy_intervals(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    tasks: Sequence[str] | str,
+    limit: int | float | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> dict[str, dict[str, float]]:
+    """Zero-shot accuracy with its 95% interval over items: ``{task: {"accuracy", "n", "lo", "hi"}}``.
+
+    The same run as :func:`accuracy`, but scored from lm-eval's per-item results: ``accuracy``
+    is the fraction of the ``n`` items answered right (lm-eval's ``acc``) and ``[lo, hi]`` its
+    Wilson score interval (:func:`~boomerang.eval.intervals.wilson_interval`), which stays
+    inside [0, 1] and is honest for a few hundred items, where the normal approximation is not.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for res in _run_tasks(model, tokenizer, tasks, limit, batch_size, progress, log_samples=True):
+        for name, samples in res.get("samples", {}).items():
+            hits = [float(s["acc"]) for s in samples if "acc" in s]
+            if not hits:
+                continue
+            right = int(round(sum(hits)))
+            lo, hi = wilson_interval(right, len(hits))
+            out[name] = {"accuracy": right / len(hits), "n": len(hits), "lo": lo, "hi": hi}
     return out
