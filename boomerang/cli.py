@@ -27,7 +27,13 @@ from .orders import ORDER_NAMES, ORDERS, calibration_ids, needs_calibration
 from .paths import demo_assets_dir
 from .progress import tqdm_progress
 from .recipes.demo import TeacherConfig, build_demo
-from .recipes.smollm2 import build_smollm2_student, smollm2_report, write_report
+from .recipes.smollm2 import (
+    ACC_ITEMS,
+    build_smollm2_student,
+    format_accuracy,
+    smollm2_report,
+    write_report,
+)
 from .train import DistillConfig, distill
 from .zoo import load_pair, smollm2_dirs
 
@@ -349,6 +355,8 @@ def _smollm2_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--png", default=None, help="report: also draw the curves to this PNG file")
     p.add_argument("--card", default=None, help="report: also write the model card (Markdown) here")
     p.add_argument("--blocks", type=int, default=32, help="report: test blocks of 256 tokens (default 32)")
+    p.add_argument("--acc-items", type=int, default=ACC_ITEMS,
+                   help=f"report: items per zero-shot task scored at every size (default {ACC_ITEMS}; 0: none)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="build: stop training after this many minutes (the student then says it stopped early)")
@@ -360,6 +368,8 @@ def _smollm2_args(p: argparse.ArgumentParser) -> None:
 def _smollm2(args: argparse.Namespace) -> int:
     if args.threads < 1 or args.blocks < 1:
         raise BoomerangError("--threads and --blocks must be at least 1.")
+    if args.acc_items < 0:
+        raise BoomerangError(f"--acc-items must be 0 (no accuracy) or more, not {args.acc_items}.")
     if args.time_limit is not None and not (args.time_limit > 0 and math.isfinite(args.time_limit)):
         raise BoomerangError(f"--time-limit must be a positive number of minutes, not {args.time_limit!r}.")
     limit = args.time_limit * 60 if args.time_limit is not None else None
@@ -385,7 +395,8 @@ def _smollm2(args: argparse.Namespace) -> int:
     card = _output_file(args.card) if args.card else None
     progress, close = tqdm_progress("smollm2 report")
     try:
-        rep = smollm2_report(student, max_blocks=args.blocks, threads=args.threads, progress=progress)
+        rep = smollm2_report(student, max_blocks=args.blocks, threads=args.threads, progress=progress,
+                             acc_items=args.acc_items)
     finally:
         close()
     why = write_report(rep, out, png, card)
@@ -395,6 +406,12 @@ def _smollm2(args: argparse.Namespace) -> int:
     fmt = lambda v: f"{v:>14,.2f}" if v is not None else f"{'':>14}"  # noqa: E731
     for r in rep["rows"]:
         print(f"{r['layers']:>6}  {fmt(r['last_to_first'])}  {fmt(r['first_to_last'])}  {fmt(r['naive_pruning'])}")
+    if any(r.get("accuracy") for r in rep["rows"]):
+        print("zero-shot accuracy, % [95% interval], last-to-first | first-to-last:")
+        for r in rep["rows"]:
+            l2f, f2l = (r["accuracy"].get(o) or {} for o in ("last_to_first", "first_to_last"))
+            print(f"{r['layers']:>6}  " + "   ".join(
+                f"{t} {format_accuracy(l2f.get(t))} | {format_accuracy(f2l.get(t))}" for t in sorted({*l2f, *f2l})))
     print("checks: " + ", ".join(f"{k}={v}" for k, v in rep["checks"].items()))
     print(f"wrote {out}" + (f" and {png}" if png and not why else f" ({why})" if why else ""))
     return 0

@@ -312,3 +312,7 @@ def test_accuracy_intervals_count_the_items_the_harness_scored(monkeypatch):
         assert d["n"] == 7 and d["accuracy"] == pytest.approx(plain[task])  # the harness's own mean
         assert (d["lo"], d["hi"]) == wilson_interval(round(d["accuracy"] * 7), 7)
         assert d["lo"] <= d["accuracy"] <= d["hi"] and d["hi"] - d["lo"] > 0.3  # 7 items: a wide interval
+    chosen = ev.accuracy_intervals(model, tok, ["bbc_news"], items={"bbc_news": list(range(7))})
+    assert chosen["bbc_news"] == detail["bbc_news"]  # the first 7 items, chosen by index
+    spread = ev.accuracy_intervals(model, tok, ["bbc_news"], items={"bbc_news": [0, 60, 120, 180]})
+    assert spread["bbc_news"]["n"] == 4

@@ -23,7 +23,7 @@ def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp
     out = tmp_path / "report.json"
     card = tmp_path / "card.md"
     assert main(["smollm2", "report", "--student", str(tiny_student), "--out", str(out), "--blocks", "2",
-                 "--threads", "1", "--card", str(card)]) == 0
+                 "--threads", "1", "--card", str(card), "--acc-items", "3"]) == 0
     rep = json.loads(out.read_text())
     pair = load_pair(student=str(tiny_student), device="cpu")
     n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
@@ -33,10 +33,20 @@ def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp
     assert rep["rows"][-1]["naive_pruning"] == pytest.approx(rep["teacher"], rel=1e-6)  # nothing pruned
     assert rep["blocks"] == 2 and rep["split"] == "test" and set(rep["checks"]) >= {"student_within_2.5x"}
     assert [r["layers"] for r in rep["block_influence"]] == list(range(n, N + 1))
+    for r in rep["rows"]:  # every size of both orders, 3 items of each task, with its interval
+        for order in ("last_to_first", "first_to_last"):
+            for task in ("demo_cloze", "bbc_news"):
+                a = r["accuracy"][order][task]
+                assert a["n"] == 3 and a["lo"] <= a["accuracy"] <= a["hi"] and a["accuracy"] in (0, 1 / 3, 2 / 3, 1)
+    same = rep["rows"][0]["accuracy"]  # the student is one model, whichever order reaches it
+    assert same["last_to_first"] == same["first_to_last"]
     text = card.read_text()
-    assert f"**{rep['teacher']:,.2f}**" in text and text.count("\n| ") == len(rep["rows"]) + 1
+    # Two tables (perplexity, accuracy), each a header and one line per size.
+    assert f"**{rep['teacher']:,.2f}**" in text and text.count("\n| ") == 2 * (len(rep["rows"]) + 1)
+    a = rep["rows"][-1]["accuracy"]["last_to_first"]["bbc_news"]
+    assert f"| {N} | " in text and f"{100 * a['accuracy']:.1f} [{100 * a['lo']:.1f}-{100 * a['hi']:.1f}]" in text
     printed = capsys.readouterr().out
-    assert f"teacher {rep['teacher']:,.2f}" in printed and "first-to-last" in printed
+    assert f"teacher {rep['teacher']:,.2f}" in printed and "first-to-last" in printed and "95% interval" in printed
 
 
 def test_interpolation_checks_read_the_rows():

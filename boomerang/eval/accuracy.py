@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,11 @@ def _run_tasks(
     batch_size: int,
     progress: Progress | None,
     log_samples: bool,
+    items: Mapping[str, Sequence[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run lm-eval ``tasks`` zero-shot on ``model`` (no copy); lm-eval's result dicts, one per call."""
+    """Run lm-eval ``tasks`` zero-shot on ``model`` (no copy); lm-eval's result dicts, one per call.
+
+    ``items`` (``{task: [item index, ...]}``) scores only those items of a task."""
     from lm_eval.evaluator import (
         evaluate as lm_evaluate,  # seconds to import: only when used
     )
@@ -110,8 +113,9 @@ def _run_tasks(
                 if task_obj.get_config("num_fewshot") is None:
                     task_obj.set_config(key="num_fewshot", value=0)
                 task_obj.set_fewshot_seed(seed=1234)
-            out.append(lm_evaluate(lm=lm, task_dict=loaded, limit=limit, bootstrap_iters=0,
-                                   log_samples=log_samples) or {})
+            chosen = {t: list(items[t]) for t in group if items and t in items} or None
+            out.append(lm_evaluate(lm=lm, task_dict=loaded, limit=None if chosen else limit, samples=chosen,
+                                   bootstrap_iters=0, log_samples=log_samples) or {})
             report(progress, i + 1, len(groups), f"{', '.join(group)} done")
     finally:
         lm_logger.setLevel(old_level)
@@ -150,6 +154,7 @@ def accuracy_intervals(
     limit: int | float | None = None,
     batch_size: int = 8,
     progress: Progress | None = None,
+    items: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Zero-shot accuracy with its 95% interval over items: ``{task: {"accuracy", "n", "lo", "hi"}}``.
 
@@ -157,9 +162,12 @@ def accuracy_intervals(
     is the fraction of the ``n`` items answered right (lm-eval's ``acc``) and ``[lo, hi]`` its
     Wilson score interval (:func:`~boomerang.eval.intervals.wilson_interval`), which stays
     inside [0, 1] and is honest for a few hundred items, where the normal approximation is not.
+    ``items`` (``{task: [item index, ...]}``) scores a chosen subset of a task (``limit`` takes
+    its first items, which for a task stored by label would all share one label).
     """
     out: dict[str, dict[str, float]] = {}
-    for res in _run_tasks(model, tokenizer, tasks, limit, batch_size, progress, log_samples=True):
+    for res in _run_tasks(model, tokenizer, tasks, limit, batch_size, progress, log_samples=True,
+                          items=items):
         for name, samples in res.get("samples", {}).items():
             hits = [float(s["acc"]) for s in samples if "acc" in s]
             if not hits:

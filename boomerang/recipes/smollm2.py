@@ -41,7 +41,8 @@ from ..core import STUDENT_CONFIG, load_pair
 from ..core.delta import BITS, DELTA_META, GROUP, load_delta_tensors, make_delta, read_delta_meta
 from ..data import load_blocks
 from ..errors import BoomerangError
-from ..eval import perplexity, perplexity_many
+from ..eval import accuracy_intervals, perplexity, perplexity_many
+from ..eval.task_items import task_dataset
 from ..io import atomic_dir, atomic_write
 from ..orders import patch_order, prune_teacher, pruning_order
 from ..plots import curve_figure, figure_png
@@ -55,7 +56,7 @@ from ..zoo.smollm2 import DEFAULT_RULE, SHIPPED_DELTA, distilled_smollm2_run, sm
 #: (``teacher_input_prob=0.5``) beat teacher forcing (student perplexity 380 vs 8,367) and always
 #: the student's input (289, but a worse first-to-last curve); lr 1.5e-3 beat 5e-4 (184 vs 380).
 RECIPE: dict[str, Any] = {
-    "data": "demo", "split": "train", "seq_len": 256, "batch_size": 4, "steps": 500,
+    "data": "demo", "split": "train", "seq_len": 256, "batch_size": 4, "steps": 1000,
     "lr": 1.5e-3, "warmup": 20, "min_lr_ratio": 0.1, "loss": "cosine+mse",
     "teacher_input_prob": 0.5, "updates_per_batch": 1, "freeze_one_to_one": True,
     "sink_weight": 64.0, "keep_first": DEFAULT_RULE[0], "every": DEFAULT_RULE[1], "keep_last": DEFAULT_RULE[2],
@@ -66,6 +67,10 @@ RECIPE: dict[str, Any] = {
 REPORT_BLOCKS = 32
 #: Validation blocks that calibrate block-influence pruning.
 CALIB_BLOCKS = 16
+#: Zero-shot tasks measured at every size of both orders, and the items scored per task (evenly
+#: spread over the task, whose items are stored grouped by label).
+ACC_TASKS = ("demo_cloze", "bbc_news")
+ACC_ITEMS = 200
 #: "Monotone": adding teacher blocks may make perplexity at most this much (a fraction) worse.
 MONOTONE_SLACK = 0.01
 #: Where a build writes its student's delta (beside ``student/``).
@@ -148,8 +153,7 @@ def _subset(blocks: torch.Tensor, n: int | None) -> torch.Tensor:
     """``n`` evenly spaced blocks (all when ``n`` is None or at least their number)."""
     if n is None or n >= len(blocks):
         return blocks
-    idx = torch.linspace(0, len(blocks) - 1, n).round().long()
-    return blocks[idx]
+    return blocks[_spread(len(blocks), n)]
 
 
 def smollm2_report(
@@ -160,6 +164,7 @@ def smollm2_report(
     batch_size: int = 8,
     threads: int = 2,
     progress: Progress | None = None,
+    acc_items: int | None = ACC_ITEMS,
 ) -> dict[str, Any]:
     """Perplexity on ``split`` of the teacher, the student, every interpolated model and naive pruning.
 
@@ -167,7 +172,11 @@ def smollm2_report(
     "checks", ...}``. ``rows`` has one entry per layer count from the student's to the
     teacher's: the perplexity of the last-to-first and of the first-to-last model of that size
     and of the naively pruned teacher (the student's dropped layers still dropped, re-added
-    from the last; see :func:`boomerang.orders.pruning_order`). ``checks`` says which targets of :func:`interpolation_checks` hold. Uses ``max_blocks`` evenly spaced 256-token blocks of the split.
+    from the last; see :func:`boomerang.orders.pruning_order`) and of block-influence pruning.
+    ``checks`` says which targets of :func:`interpolation_checks` hold. Uses ``max_blocks``
+    evenly spaced 256-token blocks of the split. With ``acc_items`` (0 or None: none), every
+    size of both orders is also scored zero-shot on :data:`ACC_TASKS`, ``acc_items`` evenly
+    spread items per task, each accuracy with its 95% Wilson interval (``rows[i]["accuracy"]``).
     """
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -178,7 +187,8 @@ def smollm2_report(
     n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
 
     orders: dict[str, list[dict[str, Any]]] = {}
-    steps = 2 + (N - n + 1)  # two orders, then the pruned teachers one by one
+    n_acc = (2 * (N - n + 1) - 2) if acc_items else 0  # both orders share the student and the teacher
+    steps = 2 + (N - n + 1) + n_acc  # two orders, the pruned teachers one by one, then accuracy
     for j, order in enumerate(("last-to-first", "first-to-last")):
         sets = patch_order(pair, order)
         report(progress, j, steps, f"{order}: {len(sets)} models")
@@ -213,6 +223,10 @@ def smollm2_report(
     bi = {e["layers"]: e["perplexity"] for e in pruned["block-influence"]}
     rows = [{"layers": L, "last_to_first": l2f.get(L), "first_to_last": f2l.get(L),
              "naive_pruning": nv.get(L), "block_influence": bi.get(L)} for L in range(n, N + 1)]
+    if acc_items:
+        scored = size_accuracy(pair, orders, acc_items, batch_size, progress, offset=2 + (N - n + 1), total=steps)
+        for r in rows:
+            r["accuracy"] = {key: scored[key].get(r["layers"]) for key in ("last_to_first", "first_to_last")}
     teacher = orders["last-to-first"][-1]["perplexity"]
     student = orders["last-to-first"][0]["perplexity"]
     return {
@@ -226,6 +240,38 @@ def smollm2_report(
         "student_config": json.loads((Path(student_dir) / STUDENT_CONFIG).read_text()),
         "eval_seconds": round(time.perf_counter() - t0, 1), "threads": threads,
     }
+
+
+def size_accuracy(
+    pair: Any, orders: dict[str, list[dict[str, Any]]], items: int, batch_size: int,
+    progress: Progress | None, offset: int, total: int,
+) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+    """Zero-shot accuracy of the first model of every size of each order in ``orders`` (as
+    :func:`smollm2_report` measured them): ``{order key: {layers: {task: {accuracy, n, lo, hi}}}}``.
+    A patched set both orders reach (the student, the teacher) is scored once."""
+    picked = {t: _spread(len(task_dataset(t)["test"]), items) for t in ACC_TASKS}
+    done: dict[frozenset[int], dict[str, dict[str, float]]] = {}
+    out: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+    for order, entries in orders.items():
+        key = order.replace("-", "_")
+        out[key] = {}
+        for e in entries:
+            if e["layers"] in out[key]:
+                continue
+            s = frozenset(e["patched"])
+            if s not in done:
+                report(progress, offset + len(done), total, f"accuracy: {order}, {e['layers']} layers")
+                done[s] = accuracy_intervals(pair.build(patched=s), pair.tokenizer, list(ACC_TASKS),
+                                             batch_size=batch_size, items=picked)
+            out[key][e["layers"]] = done[s]
+    return out
+
+
+def _spread(total: int, n: int) -> list[int]:
+    """``n`` evenly spaced indices of ``range(total)`` (all of them when ``n >= total``)."""
+    if n >= total:
+        return list(range(total))
+    return sorted({round(i * (total - 1) / (n - 1)) for i in range(n)}) if n > 1 else [0]
 
 
 def interpolation_checks(rows: list[dict[str, Any]], teacher: float, student: float) -> dict[str, Any]:
@@ -325,5 +371,21 @@ def render_model_card(rep: dict[str, Any]) -> str:
     for r in rep["rows"]:
         lines.append(f"| {r['layers']} | {fmt(r['last_to_first'])} | {fmt(r['first_to_last'])} | "
                      f"{fmt(r['naive_pruning'])} | {fmt(r.get('block_influence'))} |")
+    if any(r.get("accuracy") for r in rep["rows"]):
+        lines += ["", f"Zero-shot accuracy (%, with its 95% Wilson interval over items), {ACC_ITEMS} evenly spread "
+                  "items per task:", "", "| layers | " + " | ".join(
+                      f"{t} {o}" for t in ACC_TASKS for o in ("last-to-first", "first-to-last")) + " |",
+                  "|---:|" + "---:|" * (2 * len(ACC_TASKS))]
+        for r in rep["rows"]:
+            acc = r.get("accuracy") or {}
+            cells = [format_accuracy((acc.get(o) or {}).get(t)) for t in ACC_TASKS for o in ("last_to_first", "first_to_last")]
+            lines.append(f"| {r['layers']} | " + " | ".join(cells) + " |")
     lines += ["", "Checks:", ""] + [f"- {k}: {v}" for k, v in checks.items()] + [""]
     return "\n".join(lines)
+
+
+def format_accuracy(a: dict[str, float] | None) -> str:
+    """``{"accuracy", "lo", "hi"}`` as ``"72.5 [65.9-78.3]"`` (percent), or "" when missing."""
+    if not a:
+        return ""
+    return f"{100 * a['accuracy']:.1f} [{100 * a['lo']:.1f}-{100 * a['hi']:.1f}]"
