@@ -34,7 +34,7 @@ from .recipes.smollm2 import (
     smollm2_report,
     write_report,
 )
-from .train import DistillConfig, distill
+from .train import DistillConfig, distill, process_state
 from .zoo import load_pair, smollm2_dirs
 
 # name -> (add_arguments, run). Each command registers itself below with @command.
@@ -163,6 +163,8 @@ def _distill(args: argparse.Namespace) -> int:
         out = distill(config, should_stop=stop, show_progress_bar=True)
     finally:
         signal.signal(signal.SIGINT, previous)
+    if not process_state().is_main_process:
+        return 0  # the main process speaks for the run
     if stop.is_set():
         print(f"stopped; checkpoint {out}; continue with the same command plus --resume")
         return 130

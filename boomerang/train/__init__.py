@@ -8,7 +8,7 @@ ablation) and returns its folder; see :mod:`.loop` for the loop, :mod:`.loss` fo
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, last_checkpoint
 from .config import FREEZABLE, MODES, DistillConfig, LossWeights
 from .events import DistillProgress
-from .loop import distill
+from .loop import distill, process_state
 from .loss import (
     ForwardStates,
     alignment_pairs,
@@ -20,5 +20,5 @@ from .loss import (
 __all__ = [
     "CHECKPOINT_DIR", "FREEZABLE", "MODES", "STATE_FILE", "DistillConfig", "DistillProgress",
     "ForwardStates", "LossWeights", "alignment_pairs", "distill", "distill_loss", "forward_states",
-    "frozen_parameters", "last_checkpoint",
+    "frozen_parameters", "last_checkpoint", "process_state",
 ]

@@ -236,8 +236,12 @@ class DistillConfig(RunConfig):
     # ``OUT/trackers``: e.g. ("tensorboard",), then ``tensorboard --logdir OUT/trackers``.
     log_with: tuple[str, ...] = ()
 
+    # The batch size and accumulation may change on resume so that a run can move between numbers of
+    # processes; the loop checks that the checkpoint's global batch (their product with the
+    # number of processes) stays the same.
     RESUME_FREE: ClassVar[frozenset[str]] = RunConfig.RESUME_FREE | {
-        "steps", "keep_checkpoints", "precision", "eval_every", "eval_blocks", "log_with"}
+        "steps", "keep_checkpoints", "precision", "eval_every", "eval_blocks", "log_with", "batch_size",
+        "grad_accum"}
     AT_LEAST: ClassVar[dict[str, int | None]] = {
         **RunConfig.AT_LEAST, "grad_accum": 1, "keep_checkpoints": 1, "eval_every": 0, "eval_blocks": 1}
 

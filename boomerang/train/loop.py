@@ -110,6 +110,22 @@ def _active_run() -> Iterator[None]:
             _ACTIVE_RUNS -= 1
 
 
+def use_cpu() -> bool:
+    """Whether Accelerate must run on the CPU: no CUDA device, or ``accelerate launch --cpu``.
+
+    Accelerate forms a process group (gloo) for ranks started by ``torchrun`` or ``accelerate
+    launch`` on CPUs only when told ``cpu=True``; without it every rank trains alone as if it
+    were the only one.
+    """
+    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return forced or not torch.cuda.is_available()
+
+
+def process_state() -> PartialState:
+    """This process's place in the run: rank, world size, device (the process group forms on first use)."""
+    return PartialState(cpu=use_cpu())
+
+
 def _make_accelerator(config: DistillConfig) -> Accelerator:
     if config.precision == "bf16":
         mp = "bf16"
@@ -123,13 +139,14 @@ def _make_accelerator(config: DistillConfig) -> Accelerator:
     if shared and mp is not None and shared.get("_mixed_precision") != mp:
         # Accelerate keeps one precision per process. An earlier run in this process (a
         # dashboard session, a test) may have set another: reset it, unless a run is active.
-        if _ACTIVE_RUNS > 1 or PartialState().num_processes > 1:
+        if _ACTIVE_RUNS > 1 or process_state().num_processes > 1:
             raise BoomerangError(
                 f"Another run in this process trains with precision {shared.get('_mixed_precision')!r}; "
                 f"wait for it to finish or use the same precision."
             )
         AcceleratorState._reset_state()
     return Accelerator(
+        cpu=use_cpu(),
         mixed_precision=mp,
         gradient_accumulation_steps=config.grad_accum,
         step_scheduler_with_optimizer=False,  # we step the scheduler once per optimizer step
@@ -181,6 +198,9 @@ def _distill(
     _check_out(config, out, result_dir)
     with _run_lock(out):
         if config.mode == "local":
+            if process_state().num_processes > 1:
+                raise BoomerangError("Block-local distillation (--mode local) runs in one process; start it "
+                                     "without torchrun or accelerate launch.")
             return local_distill(from_distill_config(config), progress, should_stop, blocks=blocks,
                                  run_config=config.to_dict())
         return _train(config, progress, should_stop, blocks, val_blocks, show_progress_bar, out, log_path,
@@ -231,7 +251,7 @@ def _run_lock(out: Path) -> Iterator[None]:
     """Hold ``out/.lock`` for the run: a second process training into the same folder is refused.
 
     Only the main process of an ``accelerate launch`` takes it (its ranks share the folder)."""
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         yield
         return
     created_dir = not out.exists()
@@ -289,13 +309,23 @@ def _patched_val_ppl(acc: Accelerator, model: nn.Module, teacher: nn.Module | No
 
 
 def _load_newest_checkpoint(acc: Accelerator, out: Path, blocks_of: list[list[int]],
-                            config: DistillConfig) -> tuple[Path | None, dict | None]:
-    """Load the newest checkpoint that reads back; a damaged newer one is skipped, and said so."""
+                            config: DistillConfig, global_batch: int) -> tuple[Path | None, dict | None]:
+    """Load the newest checkpoint that reads back; a damaged newer one is skipped, and said so.
+
+    A checkpoint resumes in any number of processes that keeps its global batch (sequences per
+    optimizer step: batch size x gradient accumulation x processes): the data order and the
+    averaged gradient depend on that product alone."""
     found = checkpoints(out)
     if not found:
         return None, None
     for _, ckpt in reversed(found):
         state = json.loads((ckpt / STATE_FILE).read_text())
+        saved_batch = state.get("global_batch")
+        if saved_batch is not None and saved_batch != global_batch:
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} was trained with {saved_batch} sequences per step "
+                f"(batch size x gradient accumulation x {state.get('world_size', 1)} process(es)), but these "
+                f"settings give {global_batch}; choose a batch size that keeps {saved_batch} sequences per step.")
         saved = [list(b) for b in state.get("mapping", blocks_of)]
         if saved != blocks_of:
             raise BoomerangError(
@@ -416,8 +446,11 @@ def _train(
         teacher = teacher.to(acc.device)
 
     # ---- resume -------------------------------------------------------------------------
+    world = acc.num_processes
+    per_step = config.batch_size * config.grad_accum * world  # sequences per optimizer step
+    tokens_per_step = per_step * config.seq_len
     step, tokens_seen, elapsed_before = 0, 0, 0.0
-    ckpt, state = _load_newest_checkpoint(acc, out, blocks_of, config) if config.resume else (None, None)
+    ckpt, state = _load_newest_checkpoint(acc, out, blocks_of, config, per_step) if config.resume else (None, None)
     if ckpt is not None:
         step, tokens_seen = int(state["step"]), int(state["tokens"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
@@ -436,10 +469,6 @@ def _train(
     trackers.start(acc, config)
     acc.wait_for_everyone()
 
-    world = acc.num_processes
-    per_step = config.batch_size * config.grad_accum * world  # sequences per optimizer step
-    tokens_per_step = per_step * config.seq_len
-
     def save_checkpoint(at_step: int, elapsed: float) -> Path:
         root = out / CHECKPOINT_DIR
         final = root / f"step-{at_step:08d}"
@@ -453,8 +482,8 @@ def _train(
         acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(  # written last: marks the checkpoint complete
-                {"step": at_step, "tokens": tokens_seen, "elapsed_s": elapsed,
-                 "mapping": blocks_of, "freeze": list(config.freeze)}))
+                {"step": at_step, "tokens": tokens_seen, "elapsed_s": elapsed, "mapping": blocks_of,
+                 "freeze": list(config.freeze), "global_batch": per_step, "world_size": world}))
             replace_dir(tmp, final)  # a checkpoint is complete or absent
             for _, old in checkpoints(out)[: -config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -515,7 +544,8 @@ def _train(
                 last_losses = vals
                 if log_f is not None:
                     rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),
-                           "tokens": tokens_seen, "elapsed_s": round(elapsed_before + elapsed, 2)}
+                           "tokens": tokens_seen, "world_size": world,
+                           "elapsed_s": round(elapsed_before + elapsed, 2)}
                     rec.update({k: round(v, 4) for k, v in val_ppl.items()})
                     log_f.write(json.dumps(rec) + "\n")
                     log_f.flush()

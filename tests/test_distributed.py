@@ -1,0 +1,122 @@
+"""Training in several processes on CPUs: ``torchrun`` and ``accelerate launch`` form one gloo group.
+
+Two processes with a batch of 2 each must train exactly what one process trains with a batch of
+4 (same samples, averaged gradient), a checkpoint must resume in the other number of processes,
+and only the main process writes and speaks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pairs_on_disk import build_tiny_pair
+
+from boomerang import DistillConfig, distill
+from boomerang.zoo import load_pair
+
+#: Constant learning rate: a run resumed with more steps follows the schedule of a longer run.
+SETTINGS = {"steps": 2, "seq_len": 32, "warmup": 0, "min_lr_ratio": 1.0, "lr": 1e-3, "log_every": 1,
+            "save_every": 2, "threads": 1, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("dist")
+    teacher, _, text = build_tiny_pair(root / "pair")
+    cfg = root / "settings.json"
+    cfg.write_text(json.dumps({**SETTINGS, "teacher": str(teacher), "data": str(text)}))
+    return {"root": root, "config": cfg, "teacher": str(teacher), "data": str(text)}
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "BOOMERANG_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
+
+
+def _launch(launcher: list[str], tiny: dict, *flags: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", *launcher, "-m", "boomerang", "distill", "--config", str(tiny["config"]), *flags]
+    return subprocess.run(cmd, env=_env(tiny["root"]), capture_output=True, text=True, timeout=240)
+
+
+TORCHRUN = ["torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+ACCELERATE = ["accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _one_process(tiny: dict, out: Path, **over) -> Path:
+    cfg = DistillConfig.from_dict({**SETTINGS, "teacher": tiny["teacher"], "data": tiny["data"], "out": str(out),
+                                   "batch_size": 4, **over})
+    return distill(cfg)
+
+
+def _same_losses(a: list[dict], b: list[dict]) -> None:
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("loss", "ce", "kl", "cos"):
+            assert ra[k] == pytest.approx(rb[k], abs=1e-5), (ra["step"], k)
+        assert ra["tokens"] == rb["tokens"]  # the whole group's tokens
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch_and_resume_across(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tiny["root"] / "cache"))
+    ref = tmp_path / "ref"
+    _one_process(tiny, ref, steps=4)
+
+    # torchrun: 2 processes x 2 sequences, 2 steps, a checkpoint at step 2.
+    two = tmp_path / "two"
+    r = _launch(TORCHRUN, tiny, "--batch-size", "2", "--out", str(two))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("wrote student to") == 1  # only the main process speaks
+    log = _log(two)
+    assert {x["world_size"] for x in log} == {2} and [x["tokens"] for x in log] == [128, 256]
+    _same_losses(log, _log(ref)[:2])
+    ckpt = json.loads((two / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
+    assert ckpt["world_size"] == 2 and ckpt["global_batch"] == 4
+
+    # ... resumed in one process with a batch of 4: steps 3 and 4 are the 1-process run's.
+    student = _one_process(tiny, two, steps=4, resume=True)
+    resumed = _log(two)
+    assert [x["world_size"] for x in resumed] == [2, 2, 1, 1]
+    _same_losses(resumed, _log(ref))
+    a = load_pair(teacher=tiny["teacher"], student=student, device="cpu").student.state_dict()
+    b = load_pair(teacher=tiny["teacher"], student=ref / "student", device="cpu").student.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+    # The other way, through accelerate launch: one process for 2 steps, then 2 processes.
+    one = tmp_path / "one"
+    _one_process(tiny, one, steps=2)
+    r = _launch(ACCELERATE, tiny, "--batch-size", "2", "--steps", "4", "--resume", "--out", str(one))
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed = _log(one)
+    assert [x["world_size"] for x in resumed] == [1, 1, 2, 2]
+    _same_losses(resumed, _log(ref))
+    c = load_pair(teacher=tiny["teacher"], student=one / "student", device="cpu").student.state_dict()
+    assert max((c[k] - b[k]).abs().max().item() for k in c) < 1e-5
+    assert sorted(p.name for p in one.iterdir()) == [".lock", "checkpoints", "config.json", "log.jsonl", "student"]
+
+
+def test_a_global_batch_that_changes_on_resume_is_refused(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tiny["root"] / "cache"))
+    one = tmp_path / "one"
+    _one_process(tiny, one, steps=2)
+    before = (one / "log.jsonl").read_bytes()
+    r = _launch(TORCHRUN, tiny, "--batch-size", "4", "--steps", "4", "--resume", "--out", str(one))
+    assert r.returncode != 0  # torchrun reports its ranks' exit code 2 as a failure
+    assert "error: The checkpoint" in r.stderr and "was trained with 4 sequences per step (batch size x gradient accumulation x 1 process(es)), but " \
+           "these settings give 8" in r.stderr
+    assert (one / "log.jsonl").read_bytes() == before
+
+
+def test_block_local_distillation_in_several_processes_is_refused_in_one_sentence(tiny, tmp_path):
+    r = _launch(TORCHRUN, tiny, "--mode", "local", "--batch-size", "2", "--out", str(tmp_path / "local"))
+    assert r.returncode != 0
+    assert "error: Block-local distillation (--mode local) runs in one process; start it without torchrun" in r.stderr
+    assert not (tmp_path / "local" / "log.jsonl").exists()
