@@ -120,3 +120,12 @@ def test_block_local_distillation_in_several_processes_is_refused_in_one_sentenc
     assert r.returncode != 0
     assert "error: Block-local distillation (--mode local) runs in one process; start it without torchrun" in r.stderr
     assert not (tmp_path / "local" / "log.jsonl").exists()
+
+
+def test_an_fsdp_launch_on_cpus_is_refused_rather_than_run_as_plain_data_parallel(tiny, tmp_path):
+    fsdp = Path(__file__).resolve().parent.parent / "configs" / "accelerate_fsdp.yaml"
+    r = _launch(["accelerate.commands.launch", "--config_file", str(fsdp), "--num_processes", "2",
+                 "--main_process_port", "0"], tiny, "--batch-size", "2", "--out", str(tmp_path / "fsdp"))
+    assert r.returncode != 0
+    assert "error: This launch asks for FSDP, but Accelerate shards only across GPUs and this run is MULTI_CPU" in r.stderr
+    assert not (tmp_path / "fsdp" / "checkpoints").exists()

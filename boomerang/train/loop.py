@@ -145,13 +145,20 @@ def _make_accelerator(config: DistillConfig) -> Accelerator:
                 f"wait for it to finish or use the same precision."
             )
         AcceleratorState._reset_state()
-    return Accelerator(
+    acc = Accelerator(
         cpu=use_cpu(),
         mixed_precision=mp,
         gradient_accumulation_steps=config.grad_accum,
         step_scheduler_with_optimizer=False,  # we step the scheduler once per optimizer step
         **trackers.accelerator_kwargs(config),
     )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and acc.distributed_type != DistributedType.FSDP:
+        # Accelerate turns FSDP on only across GPUs (and other accelerators): on CPUs the same
+        # launch would silently train plain data parallel.
+        raise BoomerangError(
+            f"This launch asks for FSDP, but Accelerate shards only across GPUs and this run is "
+            f"{acc.distributed_type.value} on {acc.device}; on CPUs launch with --multi_gpu (plain data parallel).")
+    return acc
 
 
 def distill(
