@@ -1,25 +1,46 @@
-"""A distilled SmolLM2-135M boomerang student, built in under an hour on two CPU cores.
+"""The distilled SmolLM2-135M boomerang student: how it is built, shipped and measured.
 
 :mod:`boomerang.zoo.smollm2` turns the offline SmolLM2-135M-Instruct (30 Llama layers) into a
-safetensors teacher and an *undistilled* 16-layer student (teacher layers ``[0, 2, ..., 28,
-29]``), whose perplexity is in the hundreds of thousands. Whole-model distillation of it does not
-fit on a 2-core CPU in an hour (one student step through 16 layers and the 49k-word head, plus
-the teacher, costs ~0.8 GFLOP per token). :func:`build_smollm2_student` instead runs
-:mod:`boomerang.train.local`: one teacher forward per batch, every student layer trained on its
-own to map its block's input to the block's output, no backward through the head, the two
-one-to-one top layers frozen. That is ~0.5 GFLOP per training token, ~250 tokens/s on 2 cores,
-so an hour buys well under a million tokens of the ``demo`` corpus's train split -- which is
-enough to bring the student within a small factor of the teacher (see the report).
+safetensors teacher. Its boomerang student keeps teacher layers 0, 1 and 2, every other layer
+from 3 to 27 (each standing for itself and the next, 27 for itself), then 28 and 29 (the rule
+keep_first 3, every 2, keep_last 2: 18 layers). Copied and not trained, that student is the
+naively pruned teacher (the report's naive-pruning figure at 18 layers). Whole-model
+distillation does not fit on 2 CPU cores (one student step through the 49k-word head plus the
+teacher costs ~0.8 GFLOP per token), so :func:`build_smollm2_student` runs
+:mod:`boomerang.train.local`: one teacher forward per batch, every two-layer student layer
+trained on its own to map its block's input to the block's output, no backward through the
+head, the one-to-one layers frozen at the teacher's weights.
+
+**Why keep_first 3.** SmolLM2's teacher layer 2 writes a massive activation into the first
+position (norm ~790 against ~70 elsewhere), layer 9 erases it and layer 11 writes a far larger
+one (norm ~24,000) that every later layer relies on (an attention sink). A teacher block
+patched above student layers works only when the student hands it the sink it expects. With
+blocks starting at even layers (keep_first 0) the student layer standing for layers 10-11 must
+learn to write the sink, which a local loss weighing one token in 256 does not teach, and the
+last-to-first curve rises for several sizes. With keep_first 3 the layers that erase (9) and
+write (11) are the ones student layers are copied from, so they keep their teacher's mechanism;
+``sink_weight`` weighs the sink tokens more in the loss. The README lists every attempt.
+
+**Reproducible.** The build is defined by its steps, batch and seed, never by the clock: the
+data order and the input choices are pure functions of ``(seed, step)``, and a killed build
+resumes from its last checkpoint to the same student. A busy machine takes longer; it does not
+train less. A time limit exists only when asked for, and the student then says it stopped early.
+
+**Shipped.** The trained layers' change over the teacher layers they were copied from is
+stored as 4-bit groups (:mod:`boomerang.core.delta`) in the package (``assets/smollm2/delta``);
+``load_pair("smollm2")`` composes the student from the converted teacher on first use.
+``smollm2 build --ship`` replaces the shipped delta with a new build's, only when asked.
 
 :func:`smollm2_report` measures, on the held-out ``test`` split, the teacher, the student, every
-last-to-first and every first-to-last interpolated model and the naively pruned teacher of every
-size (perplexity), and checks the targets of a useful student (see :func:`interpolation_checks`). Every choice of the recipe (learning rate,
-input mixing, loss) was made on the ``validation`` split.
+last-to-first and first-to-last interpolated model, naive and block-influence pruning of every
+size (perplexity) and both orders' zero-shot accuracy with 95% intervals, and checks the
+targets of a useful student (:func:`interpolation_checks`). Every choice of the recipe was made
+on the ``validation`` split.
 
-Usage: ``python -m boomerang smollm2 build`` (resumable; ``smollm2 report`` measures it), or::
+Usage: ``python -m boomerang smollm2 build`` (resumable) and ``smollm2 report``, or::
 
     from boomerang.recipes.smollm2 import build_smollm2_student, smollm2_report
-    student_dir = build_smollm2_student(progress=print)   # into the cache, where load_pair("smollm2") finds it
+    student_dir = build_smollm2_student(progress=print)   # into the cache (the "built" student)
     report = smollm2_report(student_dir)
 """
 
@@ -51,10 +72,12 @@ from ..train.events import DistillProgress
 from ..train.local import LocalDistillConfig, local_distill
 from ..zoo.smollm2 import DEFAULT_RULE, SHIPPED_DELTA, distilled_smollm2_run, smollm2_teacher_dir
 
-#: The recipe's training settings. Chosen on the validation split with 80-step trials (batch 4,
-#: 82k tokens): feeding each student layer the student's own running input half of the time
-#: (``teacher_input_prob=0.5``) beat teacher forcing (student perplexity 380 vs 8,367) and always
-#: the student's input (289, but a worse first-to-last curve); lr 1.5e-3 beat 5e-4 (184 vs 380).
+#: The recipe's training settings, chosen on the validation split: feeding each student layer the
+#: student's own running input half of the time (``teacher_input_prob=0.5``) beat teacher forcing
+#: (student perplexity 380 vs 8,367 after 80 steps) and always the student's input (289, but a
+#: worse first-to-last curve); lr 1.5e-3 beat 5e-4 (184 vs 380); the rule (3, 2, 2) with
+#: ``sink_weight`` 64 made last-to-first monotone (see the module docstring). 1,000 steps of
+#: 4 x 256 tokens; a checkpoint every 50 steps (a few minutes of work on 2 cores).
 RECIPE: dict[str, Any] = {
     "data": "demo", "split": "train", "seq_len": 256, "batch_size": 4, "steps": 1000,
     "lr": 1.5e-3, "warmup": 20, "min_lr_ratio": 0.1, "loss": "cosine+mse",
