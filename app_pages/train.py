@@ -37,7 +37,8 @@ except Exception as e:  # noqa: BLE001
     st.stop()
 
 with st.form("train_config"):
-    st.markdown(f"**Teacher:** `{teacher_ref}` ({pair.mapping.num_teacher_layers} layers)")
+    st.markdown(f"**Teacher:** `{teacher_ref}` ({pair.mapping.num_teacher_layers} layers) · trains on "
+                f"**{ctx.device}** (the sidebar's device)")
     c1, c2 = st.columns(2)
     name = c1.text_input("Run name", value=f"{time.strftime('%m%d-%H%M')}-student",
                          help=f"Written to {ui.dashboard_runs_dir()}/<name>")
@@ -81,7 +82,7 @@ if submitted:
                             steps=int(steps), seq_len=int(seq_len), batch_size=int(batch), lr=float(lr),
                             warmup=int(warmup), save_every=int(save_every), log_every=1,
                             max_blocks=int(max_blocks), freeze=tuple(freeze), eval_every=int(eval_every))
-        ui.start_training(cfg)
+        ui.start_training(cfg, device=ctx.device)
         st.session_state["train_out"] = str(out)
     except Exception as e:  # noqa: BLE001
         show_error(e)
@@ -141,7 +142,7 @@ def live(out: str) -> None:
                    icon=":material/pause_circle:")
         if st.button("Resume", icon=":material/play_arrow:", type="primary", key=f"resume_{out}"):
             try:
-                ui.start_training(DistillConfig.from_dict({**cfg, "resume": True}))
+                ui.start_training(DistillConfig.from_dict({**cfg, "resume": True}), device=ctx.device)
                 st.rerun()
             except Exception as e:  # noqa: BLE001
                 show_error(e)

@@ -222,7 +222,7 @@ def test_mean_ratio_counts_only_intermediate_sizes():
                     reason="the demo family is not on disk")
 def test_learn_ablation_step_reports_measured_ratios(tiny):
     at = app(tiny, page="learn")
-    at.segmented_control(key="learn_step").set_value(at.segmented_control(key="learn_step").options[-1]).run()
+    at.segmented_control(key="learn_step").set_value(at.segmented_control(key="learn_step").options[4]).run()
     ok(at)
     text = "\n".join(m.value for m in at.markdown)
     ratio = {}
@@ -316,6 +316,7 @@ def test_train_runs_and_new_student_appears(tiny):
     ok(at)
     job = dash.training_job(dash.dashboard_runs_dir() / "apptest")
     assert job is not None, (dash.dashboard_runs(), [i.value for i in at.info], [w.value for w in at.warning])
+    assert job.device == "cpu" and any("trains on **cpu**" in m.value for m in at.markdown)  # the sidebar's
     job.wait(240)
     assert job.state == "done", job.message
     at.run()
@@ -479,3 +480,58 @@ def test_train_stop_then_resume_from_the_page(tiny):
     job2.wait(240)
     assert job2.state == "done", job2.message
     assert job2.history[0]["step"] > 1  # continued, not restarted
+
+
+def _acc(a, lo, hi):
+    return {"accuracy": a, "n": 100, "lo": lo, "hi": hi}
+
+
+def test_real_model_lesson_quotes_its_report():
+    from boomerang import ui as dash
+
+    student = {"bbc_news": _acc(0.5, 0.4, 0.6)}
+    teacher = {"bbc_news": _acc(0.8, 0.71, 0.87)}
+    rows = [{"layers": 3, "last_to_first": 40.0, "first_to_last": 40.0, "naive_pruning": 900.0, "block_influence": 500.0,
+             "accuracy": {"last_to_first": student, "first_to_last": student}},
+            {"layers": 4, "last_to_first": 35.0, "first_to_last": 38.0, "naive_pruning": 700.0, "block_influence": 30.0,
+             "accuracy": {"last_to_first": {"bbc_news": _acc(0.6, 0.5, 0.7)},
+                          "first_to_last": {"bbc_news": _acc(0.55, 0.45, 0.65)}}},
+            {"layers": 5, "last_to_first": 36.0, "first_to_last": 33.0, "naive_pruning": 400.0, "block_influence": 100.0,
+             "accuracy": {"last_to_first": {}, "first_to_last": {}}},
+            {"layers": 6, "last_to_first": 20.0, "first_to_last": 20.0, "naive_pruning": 20.0, "block_influence": 20.0,
+             "accuracy": {"last_to_first": teacher, "first_to_last": teacher}}]
+    rep = {"rows": rows, "teacher": 20.0, "student": 40.0, "blocks": 32, "seq_len": 256,
+           "student_config": {"copied_teacher_layers": [0, 2, 5], "local_distill": {"tokens": 1024000}}}
+    p = dash.tour.real_model_lesson(rep)
+    assert "keeps **3** of them (teacher layers [0, 2, 5])" in p[0] and "1,024,000 tokens" in p[0]
+    assert "teacher's perplexity is **20.00** and the student's **40.00** (2.00× the teacher's)" in p[0]
+    # Half-way between 3 and 6 layers: 4 and 5 are as close; the smaller is quoted.
+    assert "at **4 layers**, patching last-to-first gives **35.00** and first-to-last **38.00**" in p[1]
+    assert "**700.00** (naive pruning) and **30.00** (block-influence pruning): the better of the two is 0.9×" in p[1]
+    assert "Last-to-first beats both pruning baselines at 1 of the 2 intermediate sizes." in p[1]
+    assert "First-to-last beats both pruning baselines at 1 of the 2 intermediate sizes." in p[1]
+    assert p[2] == ("The two orders: last-to-first is better at 1 of the 2 intermediate sizes and first-to-last at 1; "
+                    "last-to-first gets worse from 4 to 5 layers (+2.9%), and first-to-last never gets more "
+                    "than 1% worse as a teacher block is added.")
+    assert p[3] == ("Zero-shot accuracy, with 95% intervals over items: on bbc_news the student scores 50.0% "
+                    "[40.0, 60.0] and the teacher 80.0% [71.0, 87.0] (apart beyond noise); at 4 layers, "
+                    "last-to-first scores 60.0% [50.0, 70.0] and first-to-last 55.0% [45.0, 65.0].")
+    teacher["bbc_news"]["lo"] = 0.59  # the intervals now overlap
+    assert "(within noise of each other)" in dash.tour.real_model_lesson(rep)[3]
+
+
+@pytest.mark.skipif("__import__('boomerang.ui').ui.shipped_smollm2_report() is None",
+                    reason="no shipped SmolLM2 report")
+def test_learn_real_model_step_tells_the_shipped_smollm2_report(tiny):
+    from boomerang import ui as dash
+
+    at = app(tiny, page="learn")
+    at.segmented_control(key="learn_step").set_value(at.segmented_control(key="learn_step").options[5]).run()
+    ok(at)
+    shown = [m.value for m in at.markdown]
+    lesson = dash.tour.real_model_lesson(dash.shipped_smollm2_report())
+    assert all(p in shown for p in lesson) and len(lesson) == 4
+    fig = json.loads(charts(at)[-1].proto.spec)
+    rep = dash.shipped_smollm2_report()
+    l2f = next(t for t in fig["data"] if t["name"] == "distilled student, last-to-first")
+    assert l2f["y"] == [r["last_to_first"] for r in rep["rows"]]  # the plot draws the report's numbers

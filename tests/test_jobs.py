@@ -84,3 +84,14 @@ def test_one_job_per_output_folder(tiny):
         job.stop()
         job.wait(120)
     assert job.state == "stopped"
+
+
+def test_a_training_child_sees_only_the_chosen_device():
+    from boomerang.errors import BoomerangError
+    from boomerang.ui.worker import device_env
+
+    assert device_env("cpu") == {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
+    assert device_env("cuda:1") == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert device_env("cuda") == device_env(None) == {}
+    with pytest.raises(BoomerangError, match="Unknown training device 'mps:x'"):
+        device_env("mps:x")

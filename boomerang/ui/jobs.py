@@ -41,6 +41,7 @@ class TrainingJob:
 
     config: DistillConfig
     kind: str = "distill"
+    device: str | None = None  # cpu, cuda, cuda:<i>; None: Accelerate's choice
     history: list[dict[str, Any]] = field(default_factory=list)
     state: str = "starting"  # starting | running | stopped | done | failed
     message: str = ""
@@ -67,7 +68,7 @@ class TrainingJob:
         # A distillation uses the server's CPU threads; the SmolLM2 recipe its own (as on the CLI).
         job = {"kind": self.kind, "config": self.config.to_dict(), "threads": torch.get_num_threads()} \
             if self.kind == "distill" else {"kind": self.kind, "out": str(self.out)}
-        self._proc = launch(job)
+        self._proc = launch(job, self.device)
         threading.Thread(target=self._drain_stderr, name=f"stderr:{self.out.name}", daemon=True).start()
         self._reader = threading.Thread(target=self._read, name=f"train:{self.out.name}", daemon=True)
         self._reader.start()
@@ -119,14 +120,15 @@ _JOBS: dict[str, TrainingJob] = {}
 _JOBS_LOCK = threading.Lock()
 
 
-def start_training(config: DistillConfig, kind: str = "distill") -> TrainingJob:
-    """Start a distillation in a child process; one job per output folder."""
+def start_training(config: DistillConfig, kind: str = "distill", device: str | None = None) -> TrainingJob:
+    """Start a distillation in a child process on ``device`` (the sidebar's; None: Accelerate's
+    choice); one job per output folder."""
     key = str(Path(config.out).resolve())
     with _JOBS_LOCK:
         old = _JOBS.get(key)
         if old is not None and old.running:
             raise BoomerangError(f"A run is already training into {config.out}; stop it or pick another name.")
-        job = TrainingJob(config, kind).start()
+        job = TrainingJob(config, kind, device=device).start()
         _JOBS[key] = job
     return job
 

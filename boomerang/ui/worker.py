@@ -38,14 +38,29 @@ from ..train import DistillConfig, DistillProgress, distill
 KINDS = ("distill", "smollm2-build")
 
 
-def launch(job: dict[str, Any]) -> subprocess.Popen:
-    """Start a worker for ``job`` (the first stdin line, as a dict); its pipes stay open."""
+def device_env(device: str | None) -> dict[str, str]:
+    """Environment that makes a child train on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:<i>"``;
+    None: wherever Accelerate would choose): CUDA hidden for the CPU, one GPU shown for ``cuda:<i>``."""
+    if device in (None, "cuda"):
+        return {}
+    if device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
+    index = device.removeprefix("cuda:") if isinstance(device, str) else ""
+    if not index.isdigit():
+        raise BoomerangError(f"Unknown training device {device!r}; choose cpu, cuda or cuda:<index>.")
+    return {"CUDA_VISIBLE_DEVICES": index}
+
+
+def launch(job: dict[str, Any], device: str | None = None) -> subprocess.Popen:
+    """Start a worker for ``job`` (the first stdin line, as a dict) on ``device`` (see
+    :func:`device_env`); its pipes stay open."""
     if job.get("kind") not in KINDS:
         raise BoomerangError(f"Unknown training job kind {job.get('kind')!r}; known are {', '.join(KINDS)}.")
     # The child imports this same copy of the package, installed or not (the working folder is
     # kept: relative paths in the job mean what they meant to the server).
     here = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
+           **device_env(device)}
     proc = subprocess.Popen([sys.executable, "-m", "boomerang.ui.worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                             bufsize=1, env=env)
