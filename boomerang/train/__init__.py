@@ -8,7 +8,7 @@ ablation) and returns its folder; see :mod:`.loop` for the loop, :mod:`.loss` fo
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, last_checkpoint
 from .config import FREEZABLE, MODES, DistillConfig, LossWeights
 from .events import DistillProgress
-from .loop import distill, process_state
+from .loop import distill
 from .loss import (
     ForwardStates,
     alignment_pairs,
@@ -16,6 +16,7 @@ from .loss import (
     forward_states,
     frozen_parameters,
 )
+from .processes import process_state
 
 __all__ = [
     "CHECKPOINT_DIR", "FREEZABLE", "MODES", "STATE_FILE", "DistillConfig", "DistillProgress",

@@ -47,7 +47,9 @@ first-to-last patched model feeds its student layers, so a mix serves both patch
 The MSE is relative per token because residual-stream norms grow with depth and differ wildly
 between tokens ("massive activations"); a plain MSE would be dominated by a few of them.
 
-**Training run.** :func:`local_distill` loads the teacher, builds the student with
+**Training run.** It runs on the device Accelerate gives this process (a GPU when there is one,
+unless told to use the CPU; see :mod:`.processes`), in one process. :func:`local_distill` loads
+the teacher, builds the student with
 :func:`boomerang.init_student` (layers not trained stay exact teacher copies; by default the
 one-to-one layers, whose block is a single teacher layer, are frozen), and trains with AdamW
 (linear warmup, cosine decay) on ``[batch_size, seq_len]`` blocks of ``data``. On a CPU the
@@ -106,6 +108,7 @@ from .batches import BlockOrder, training_blocks
 from .checkpoints import trim_log
 from .config import LOCAL_LOSSES, DistillConfig, RunConfig
 from .events import DistillProgress, progress_event
+from .processes import process_state
 from .schedule import lr_multiplier
 
 LOSSES = LOCAL_LOSSES
@@ -437,14 +440,14 @@ def _save_checkpoint(out: Path, student_layers: nn.ModuleList, trained: list[int
     """Trained layers and AdamW's moments as safetensors, the rest as JSON (no pickle)."""
     dest = out / CHECKPOINT
     # Only what trains: the frozen weights (and a low-rank run's base weights) are the teacher's.
-    tensors = {f"layer.{i}.{k}": v.detach().contiguous() for i in trained
+    tensors = {f"layer.{i}.{k}": v.detach().cpu().contiguous() for i in trained
                for k, v in student_layers[i].named_parameters() if v.requires_grad}
     opt_state = opt.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in opt_state["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v) and v.dim() > 0:
-                tensors[f"opt.{pid}.{k}"] = v.contiguous()
+                tensors[f"opt.{pid}.{k}"] = v.cpu().contiguous()
             else:
                 scalars.setdefault(str(pid), {})[k] = float(v)
     with atomic_dir(dest) as tmp:
@@ -524,7 +527,8 @@ def local_distill(
 
     # ---- models ---------------------------------------------------------------------------
     teacher_ref = resolve_teacher(config.teacher)
-    teacher, tokenizer = load_model(teacher_ref, device="cpu", dtype=torch.float32)
+    device = process_state().device  # a GPU when there is one (and the run is not told cpu)
+    teacher, tokenizer = load_model(teacher_ref, device=device, dtype=torch.float32)
     teacher.eval().requires_grad_(False)
     mapping = LayerMapping.from_rule(
         teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
@@ -580,7 +584,7 @@ def local_distill(
     with open(log_path, "a", encoding="utf-8") as log_f:
         while step < config.steps:
             batch_no = step // config.updates_per_batch
-            ids = blocks[order.indices(batch_no * config.batch_size, config.batch_size)]  # [B, T]
+            ids = blocks[order.indices(batch_no * config.batch_size, config.batch_size)].to(device)  # [B, T]
             mask = torch.ones_like(ids)  # packed blocks: no padding
             if cached is None or cached[0] != batch_no:
                 cached = (batch_no, teacher_block_io(teacher, mapping, ids, mask, students=needs,
@@ -642,10 +646,11 @@ def local_distill(
         "seq_len": config.seq_len, "batch_size": config.batch_size, "lr": config.lr,
         "trained_layers": trained, "frozen_one_to_one": config.freeze_one_to_one,
         "seed": config.seed, "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(),
+        "device": str(device),
         "sink_weight": config.sink_weight,
         **(extra or {}),
     }
-    student_dir = save_student(student, mapping, out / "student", tokenizer=tokenizer,
+    student_dir = save_student(student.to("cpu"), mapping, out / "student", tokenizer=tokenizer,
                                teacher=teacher_ref, extra={"distilled": True, "local_distill": record})
     if progress is not None:
         progress(_event(step, config.steps, {**last, "elapsed_s": round(wall, 2), "eta_s": 0.0}, "done"))

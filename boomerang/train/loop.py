@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
@@ -67,6 +67,7 @@ from .loss import (
     frozen_parameters,
     last_decoder_layer,
 )
+from .processes import process_state, use_cpu
 from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -108,22 +109,6 @@ def _active_run() -> Iterator[None]:
     finally:
         with _ACTIVE_LOCK:
             _ACTIVE_RUNS -= 1
-
-
-def use_cpu() -> bool:
-    """Whether Accelerate must run on the CPU: no CUDA device, or ``accelerate launch --cpu``.
-
-    Accelerate forms a process group (gloo) for ranks started by ``torchrun`` or ``accelerate
-    launch`` on CPUs only when told ``cpu=True``; without it every rank trains alone as if it
-    were the only one.
-    """
-    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    return forced or not torch.cuda.is_available()
-
-
-def process_state() -> PartialState:
-    """This process's place in the run: rank, world size, device (the process group forms on first use)."""
-    return PartialState(cpu=use_cpu())
 
 
 def _make_accelerator(config: DistillConfig) -> Accelerator:
