@@ -8,7 +8,8 @@ from boomerang import plots, ui
 
 ctx = context()
 
-STEPS = ["1 · The student", "2 · Patching", "3 · The curve", "4 · Order matters", "5 · Ablations"]
+STEPS = ["1 · The student", "2 · Patching", "3 · The curve", "4 · Order matters", "5 · Ablations",
+         "6 · A real model"]
 
 st.title("Learn", anchor=False)
 on_demo = ui.demo_available()
@@ -210,12 +211,13 @@ elif step == STEPS[3]:
                     width="stretch", key="learn_orders")
     next_button(3)
 
-else:
+elif step == STEPS[4]:
     st.header("What initialisation and alignment buy", anchor=False)
     ablations = [s for s in ("no-align", "random-init") if s in ui.demo_student_dirs()]
     if not on_demo or not ablations:
         st.info("This step compares the demo's ablation students; they are not on disk.",
                 icon=":material/info:")
+        next_button(4)
         st.stop()
     frames = [ltf.assign(order="boomerang student")]
     notes = []
@@ -258,3 +260,19 @@ else:
            + (f"Swapping them changes the model where they were trained rather than frozen: {'; '.join(jumps)}."
               if jumps else f"They were frozen in every student here, so nothing changes at k = {ks}.")
            if same_size else "."))
+    next_button(4)
+
+else:
+    st.header("The same on a real model: SmolLM2-135M", anchor=False)
+    rep = ui.shipped_smollm2_report()
+    if rep is None:
+        st.info("This step reads the shipped SmolLM2 student's report, which this installation lacks.",
+                icon=":material/info:")
+        st.stop()
+    lesson = ui.tour.real_model_lesson(rep)
+    st.markdown(lesson[0])
+    st.plotly_chart(ui.smollm2_report_figure(rep), width="stretch", key="learn_real")
+    for paragraph in lesson[1:]:
+        st.markdown(paragraph)
+    st.caption("Measured once on the held-out test split by `python -m boomerang smollm2 report` (a fresh "
+               "install measures the same numbers). Choose the SmolLM2-135M student in the sidebar's pair list to patch it live.")

@@ -140,9 +140,8 @@ def smollm2_student_info() -> str | None:
     rec = distilled_smollm2_info()
     if rec is None:
         return None
-    size = f"a rank-{rec['rank']} update of each trained layer" if rec.get("rank") else "full-rank updates"
     return (f"Distilled block-locally: {rec.get('tokens', 0):,} tokens of the demo corpus's train split, "
-            f"{rec.get('steps', 0):,} steps, {size}; each student layer learned its teacher block alone.")
+            f"{rec.get('steps', 0):,} steps; each student layer learned its teacher block alone.")
 
 
 def demo_available() -> bool:

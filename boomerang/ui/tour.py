@@ -7,6 +7,8 @@ patches help. ``tests/test_app.py`` checks the sentences against the demo's numb
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 
@@ -61,3 +63,70 @@ def single_patch_summary(gains: pd.DataFrame) -> dict[str, object]:
     worst = gains.loc[gains["gain"].idxmin()]
     return {"helps": helps, "hurts": hurts, "neutral": neutral, "best": int(best.student_layer),
             "worst": int(worst.student_layer)}
+
+
+def _rises(values: list[float]) -> list[tuple[int, float]]:
+    """(index, relative rise) of every step of ``values`` that goes up by more than 1%."""
+    return [(i, b / a - 1) for i, (a, b) in enumerate(zip(values, values[1:])) if b > a * 1.01]
+
+
+def _acc(a: dict[str, float]) -> str:
+    return f"{100 * a['accuracy']:.1f}% [{100 * a['lo']:.1f}, {100 * a['hi']:.1f}]"
+
+
+def real_model_lesson(rep: dict[str, Any]) -> list[str]:
+    """The tour's real-model step, as Markdown paragraphs computed from a SmolLM2 report
+    (:func:`boomerang.recipes.smollm2.smollm2_report`): the student, the curve against pruning
+    half-way in size and at every size, the two orders, and accuracy with its intervals."""
+    rows = rep["rows"]
+    n, N = rows[0]["layers"], rows[-1]["layers"]
+    sc = rep.get("student_config", {})
+    trained = sc.get("local_distill", {})
+    T, S = rep["teacher"], rep["student"]
+    out = [
+        f"The same lesson on a real pretrained model: **SmolLM2-135M-Instruct**, {N} Llama layers. Its "
+        f"boomerang student keeps **{n}** of them (teacher layers {sc.get('copied_teacher_layers')}) and was "
+        f"distilled block-locally on {trained.get('tokens', 0):,} tokens, on a CPU. On {rep['blocks']} held-out "
+        f"test blocks of {rep['seq_len']} tokens the teacher's perplexity is **{T:,.2f}** and the student's "
+        f"**{S:,.2f}** ({S / T:.2f}× the teacher's)."]
+    middle = [r for r in rows if n < r["layers"] < N]
+    if not middle:
+        return out
+    mid = min(middle, key=lambda r: (abs(r["layers"] - (n + N) / 2), r["layers"]))
+    best = min(mid["last_to_first"], mid["first_to_last"])
+    prune = min(mid["naive_pruning"], mid["block_influence"])
+    out.append(
+        f"Half-way in size, at **{mid['layers']} layers**, patching last-to-first gives **{mid['last_to_first']:,.2f}** "
+        f"and first-to-last **{mid['first_to_last']:,.2f}**, with no training. Dropping teacher layers to reach "
+        f"the same {mid['layers']} layers gives **{mid['naive_pruning']:,.2f}** (naive pruning) and "
+        f"**{mid['block_influence']:,.2f}** (block-influence pruning): the better of the two is "
+        f"{prune / best:,.1f}× the better patched model's perplexity. " + " ".join(
+            f"{name} beats both pruning baselines at "
+            + (f"every one of the {len(middle)} intermediate sizes." if won == len(middle) else
+               f"{won} of the {len(middle)} intermediate sizes.")
+            for name, key in (("Last-to-first", "last_to_first"), ("First-to-last", "first_to_last"))
+            for won in [sum(r[key] < min(r["naive_pruning"], r["block_influence"]) for r in middle)]))
+    wins = sum(r["last_to_first"] < r["first_to_last"] for r in middle)
+    losses = sum(r["last_to_first"] > r["first_to_last"] for r in middle)
+    shape = []
+    for name, key in (("last-to-first", "last_to_first"), ("first-to-last", "first_to_last")):
+        ups = _rises([r[key] for r in rows])
+        shape.append(f"{name} never gets more than 1% worse as a teacher block is added" if not ups else
+                     f"{name} gets worse " + ", ".join(
+                         f"from {rows[i]['layers']} to {rows[i + 1]['layers']} layers (+{100 * x:.1f}%)" for i, x in ups))
+    out.append(f"The two orders: last-to-first is better at {wins} of the {len(middle)} intermediate sizes and "
+               f"first-to-last at {losses}; {shape[0]}, and {shape[1]}.")
+    acc = [(t, rows[0]["accuracy"]["last_to_first"].get(t), rows[-1]["accuracy"]["last_to_first"].get(t),
+            mid["accuracy"]) for t in sorted((rows[0].get("accuracy") or {}).get("last_to_first") or {})]
+    parts = []
+    for task, s_acc, t_acc, m_acc in acc:
+        if not (s_acc and t_acc):
+            continue
+        noise = "within noise of each other" if s_acc["hi"] >= t_acc["lo"] and t_acc["hi"] >= s_acc["lo"] else \
+            "apart beyond noise"
+        m = m_acc["last_to_first"].get(task), m_acc["first_to_last"].get(task)
+        parts.append(f"on {task} the student scores {_acc(s_acc)} and the teacher {_acc(t_acc)} ({noise}); at "
+                     f"{mid['layers']} layers, last-to-first scores {_acc(m[0])} and first-to-last {_acc(m[1])}")
+    if parts:
+        out.append("Zero-shot accuracy, with 95% intervals over items: " + "; ".join(parts) + ".")
+    return out

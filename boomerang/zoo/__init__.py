@@ -24,6 +24,7 @@ from .smollm2 import (
     distilled_smollm2_run,
     distilled_smollm2_student,
     shipped_delta,
+    shipped_smollm2_report,
     shipped_smollm2_student,
     smollm2_available,
     smollm2_dirs,
@@ -83,5 +84,5 @@ __all__ = [
     "DEMO_STUDENTS", "NAMED_PAIRS", "PUBLISHED_STUDENTS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
     "published_student", "published_teacher", "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
     "SMOLLM2_STUDENTS", "built_smollm2_student", "distilled_smollm2_info", "distilled_smollm2_run",
-    "distilled_smollm2_student", "shipped_delta", "shipped_smollm2_student",
+    "distilled_smollm2_student", "shipped_delta", "shipped_smollm2_report", "shipped_smollm2_student",
 ]

@@ -9,8 +9,8 @@ about a second after the first conversion (~30 s on 2 CPU cores).
 
 Three students:
 
-- *distilled* (the default): the block-locally distilled student shipped with the package as a
-  low-rank delta over its teacher layers (``assets/smollm2/delta``, 18 MB; see
+- *distilled* (the default): the block-locally distilled student shipped with the package as its
+  4-bit delta over the teacher layers it was copied from (``assets/smollm2/delta``, 22 MB; see
   :mod:`boomerang.core.delta`). The first use composes it from the converted teacher into the
   cache, after checking that the teacher's weights are the ones the delta was made from.
 - *built*: the one ``python -m boomerang smollm2 build`` made on this machine (see
@@ -84,8 +84,20 @@ def smollm2_teacher_dir() -> Path:
 
 #: The students of the smollm2 pair.
 SMOLLM2_STUDENTS = ("distilled", "built", "undistilled")
-#: The shipped student: a low-rank delta over the teacher (package data).
+#: The shipped student: its quantised delta over the teacher (package data).
 SHIPPED_DELTA = PACKAGE_DIR / "assets" / "smollm2" / "delta"
+
+
+#: The shipped student's measured report (``smollm2 report`` on the test split; package data).
+SHIPPED_REPORT = PACKAGE_DIR / "assets" / "smollm2" / "report.json"
+
+
+def shipped_smollm2_report() -> dict | None:
+    """The shipped student's test-split report (what ``python -m boomerang smollm2 report``
+    measured on it, see :func:`boomerang.recipes.smollm2.smollm2_report`), or None when absent."""
+    if not SHIPPED_REPORT.is_file():
+        return None
+    return json.loads(SHIPPED_REPORT.read_text(encoding="utf-8"))
 
 
 def distilled_smollm2_run() -> Path:
@@ -112,14 +124,14 @@ def shipped_smollm2_student(delta_dir: Path | None = None) -> Path:
         raise BoomerangError("This installation has no shipped SmolLM2 student (assets/smollm2/delta); "
                              "reinstall boomerang or build one with `python -m boomerang smollm2 build`.")
     meta = read_delta_meta(delta_dir)
-    dest = cache_dir() / "smollm2" / "shipped" / str(meta.get("adapter_sha256", "unknown"))[:16]
+    dest = cache_dir() / "smollm2" / "shipped" / str(meta["delta_sha256"])[:16]
     if (dest / "student_config.json").is_file():
         return dest
     teacher_dir = smollm2_teacher_dir()
     teacher, tokenizer = load_model(teacher_dir, device="cpu", dtype=torch.float32)
     student, mapping = apply_delta(teacher, delta_dir)
     save_student(student, mapping, dest, tokenizer, teacher=str(teacher_dir),
-                 extra={"distilled": True, "composed_from_delta": meta.get("adapter_sha256"),
+                 extra={"distilled": True, "composed_from_delta": meta["delta_sha256"],
                         **{k: meta[k] for k in ("local_distill",) if k in meta}})
     return dest
 
