@@ -203,3 +203,20 @@ def test_local_run_costs(calib):
     assert costs[(0, 1)] > 1e-4  # layer 0 skips teacher layer 1
     sets = od.shortest_path_subsets(exact, calib, costs=costs)
     assert [len(s) for s in sets] == list(range(n + 1))
+
+
+def test_build_reuses_a_searched_order_for_the_same_calibration_data(pair, calib, monkeypatch):
+    import boomerang.core.pair as core_pair
+
+    fresh = bm.BoomerangPair(pair.teacher, pair.student, pair.mapping)
+    searches = []
+    real = core_pair._ORDER_RESOLVER[0]
+    monkeypatch.setattr(core_pair, "_ORDER_RESOLVER", [lambda p, o, c: searches.append(o) or real(p, o, c)])
+    sets = od.patch_order(fresh, "klpatch", calib)
+    for k in range(fresh.num_student_layers + 1):
+        built = fresh.build(order="klpatch", k=k, calib_ids=calib)
+        assert built.config.num_hidden_layers == fresh.mapping.patched_layers(sets[k])
+    assert searches == ["klpatch"]  # one search for every size
+    fresh.build(order="klpatch", k=1, calib_ids=calib.clone())  # equal data: no new search
+    fresh.build(order="klpatch", k=1, calib_ids=calib[:, :-1])  # other data: a new search
+    assert searches == ["klpatch", "klpatch"]

@@ -30,6 +30,7 @@ lm-eval's ``HFLM(pretrained=model)`` and ``save_pretrained`` work as for any loa
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
@@ -115,6 +116,12 @@ def clone_module(
     return new
 
 
+def _tensor_key(t: torch.Tensor) -> tuple:
+    """A key that is equal for tensors of equal dtype, shape and values."""
+    data = t.detach().cpu().contiguous()
+    return (str(data.dtype), tuple(data.shape), hashlib.sha1(data.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest())
+
+
 def _refresh_derived(base: nn.Module, config: PretrainedConfig) -> None:
     # Base models that precompute facts about their layer types at __init__ (Qwen2/3, ...).
     if "has_sliding_layers" in base.__dict__ and hasattr(config, "layer_types"):
@@ -147,6 +154,9 @@ class BoomerangPair:
         self.parts: ArchParts = find_parts(teacher)
         self._ends_key: tuple | None = None
         self._ends_equal = False
+        # Data-driven orders computed for this pair, by (order, calibration data): searches take
+        # seconds, and build(order=..., k=...) asks for one size at a time.
+        self._order_cache: dict[tuple[str, tuple | None], list[frozenset[int]]] = {}
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -202,7 +212,10 @@ class BoomerangPair:
         return k
 
     def order_sets(self, order: str, calib_ids: torch.Tensor | None = None) -> list[frozenset[int]]:
-        """``[P_0, ..., P_n]``: the patched set at every size of ``order`` (see :mod:`boomerang.orders`)."""
+        """``[P_0, ..., P_n]``: the patched set at every size of ``order`` (see :mod:`boomerang.orders`).
+
+        A data-driven order is searched once per pair and calibration data and then reused (a pair
+        whose weights are changed in place needs a new :class:`BoomerangPair`)."""
         if order in SEQUENTIAL_ORDERS:
             return [self.sequential(order, k) for k in range(self.num_student_layers + 1)]
         if not _ORDER_RESOLVER:
@@ -210,7 +223,10 @@ class BoomerangPair:
                 f"Unknown order '{order}'; choose one of {', '.join(SEQUENTIAL_ORDERS)} "
                 "(import boomerang for the data-driven orders)."
             )
-        return _ORDER_RESOLVER[0](self, order, calib_ids)
+        key = (order, None if calib_ids is None else _tensor_key(calib_ids))
+        if key not in self._order_cache:
+            self._order_cache[key] = list(_ORDER_RESOLVER[0](self, order, calib_ids))
+        return list(self._order_cache[key])
 
     def layer_sources(self, patched: Iterable[int]) -> list[tuple[str, int]]:
         """``[("teacher"|"student", index), ...]``: where each layer of the built model comes from."""
