@@ -10,9 +10,13 @@ import streamlit as st
 st.set_page_config(page_title="boomerang", page_icon="🪃", layout="wide")
 
 from app_pages._sidebar import sidebar  # noqa: E402  (after set_page_config)
+from boomerang.errors import BoomerangError  # noqa: E402
 from boomerang.ui import configure_threads  # noqa: E402
 
-configure_threads()
+try:
+    configure_threads()
+except BoomerangError as e:  # a bad $BOOMERANG_THREADS: say so, run on torch's default
+    st.error(str(e), icon=":material/error:")
 
 PAGES = [
     st.Page("app_pages/interpolate.py", title="Interpolate", icon=":material/linear_scale:",

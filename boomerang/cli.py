@@ -34,6 +34,7 @@ from .recipes.smollm2 import (
     smollm2_report,
     write_report,
 )
+from .threads import configure_threads
 from .train import DistillConfig, distill, process_state
 from .zoo import load_pair, smollm2_dirs
 
@@ -442,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     try:
+        configure_threads()  # the dashboard's rule; --threads of a command sets its own
         return int(args._run(args) or 0)
     except BoomerangError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -134,3 +135,23 @@ def test_module_entry_point_runs(saved_pair):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: No such") and "Traceback" not in proc.stderr
+
+
+def test_the_cli_uses_the_dashboards_thread_rule(monkeypatch, capsys):
+    from boomerang.threads import default_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("BOOMERANG_THREADS", raising=False)
+    assert default_threads() == max(1, (os.cpu_count() or 2) // 2)
+    try:
+        monkeypatch.setenv("BOOMERANG_THREADS", "3")
+        torch.set_num_threads(1)
+        assert main(["smollm2", "report", "--blocks", "0"]) == 2
+        assert torch.get_num_threads() == 3
+        monkeypatch.setenv("BOOMERANG_THREADS", "two")
+        capsys.readouterr()
+        assert main(["smollm2", "report", "--blocks", "0"]) == 2
+        assert capsys.readouterr().err == ("error: BOOMERANG_THREADS must be a whole number of threads of at "
+                                           "least 1, not 'two'.\n")
+    finally:
+        torch.set_num_threads(before)

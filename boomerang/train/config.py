@@ -73,7 +73,7 @@ class RunConfig:
     seed: int = 0
     split: str = "train"
     max_blocks: int | None = None  # cap on the number of training blocks loaded
-    threads: int | None = None  # CPU threads for torch (None: torch's default)
+    threads: int | None = None  # CPU threads for torch (None: boomerang.threads.default_threads)
     # Block-local distillation: the chance a student layer sees the teacher's block input rather
     # than the previous student layer's output.
     teacher_input_prob: float = 0.5
@@ -353,7 +353,7 @@ class DistillConfig(RunConfig):
           help="mode local: chance a student layer sees the teacher's block input, else the student's own (default 0.5)")
         a("--eval-every", type=int, dest="eval_every", help="steps between validation perplexities (0: never)")
         a("--eval-blocks", type=int, dest="eval_blocks", help="validation blocks for --eval-every (default 32)")
-        a("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        a("--threads", type=int, help="CPU threads for torch (default: $BOOMERANG_THREADS, else one per two cores)")
         a("--log-with", dest="log_with", help="experiment trackers through Accelerate, comma-separated: "
           "tensorboard, wandb, ... (logs under OUT/trackers)")
         a("--resume", action="store_true", default=None, help="continue from the last checkpoint in --out")

@@ -103,6 +103,7 @@ from ..core import (
 from ..errors import BoomerangError
 from ..io import atomic_dir, atomic_write
 from ..progress import StopSignal, stop_requested
+from ..threads import configure_threads
 from ..zoo import resolve_teacher
 from .batches import BlockOrder, training_blocks
 from .checkpoints import trim_log
@@ -514,8 +515,7 @@ def local_distill(
     settings) is what ``OUT/config.json`` records.
     """
     config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    configure_threads(config.threads)  # None: the same default as the dashboard and the CLI
     out = Path(config.out)
     log_path = out / "log.jsonl"
     ckpt = out / CHECKPOINT

@@ -53,6 +53,7 @@ from ..errors import BoomerangError
 from ..eval import check_batch_fits, perplexity
 from ..io import atomic_dir, atomic_write, replace_dir
 from ..progress import StopSignal, stop_requested
+from ..threads import configure_threads
 from ..zoo import resolve_teacher
 from . import trackers
 from .batches import BlockOrder, training_blocks
@@ -180,8 +181,7 @@ def _distill(
     show_progress_bar: bool,
 ) -> Path:
     config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    configure_threads(config.threads)  # None: the same default as the dashboard and the CLI
     _quiet_tied_weight_warning()
     out = Path(config.out)
     log_path = out / "log.jsonl"

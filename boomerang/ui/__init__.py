@@ -9,6 +9,7 @@ from ..core import SEQUENTIAL_ORDERS
 from ..eval import latency_ms_per_token, stream_generate
 from ..orders import needs_calibration
 from ..paths import runs_dir
+from ..threads import configure_threads
 from ..recipes.smollm2 import report_figure as smollm2_report_figure
 from ..zoo import demo_student_dirs, distilled_smollm2_student, shipped_smollm2_report, smollm2_available
 from . import present, query, tour
@@ -54,7 +55,6 @@ from .jobs import (
 from .query import Parsed
 from .specs import (
     PairSpec,
-    configure_threads,
     dashboard_runs_dir,
     default_pair,
     demo_available,

@@ -189,20 +189,6 @@ def devices() -> list[str]:
     return out + ["cpu"]
 
 
-def configure_threads() -> int:
-    """Set torch's CPU threads for an interactive server and return the number.
-
-    ``$BOOMERANG_THREADS`` wins; otherwise one thread per two cores (at least one). Small models
-    on a busy machine get *much* slower with more threads than free cores (spinning OpenMP
-    workers), and a dashboard shares its machine with training runs.
-    """
-    env = os.environ.get("BOOMERANG_THREADS")
-    n = int(env) if env and env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 2) // 2)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
-
-
 def release_memory() -> None:
     """Give memory back after a pair is dropped (CUDA cache included)."""
     gc.collect()
