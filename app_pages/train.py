@@ -65,8 +65,8 @@ with st.form("train_config"):
     max_blocks = e4.number_input("Max training blocks", 16, 10_000_000, 512 if not on_gpu else 100_000)
     eval_every = st.number_input(
         "Validation every (steps, 0: never)", 0, 1_000_000, 20 if not on_gpu else 200,
-        help="Validation perplexity of the student and of two patched sizes, on 32 blocks of the "
-             "training text's validation split")
+        help="Validation perplexity of the student and of its whole last-to-first curve (every size "
+             "from student to teacher, drawn live), on 32 blocks of the training text's validation split")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
 
 if submitted:
@@ -150,6 +150,9 @@ def live(out: str) -> None:
         st.info("Loading the teacher and tokenizing the training text…", icon=":material/hourglass_top:")
     else:
         st.info("This run has no checkpoint yet.", icon=":material/info:")
+    curves = ui.read_curves(out)
+    if curves:
+        interpolation_curves(out, curves)
     if not log.empty:
         st.plotly_chart(plots.loss_figure(log), width="stretch", key=f"loss_{out}")
         if "val_ppl" in log and log["val_ppl"].notna().any():
@@ -158,6 +161,25 @@ def live(out: str) -> None:
                        "k layers (`val_ppl_k<k>`), on the validation split of the training text.")
         st.caption(f"{len(log)} logged steps · last: "
                    + ", ".join(f"{k} {log[k].iloc[-1]:.3f}" for k in ("loss", "ce", "kl", "cos") if k in log))
+
+
+def interpolation_curves(out: str, curves: list[dict]) -> None:
+    """The last-to-first curve at every evaluation so far, with a slider that replays them."""
+    steps = sorted({c["step"] for c in curves if c["order"] != "naive-pruning"})
+    if not steps:
+        return
+    key, seen = f"curve_step_{out}", f"_curve_newest_{out}"
+    # Follow the newest curve until the user picks an older one.
+    if st.session_state.get(key) not in steps or st.session_state.get(key) == st.session_state.get(seen):
+        st.session_state[key] = steps[-1]
+    st.session_state[seen] = steps[-1]
+    upto = st.select_slider("Replay: curves up to step", steps, key=key) if len(steps) > 1 else steps[-1]
+    st.plotly_chart(plots.training_curves_figure(curves, upto), width="stretch", key=f"curves_{out}")
+    first = next(c for c in curves if c["order"] != "naive-pruning")
+    st.caption(f"Every size from the student ({first['layers'][0]} layers) to the teacher "
+               f"({first['layers'][-1]}), patched last-to-first, on validation text at each evaluation; the "
+               "newest curve is bold, older ones fade. Dotted: the teacher pruned naively to each size, "
+               "the reference a distilled student must beat.")
 
 
 job = ui.training_job(out)

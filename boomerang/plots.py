@@ -327,6 +327,35 @@ def validation_figure(history: pd.DataFrame, height: int = 320) -> go.Figure:
     return figure(dict(data=data, layout=layout))
 
 
+def training_curves_figure(curves: Sequence[dict[str, Any]], upto_step: int | None = None,
+                           height: int = 380) -> go.Figure:
+    """The interpolation curve while a student trains (``curves.jsonl`` lines, see
+    :mod:`boomerang.train.curves`): every last-to-first curve measured up to ``upto_step``
+    (default: all), older ones fainter and thinner, the newest bold; naive pruning dotted."""
+    l2f = [c for c in curves if c["order"] != "naive-pruning" and (upto_step is None or c["step"] <= upto_step)]
+    data: list[dict[str, Any]] = []
+    for c in curves:
+        if c["order"] == "naive-pruning":
+            data.append(dict(type="scatter", x=c["layers"], y=c["perplexity"], mode="lines+markers",
+                             name="naive pruning", line=dict(color="#888888", dash="dot", width=1.5),
+                             marker=dict(size=4), hovertemplate="%{x} layers: %{y:,.2f}<extra>naive pruning</extra>"))
+    for i, c in enumerate(l2f):
+        newest = i == len(l2f) - 1
+        fade = 1.0 if newest else 0.15 + 0.55 * (i + 1) / max(1, len(l2f))
+        name = f"step {c['step']:,}" + (" (newest)" if newest else "")
+        data.append(dict(type="scatter", x=c["layers"], y=c["perplexity"], mode="lines+markers", name=name,
+                         opacity=fade, line=dict(color=STUDENT_COLOR, width=3.5 if newest else 1.5),
+                         marker=dict(size=7 if newest else 4), showlegend=newest or i == 0,
+                         hovertemplate=f"{name}: " + "%{x} layers, %{y:,.2f}<extra></extra>"))
+    title = (f"last-to-first, step {l2f[-1]['step']:,} ({l2f[-1].get('tokens', 0):,} tokens)"
+             if l2f else "no curve measured yet")
+    layout = _layout(height=height, title=dict(text=title), **_legend_below(title),
+                     xaxis=dict(title=dict(text="decoder layers"), dtick=1),
+                     yaxis=dict(title=dict(text="validation perplexity (log scale)"), type="log",
+                                tickformat=",.4~r"))
+    return figure(dict(data=data, layout=layout))
+
+
 def for_export(fig: go.Figure) -> go.Figure:
     """A validated copy of ``fig`` with a white template, for HTML/PNG files."""
     out = go.Figure(fig.to_dict())

@@ -326,6 +326,25 @@ def test_train_runs_and_new_student_appears(tiny):
     run_config = json.loads((dash.dashboard_runs_dir() / "apptest" / "config.json").read_text())
     assert run_config["freeze"] == ["one-to-one", "head"]
 
+    # The interpolation curve, measured at step 0 and at the last step (validation every 20 steps),
+    # with naive pruning as the reference; the slider replays the earlier curve.
+    curves = dash.read_curves(dash.dashboard_runs_dir() / "apptest")
+    assert [(c["order"], c["step"]) for c in curves] == [("naive-pruning", 0), ("last-to-first", 0),
+                                                         ("last-to-first", 3)]
+
+    def curve_chart() -> dict:
+        return next(f for f in (json.loads(c.proto.spec) for c in charts(at))
+                    if f["layout"]["title"]["text"].startswith(("last-to-first, step", "no curve")))
+
+    fig = curve_chart()
+    assert fig["layout"]["title"]["text"].startswith("last-to-first, step 3 (")
+    names = [t["name"] for t in fig["data"]]
+    assert names == ["naive pruning", "step 0", "step 3 (newest)"]
+    assert fig["data"][2]["y"] == curves[2]["perplexity"] and fig["data"][2]["line"]["width"] > fig["data"][1]["line"]["width"]
+    at.select_slider(key=f"curve_step_{dash.dashboard_runs_dir() / 'apptest'}").set_value(0).run()
+    ok(at)
+    assert [t["name"] for t in curve_chart()["data"]] == ["naive pruning", "step 0 (newest)"]
+
 
 def test_bad_inputs_are_one_sentence_errors(tiny):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)

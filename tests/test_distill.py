@@ -734,3 +734,49 @@ def test_validation_during_distillation_watches_the_student_and_patched_sizes(sy
     for k in ks:
         want = ppl(pair.build(order="last-to-first", k=k), val).perplexity
         assert rec[0][f"val_ppl_k{k}"] == pytest.approx(want, rel=1e-4)
+
+
+def test_the_whole_curve_is_measured_while_training_and_again_after_a_resume(synth, tmp_path):
+    """curves.jsonl: naive pruning and the initial student at step 0, then every size of
+    last-to-first at each evaluation, equal to measuring the models afterwards."""
+    from boomerang.eval import perplexity as ppl
+    from boomerang.train.curves import read_curves
+
+    val = synth["held"][:4, :16]
+    base = dict(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=4, seq_len=16, batch_size=2,
+                warmup=1, log_every=2, eval_every=2, save_every=2)
+    stop_at_2 = lambda: (tmp_path / "r" / "checkpoints" / "step-00000002").exists()  # noqa: E731
+    distill(DistillConfig(**base), blocks=synth["train"], val_blocks=val, should_stop=stop_at_2)
+    assert [(c["order"], c["step"]) for c in read_curves(tmp_path / "r")] == [
+        ("naive-pruning", 0), ("last-to-first", 0), ("last-to-first", 2)]
+    out = distill(DistillConfig(**base, resume=True), blocks=synth["train"], val_blocks=val)
+    curves = read_curves(tmp_path / "r")
+    assert [(c["order"], c["step"]) for c in curves] == [
+        ("naive-pruning", 0), ("last-to-first", 0), ("last-to-first", 2), ("last-to-first", 4)]
+    assert [c["tokens"] for c in curves] == [0, 0, 64, 128]
+    pair = load_pair(teacher=synth["teacher"], student=out, device="cpu")
+    mapping = pair.mapping
+    naive, start, last = curves[0], curves[1], curves[-1]
+    assert last["layers"] == naive["layers"] == list(range(4, 7))  # 4 student layers (2 blocks of 2), 6 teacher
+    teacher_ppl = ppl(pair.teacher, val).perplexity
+    assert naive["perplexity"][-1] == start["perplexity"][-1] == last["perplexity"][-1] == pytest.approx(teacher_ppl, rel=1e-4)
+    undistilled = init_student(pair.teacher, mapping)  # the naively pruned teacher at the student's size
+    assert naive["perplexity"][0] == start["perplexity"][0] == pytest.approx(ppl(undistilled, val).perplexity, rel=1e-4)
+    for L, p in zip(last["layers"], last["perplexity"]):  # the final student's models, size by size
+        k = next(k for k in range(5) if mapping.patched_layers(pair.sequential("last-to-first", k)) == L)
+        assert p == pytest.approx(ppl(pair.build(order="last-to-first", k=k), val).perplexity, rel=1e-4)
+    log = [r for r in _log(tmp_path / "r") if "val_ppl" in r]
+    assert [r["step"] for r in log] == [2, 4] and log[-1]["val_ppl"] == pytest.approx(last["perplexity"][0], rel=1e-4)
+
+
+def test_validation_curves_are_measured_under_bf16_too(synth, tmp_path):
+    from boomerang.train.curves import read_curves
+
+    cfg = DistillConfig(teacher=synth["teacher"], out=str(tmp_path / "b"), steps=2, seq_len=16, batch_size=2,
+                        warmup=1, log_every=1, eval_every=2, precision="bf16")
+    distill(cfg, blocks=synth["train"], val_blocks=synth["held"][:4, :16])
+    rec = [r for r in _log(tmp_path / "b") if "val_ppl" in r]
+    assert {"val_ppl_k1", "val_ppl_k3"} <= rec[-1].keys()  # the patched sizes no longer vanish under bf16
+    curves = read_curves(tmp_path / "b")
+    assert [(c["order"], c["step"]) for c in curves][-1] == ("last-to-first", 2)
+    assert all(p > 1 for c in curves for p in c["perplexity"])

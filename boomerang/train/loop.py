@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from ..core import BoomerangPair, LayerMapping, init_student, load_model, save_student
+from ..core import LayerMapping, init_student, load_model, save_student
 from ..data import load_blocks
 from ..errors import BoomerangError
 from ..eval import check_batch_fits, perplexity
@@ -59,6 +59,15 @@ from . import trackers
 from .batches import BlockOrder, training_blocks
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
 from .config import DistillConfig
+from .curves import (
+    CURVES_FILE,
+    append_curve,
+    curve_record,
+    eval_pair,
+    pruning_record,
+    sequential_perplexities,
+    trim_curves,
+)
 from .events import DistillProgress, progress_event
 from .local import from_distill_config, local_distill
 from .loss import (
@@ -227,7 +236,7 @@ def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
             "continue it or choose another --out."
         )
     # What a run killed before its first checkpoint leaves may be started over.
-    leftovers = ("log.jsonl", "config.json", ".lock", CHECKPOINT_DIR, trackers.TRACKER_DIR)
+    leftovers = ("log.jsonl", CURVES_FILE, "config.json", ".lock", CHECKPOINT_DIR, trackers.TRACKER_DIR)
     if out.is_dir() and any(p for p in out.iterdir() if p.name not in leftovers):
         raise BoomerangError(
             f"{str(out)!r} is not empty and is not a run of these settings; choose a new --out folder."
@@ -281,23 +290,22 @@ def patched_sizes(mapping: LayerMapping) -> list[int]:
     return sorted({k for k in (round(n / 3), round(2 * n / 3)) if 0 < k < n})
 
 
-def _patched_val_ppl(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
-                     val_blocks: torch.Tensor, batch_size: int, fsdp: bool) -> dict[str, float]:
-    """``{"val_ppl_k<k>": perplexity}`` of the student patched last-to-first at :func:`patched_sizes`,
-    built zero-copy from the student being trained (not with a sharded student, nor when teacher
-    and student weights differ in dtype)."""
-    if teacher is None or mapping is None or fsdp:
-        return {}
-    student = acc.unwrap_model(model)
-    if next(student.parameters()).dtype != next(teacher.parameters()).dtype:
-        return {}
-    pair = BoomerangPair(teacher, student, mapping)
-    out = {}
+def _validate(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
+              val_blocks: torch.Tensor, batch_size: int, fsdp: bool, step: int, tokens: int,
+              ) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Validation of the student in training: ``({"val_ppl": ..., "val_ppl_k<k>": ...}, curve)``.
+
+    ``val_ppl`` is the student's perplexity; with a teacher, the whole last-to-first curve is
+    measured too (see :mod:`.curves`: its line of ``curves.jsonl``, and the patched sizes of
+    :func:`patched_sizes` as ``val_ppl_k<k>``). Not with a sharded student (no whole copy)."""
     with acc.autocast():
-        for k in patched_sizes(mapping):
-            out[f"val_ppl_k{k}"] = perplexity(pair.build(order="last-to-first", k=k), val_blocks,
-                                               batch_size=batch_size).perplexity
-    return out
+        out = {"val_ppl": perplexity(model, val_blocks, batch_size=batch_size).perplexity}
+    if teacher is None or mapping is None or fsdp:
+        return out, None
+    pair = eval_pair(teacher, acc.unwrap_model(model), mapping)
+    per_k = sequential_perplexities(pair, val_blocks, "last-to-first", batch_size)
+    out.update({f"val_ppl_k{k}": per_k[k] for k in patched_sizes(mapping)})
+    return out, curve_record(pair, per_k, step, tokens)
 
 
 def _load_newest_checkpoint(acc: Accelerator, out: Path, blocks_of: list[list[int]],
@@ -448,17 +456,26 @@ def _train(
         elapsed_before = float(state.get("elapsed_s", 0.0))
         if acc.is_main_process:
             trim_log(log_path, step)
+            trim_curves(out, step)
     elif acc.is_main_process:
         # A fresh run: a log left by a run killed before its first checkpoint starts over.
         out.mkdir(parents=True, exist_ok=True)
-        if log_path.exists():
-            log_path.unlink()
+        for stale in (log_path, out / CURVES_FILE):
+            if stale.exists():
+                stale.unlink()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):  # saves cut short by a kill
             shutil.rmtree(stale, ignore_errors=True)
         atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     trackers.start(acc, config)
+    if val_blocks is not None and step == 0 and teacher is not None and mapping is not None and not fsdp \
+            and acc.is_main_process:
+        # Where the boomerang starts: the student as initialised, and the pruned teacher.
+        pair = eval_pair(teacher, acc.unwrap_model(model), mapping)
+        append_curve(out, pruning_record(pair, val_blocks, config.batch_size))
+        append_curve(out, curve_record(pair, sequential_perplexities(pair, val_blocks, "last-to-first",
+                                                                     config.batch_size), 0, 0))
     acc.wait_for_everyone()
 
     def save_checkpoint(at_step: int, elapsed: float) -> Path:
@@ -528,9 +545,10 @@ def _train(
 
             val_ppl: dict[str, float] = {}
             if val_blocks is not None and (step % config.eval_every == 0 or step == config.steps):
-                with acc.autocast():
-                    val_ppl["val_ppl"] = perplexity(model, val_blocks, batch_size=config.batch_size).perplexity
-                val_ppl.update(_patched_val_ppl(acc, model, teacher, mapping, val_blocks, config.batch_size, fsdp))
+                val_ppl, curve = _validate(acc, model, teacher, mapping, val_blocks, config.batch_size, fsdp,
+                                           step, tokens_seen)
+                if curve is not None and acc.is_main_process:
+                    append_curve(out, curve)
             if step % config.log_every == 0 or step == config.steps or val_ppl:
                 vals = {k: acc.reduce(v.reshape(1), "mean").item() for k, v in logged.items()}
                 last_losses = vals

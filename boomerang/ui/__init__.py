@@ -10,6 +10,7 @@ from ..eval import latency_ms_per_token, stream_generate
 from ..orders import needs_calibration
 from ..paths import runs_dir
 from ..threads import configure_threads
+from ..train.curves import read_curves
 from ..recipes.smollm2 import report_figure as smollm2_report_figure
 from ..zoo import demo_student_dirs, distilled_smollm2_student, shipped_smollm2_report, smollm2_available
 from . import present, query, tour
@@ -74,7 +75,7 @@ __all__ = [
     "discover_pairs", "evaluate_point", "export_patched", "latency_ms_per_token", "latency_profile",
     "layer_labels", "load_eval_blocks", "log_is_live", "mapping_cells", "mean_ratio_at_intermediate_sizes",
     "needs_calibration", "normalize_sweep", "order_caption", "order_sets", "pair_summary", "perplexity",
-    "read_log", "release_memory", "run_status", "runs_dir", "shipped_smollm2_report", "similarity_tables",
+    "read_curves", "read_log", "release_memory", "run_status", "runs_dir", "shipped_smollm2_report", "similarity_tables",
     "single_layer_gains", "smollm2_report_figure",
     "size_of", "distilled_smollm2_student", "smollm2_available", "smollm2_build_job", "start_smollm2_build",
     "smollm2_converted", "smollm2_student_info", "spec_fingerprint", "start_training", "stream_generate", "strip_cells",
