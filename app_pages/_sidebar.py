@@ -47,8 +47,8 @@ Parse = Callable[[str | None], ui.Parsed]
 
 
 def warn(message: str) -> None:
-    """Show a refused input (its message quotes the value) above the page."""
-    st.warning(message, icon=":material/warning:")
+    """Show a refused input (its message quotes the value) above the page, as literal text."""
+    st.warning(ui.present.literal(message), icon=":material/warning:")
 
 
 def url_default(key: str, default: Any, parse: Parse | None = None) -> Any:
@@ -146,11 +146,13 @@ def computed(key: tuple, label: str, fn: Callable[[Progress], Any]) -> Any:
 
 def show_error(e: Exception) -> None:
     """One sentence the user can act on."""
+    # Messages quote user input (paths, URL values): shown as literal text, never as Markdown.
     if isinstance(e, BoomerangError):
-        st.error(str(e), icon=":material/error:")
+        st.error(ui.present.literal(str(e)), icon=":material/error:")
     else:
-        st.error(f"Something went wrong: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-                 "Try another pair or smaller settings; if it persists, report it with this message.",
+        first = str(e).splitlines()[0] if str(e) else ""
+        st.error(ui.present.literal(f"Something went wrong: {type(e).__name__}: {first}. Try another pair or "
+                                    "smaller settings; if it persists, report it with this message."),
                  icon=":material/error:")
 
 
@@ -233,19 +235,19 @@ def sidebar() -> Context:
             st.session_state["device"] = devs[0]
         ctx.device = st.selectbox("Device", devs, key="device")
 
+        # Bound before the (collapsed) expander, so that a refused URL value is warned about where
+        # it can be seen without a click.
+        bind("data", DEFAULT_DATA, lambda raw: ui.query.check_local_ref("?data", raw, DEFAULT_DATA, hub="dataset"))
+        bind("split", "validation", lambda raw: ui.query.parse_choice("?split", raw, SPLITS, "validation"))
+        bind("seq_len", 128, lambda raw: ui.query.parse_int("?seq_len", raw, 128, *SEQ_LEN_RANGE))
+        bind("blocks", 16, lambda raw: ui.query.parse_int("?blocks", raw, 16, *BLOCKS_RANGE))
         with st.expander(":material/dataset: Evaluation data", expanded=False):
-            bind("data", DEFAULT_DATA, lambda raw: ui.query.check_local_ref("?data", raw, DEFAULT_DATA,
-                                                                            hub="dataset"))
             typed = st.text_input("Text source", key="data",
                                   help="'demo' (the bundled corpus), a .txt file or folder under the runs "
                                        "folder, or a Hugging Face dataset id ('name' or 'name:config').")
-            bind("split", "validation",
-                 lambda raw: ui.query.parse_choice("?split", raw, SPLITS, "validation"))
             ctx.split = st.selectbox("Split", SPLITS, key="split")
             c1, c2 = st.columns(2)
-            bind("seq_len", 128, lambda raw: ui.query.parse_int("?seq_len", raw, 128, *SEQ_LEN_RANGE))
             ctx.seq_len = int(c1.number_input("Tokens per block", *SEQ_LEN_RANGE, step=16, key="seq_len"))
-            bind("blocks", 16, lambda raw: ui.query.parse_int("?blocks", raw, 16, *BLOCKS_RANGE))
             ctx.n_blocks = int(c2.number_input("Blocks", *BLOCKS_RANGE, key="blocks"))
         st.checkbox("Allow paths outside the runs folder", key="allow_outside",
                     help=f"Off: typed folders and text files must lie under the runs folder ({ui.runs_dir()}) "
@@ -299,7 +301,7 @@ def sidebar() -> Context:
                        f"({s['student_params'] / 1e6:.2f} M) → teacher {s['teacher_layers']} layers "
                        f"({s['teacher_params'] / 1e6:.2f} M)")
         elif ctx.error:
-            st.error(ctx.error, icon=":material/error:")
+            st.error(ui.present.literal(ctx.error), icon=":material/error:")
         if spec.kind == "smollm2":
             _smollm2_box(ctx)
     return ctx
@@ -321,14 +323,14 @@ def _smollm2_box(ctx: Context) -> None:
             job.stop()
         return
     if job is not None and job.state in ("failed", "done", "stopped"):
-        (st.error if job.state == "failed" else st.success)(job.message)
+        (st.error if job.state == "failed" else st.success)(ui.present.literal(job.message))
     st.caption("The distilled SmolLM2 student is not built yet: block-local distillation, under an "
                "hour on 2 CPU cores (`python -m boomerang smollm2 build` does the same).")
     if st.button("Build the distilled student", key="smollm2_build", icon=":material/model_training:"):
         try:
             ui.start_smollm2_build()
         except BoomerangError as e:
-            st.error(str(e))
+            st.error(ui.present.literal(str(e)))
         st.rerun()
 
 

@@ -138,7 +138,7 @@ export_sig = (ctx.pair_key, tuple(sorted(patched)))
 if c2.button("Export", type="primary", width="stretch"):
     target = ui.query.check_export_dir(out_dir, allow_outside=outside)
     if target.message:
-        st.error(target.message, icon=":material/block:")
+        st.error(ui.present.literal(target.message), icon=":material/block:")
     else:
         try:
             with st.spinner("Writing safetensors…"):

@@ -122,7 +122,7 @@ def live(out: str) -> None:
             job.stop()
             st.toast("Stopping after this step…")
     elif job is not None and job.state == "failed":
-        st.error(job.message, icon=":material/error:")
+        st.error(ui.present.literal(job.message), icon=":material/error:")
     elif status["student"] is not None:
         st.success(f"Finished: student saved to `{status['student']}`. Pick it in the sidebar.",
                    icon=":material/check_circle:")

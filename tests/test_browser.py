@@ -183,3 +183,54 @@ def test_nothing_is_cut_off_at_common_widths(server, width):
             assert cut == [], (width, path or "interpolate", cut)
             if path == "compare":
                 assert sorted(bu.chips(page, at_least=len(every))) == sorted(every), bu.chips(page)
+
+
+CURVE_TITLE_JS = f"""() => {{
+    for (const gd of ({bu.PLOTS_JS})()) {{
+        const t = gd.layout && gd.layout.title && gd.layout.title.text;
+        if (t && t.startsWith('last-to-first, step')) return t;
+    }}
+    return null;
+}}"""
+
+
+def _curve_step(page) -> int | None:
+    title = page.evaluate(CURVE_TITLE_JS)
+    return None if title is None else int(title.split("step ")[1].split(" ")[0].replace(",", ""))
+
+
+def test_the_interpolation_curve_forms_live_while_training_in_chromium(server):
+    url, student, text = server
+    with bu.browser() as page:
+        page.goto(bu.url_for(url, "train", pair="folders", student=student, data=text, blocks="4", seq_len="32"))
+        bu.wait_idle(page)
+        page.get_by_label("Validation every (steps, 0: never)", exact=True).fill("5")
+        bu.start_training(page, "live-curve", 40)
+        # The curve of the student as initialised appears, then newer ones while the run trains.
+        page.wait_for_function(f"() => ({CURVE_TITLE_JS})() !== null", timeout=240_000)
+        first = _curve_step(page)
+        page.wait_for_function(f"(s) => {{ const t = ({CURVE_TITLE_JS})(); return t && !t.startsWith('last-to-first, step ' + s + ' '); }}",
+                               arg=str(first), timeout=240_000)
+        assert _curve_step(page) > first
+        page.wait_for_function("() => document.body.innerText.includes('Finished: student saved')", timeout=240_000)
+        bu.settle(page)
+        assert _curve_step(page) == 40
+        # Replay: the slider goes back to step 0, where the curve is the undistilled student's.
+        bu.slider_input(page).focus()
+        bu.slider_input(page).press("Home")
+        page.wait_for_function(f"() => ({CURVE_TITLE_JS})() && ({CURVE_TITLE_JS})().startsWith('last-to-first, step 0 ')",
+                               timeout=60_000)
+
+
+def test_a_shared_link_cannot_put_links_or_images_into_the_page_in_chromium(server):
+    url, student, text = server
+    with bu.browser() as page:
+        page.goto(bu.url_for(url, "", pair="folders", student=student, data=text, seq_len="32",
+                             order="[text](https://example.com)", blocks="![x](https://example.com/p.png)"))
+        bu.settle(page)
+        alerts = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stAlert"]')]
+            .map(a => a.innerText.trim())""")  # the page's and the sidebar's
+        assert any("Ignored ?order='[text](https://example.com)'" in a for a in alerts), alerts
+        assert any("Ignored ?blocks='![x](https://example.com/p.png)'" in a for a in alerts), alerts
+        assert page.locator('a[href*="example.com"]').count() == 0
+        assert page.locator('img[src*="example.com"]').count() == 0

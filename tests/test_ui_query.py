@@ -20,6 +20,10 @@ def runs(tmp_path, monkeypatch):
 def test_numbers_and_choices_name_the_refused_value():
     assert query.parse_int("?seq_len", "256", 128, 16, 4096).value == 256
     assert query.parse_int("?seq_len", "1,024", 128, 16, 4096).value == 1024
+    for misplaced in ("1,6", "12,34,567", "1,0245", "1__000"):  # separators only between groups of three
+        wrong = query.parse_int("?seq_len", misplaced, 128, 16, 4096)
+        assert wrong.value == 128 and wrong.message == f"Ignored ?seq_len='{misplaced}': not a whole number; using 128."
+    assert query.parse_int("?seq_len", "1_024", 128, 16, 4096).value == 1024
     bad = query.parse_int("?seq_len", "100000", 128, 16, 4096)
     assert bad.value == 128 and bad.message == ("Ignored ?seq_len='100000': must be between 16 and 4,096; "
                                                 "using 128.")

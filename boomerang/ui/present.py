@@ -90,3 +90,14 @@ def student_is_distilled(student_dir: str | None) -> bool:
         return bool(json.loads(meta.read_text()).get("distilled", True))
     except (OSError, ValueError):
         return True
+
+
+#: Characters that Markdown (CommonMark, GFM, Streamlit's math and emoji shortcodes) gives a meaning.
+_MARKDOWN = set("\\`*_{}[]()#+-.!|<>~:$&")
+
+
+def literal(text: str) -> str:
+    """``text`` escaped so that Streamlit's Markdown shows it as it is: a user-supplied value in a
+    message (``[x](https://...)``, ``![img](...)``, a bare URL) is never a link, an image or
+    formatting, whoever wrote the link that put it there."""
+    return "".join("\\" + c if c in _MARKDOWN else c for c in str(text))

@@ -21,6 +21,8 @@ from ..paths import demo_assets_dir, runs_dir
 
 #: ``org/name`` (a hub repository id): no leading dot, no ``..`` part, one slash.
 _HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+#: A whole number, optionally signed, with thousands separators (``,`` or ``_``) only between groups of 3.
+_WHOLE = re.compile(r"[+-]?(\d{1,3}([,_]\d{3})+|\d+)")
 #: A hub dataset id: ``name``, ``org/name``, optionally ``:config``.
 _HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?(:[\w.-]+)?$")
 
@@ -51,14 +53,14 @@ def refused(name: str, raw: str, why: str, default: Any, shown: str | None = Non
 
 
 def parse_int(name: str, raw: str | None, default: int, lo: int, hi: int) -> Parsed:
-    """A whole number in ``[lo, hi]`` (thousands separators allowed), else ``default`` with a message."""
+    """A whole number in ``[lo, hi]`` (thousands separators allowed where they belong: ``1,024``,
+    not ``1,6``), else ``default`` with a message."""
     if raw is None or str(raw).strip() == "":
         return Parsed(default)
-    text = str(raw).strip().replace(",", "").replace("_", "")
-    try:
-        value = int(text)
-    except ValueError:
+    text = str(raw).strip()
+    if not _WHOLE.fullmatch(text):
         return refused(name, raw, "not a whole number", default)
+    value = int(text.replace(",", "").replace("_", ""))
     if not lo <= value <= hi:
         return refused(name, raw, f"must be between {lo:,} and {hi:,}", default)
     return Parsed(value)
