@@ -714,6 +714,21 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(synth, tmp_pat
     assert (got / "model.safetensors").read_bytes() == ref_w  # same final student as the uninterrupted run
 
 
+def test_a_torn_state_file_falls_back_to_the_checkpoint_before(synth, tmp_path, caplog):
+    base = dict(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=4, seq_len=16, batch_size=2,
+                save_every=1, warmup=1, log_every=1, keep_checkpoints=3)
+    ref = distill(DistillConfig(**base), blocks=synth["train"])
+    out2 = tmp_path / "r2"
+    distill(DistillConfig(**{**base, "out": str(out2)}), blocks=synth["train"],
+            should_stop=lambda: len(list((out2 / "checkpoints").glob("step-*"))) >= 3)
+    state = sorted((out2 / "checkpoints").glob("step-*"))[-1] / "trainer_state.json"
+    state.write_text(state.read_text()[:9])  # torn JSON
+    with caplog.at_level("WARNING"):
+        got = distill(DistillConfig(**{**base, "out": str(out2)}, resume=True), blocks=synth["train"])
+    assert "trainer_state.json" in caplog.text and "resuming from" in caplog.text
+    assert (got / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+
+
 def test_validation_during_distillation_watches_the_student_and_patched_sizes(synth, tmp_path):
     """--eval-every logs the student's validation perplexity and that of a few last-to-first sizes,
     equal to measuring the saved student's patched models afterwards."""

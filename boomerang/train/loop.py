@@ -319,7 +319,14 @@ def _load_newest_checkpoint(acc: Accelerator, out: Path, blocks_of: list[list[in
     if not found:
         return None, None
     for _, ckpt in reversed(found):
-        state = json.loads((ckpt / STATE_FILE).read_text())
+        try:
+            state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+                raise ValueError("no step recorded")
+        except (OSError, ValueError) as e:  # torn by a kill or a full disk: try the one before
+            log.warning("checkpoint %s cannot be read (its %s: %s); trying the one before it",
+                        ckpt, STATE_FILE, str(e).split("\n")[0][:200])
+            continue
         saved_batch = state.get("global_batch")
         if saved_batch is not None and saved_batch != global_batch:
             raise BoomerangError(
