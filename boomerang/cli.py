@@ -274,6 +274,8 @@ def _similarity_args(p: argparse.ArgumentParser) -> None:
 def _similarity(args: argparse.Namespace) -> int:
     out = _output_file(args.out)
     blocks_out = _output_file(args.blocks_out) if args.blocks_out else None
+    if blocks_out is not None and blocks_out.resolve() == out.resolve():
+        raise BoomerangError(f"--out and --blocks-out name the same file ({args.out}); give two files.")
     pair = pair_from_args(args)
     calib = _calib_from_args(pair, args)
     sim = similarity_matrix(pair, calib)
@@ -306,8 +308,12 @@ def _paper_eval_args(p: argparse.ArgumentParser) -> None:
          _paper_eval_args)
 def _paper_eval(args: argparse.Namespace) -> int:
     limit = args.limit
-    if limit is not None and (not limit > 0 or (limit >= 1 and limit != int(limit))):
+    if limit is not None and (not 0 < limit < math.inf or (limit >= 1 and limit != int(limit))):
         raise BoomerangError(f"--limit must be a whole number of examples or a fraction below 1, not {limit:g}.")
+    if args.batch_size < 1:
+        raise BoomerangError(f"--batch-size must be at least 1, not {args.batch_size}.")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise BoomerangError(f"--out {args.out} is a file; give a folder for the result files.")
     limit = int(limit) if limit is not None and limit >= 1 else limit
     sizes = parse_layers(args.k) if args.k else None
     progress, close = tqdm_progress("paper-eval")

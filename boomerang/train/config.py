@@ -166,9 +166,16 @@ class RunConfig:
     def from_file(cls, path: str | os.PathLike) -> Self:
         """Read a JSON or YAML config file (a flat mapping of field names to values)."""
         p = Path(path)
+        if p.is_dir():
+            raise BoomerangError(f"Config file {str(p)!r} is a folder; give a JSON or YAML file.")
+        if p.exists() and not p.is_file():
+            raise BoomerangError(f"Config file {str(p)!r} is not a regular file (a pipe or device); give a JSON or YAML file.")
         if not p.is_file():
             raise BoomerangError(f"Config file {str(p)!r} does not exist.")
-        text = p.read_text(encoding="utf-8")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BoomerangError(f"Config file {str(p)!r} is not UTF-8 text.") from None
         try:
             if p.suffix.lower() in (".yaml", ".yml"):
                 d = yaml.safe_load(text)
