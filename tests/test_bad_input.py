@@ -138,6 +138,9 @@ def test_api_bad_input(case, places, demo_pair, tmp_path, monkeypatch):
         "load_pair": lambda: bm.load_pair(**kw),
         "DistillConfig.from_dict": lambda: bm.DistillConfig.from_dict(kw["d"]),
         "DistillConfig.validate": lambda: bm.DistillConfig(**kw).validate(),
+        "LayerMapping.from_rule": lambda: bm.LayerMapping.from_rule(**kw),
+        "LayerMapping.from_kept": lambda: bm.LayerMapping.from_kept(**kw),
+        "LayerMapping": lambda: bm.LayerMapping(**kw),
     }
     with pytest.raises(BoomerangError) as info:
         calls[case["call"]]()

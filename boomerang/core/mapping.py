@@ -26,6 +26,15 @@ from ..errors import BoomerangError
 FORMAT_VERSION = 1
 
 
+def whole_number(value: Any, what: str) -> int:
+    """``value`` as an int when it is a whole number (an int or anything with ``__index__``,
+    such as a numpy integer); a bool, a fraction or text is refused in one sentence naming
+    ``what``, never truncated."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise BoomerangError(f"{what} must be a whole number, not {value!r}.")
+    return int(value.__index__())
+
+
 @dataclass(frozen=True)
 class LayerMapping:
     """Student layer ``i`` <-> contiguous teacher block ``blocks[i]``."""
@@ -33,7 +42,10 @@ class LayerMapping:
     blocks: tuple[tuple[int, ...], ...]
 
     def __post_init__(self) -> None:
-        blocks = tuple(tuple(int(t) for t in b) for b in self.blocks)
+        if isinstance(self.blocks, (str, bytes)) or not isinstance(self.blocks, Iterable) or any(
+                isinstance(b, (str, bytes)) or not isinstance(b, Iterable) for b in self.blocks):
+            raise BoomerangError(f"Blocks must be a list of lists of teacher layers, not {self.blocks!r}.")
+        blocks = tuple(tuple(whole_number(t, "Each teacher layer of a block") for t in b) for b in self.blocks)
         object.__setattr__(self, "blocks", blocks)
         if not blocks:
             raise BoomerangError("A layer mapping needs at least one student layer.")
@@ -63,7 +75,9 @@ class LayerMapping:
         reference code's variant, which differs when the middle leaves two or more layers over,
         is :meth:`from_reference_rule`.
         """
-        n, first, last = int(num_teacher_layers), int(keep_first), int(keep_last)
+        n, first, last = (whole_number(num_teacher_layers, "num_teacher_layers"),
+                          whole_number(keep_first, "keep_first"), whole_number(keep_last, "keep_last"))
+        every = whole_number(every, "every")
         if n < 1:
             raise BoomerangError(f"The teacher must have at least one layer, not {n}.")
         if every < 1:
@@ -97,8 +111,9 @@ class LayerMapping:
         ``every``), while the reference's trainer, given ``m`` leftover layers, aligns the
         student's hidden states after them with teacher states ``m`` layers too deep.
         """
-        n, f, e, last = (int(num_teacher_layers), int(first_layers_to_keep), int(every),
-                         int(last_layers_to_keep))
+        n, f, e, last = (whole_number(num_teacher_layers, "num_teacher_layers"),
+                         whole_number(first_layers_to_keep, "first_layers_to_keep"), whole_number(every, "every"),
+                         whole_number(last_layers_to_keep, "last_layers_to_keep"))
         if n < 1:
             raise BoomerangError(f"The teacher must have at least one layer, not {n}.")
         if e < 1:
@@ -118,8 +133,10 @@ class LayerMapping:
     @classmethod
     def from_kept(cls, kept: Sequence[int], num_teacher_layers: int) -> "LayerMapping":
         """A mapping from the teacher layers the student was copied from (sorted, starting at 0)."""
-        kept = [int(k) for k in kept]
-        n = int(num_teacher_layers)
+        if isinstance(kept, (str, bytes)) or not isinstance(kept, Iterable):
+            raise BoomerangError(f"The kept teacher layers must be a list of layer numbers, not {kept!r}.")
+        kept = [whole_number(k, "Each kept teacher layer") for k in kept]
+        n = whole_number(num_teacher_layers, "num_teacher_layers")
         if not kept or kept[0] != 0:
             raise BoomerangError(
                 "The kept teacher layers must start at layer 0 so that every teacher layer belongs "
