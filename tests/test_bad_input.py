@@ -70,6 +70,22 @@ def places(tmp_path_factory) -> dict[str, str]:
     data = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(data[: len(data) // 2])
     out["student_truncated"] = str(d)
+    d = _student_copy(root, "nan")
+    w = weights(d)
+    w[TENSOR][0, 0] = float("nan")
+    save_file(w, str(d / "model.safetensors"))
+    out["student_nan"] = str(d)
+    d = _student_copy(root, "int8")
+    w = weights(d)
+    w[TENSOR] = w[TENSOR].round().to(torch.int8)
+    save_file(w, str(d / "model.safetensors"))
+    out["student_int8"] = str(d)
+    d = _student_copy(root, "rope")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_theta"] = 1e6 if cfg.get("rope_theta") != 1e6 else 1e4
+    cfg.pop("rope_parameters", None)
+    (d / "config.json").write_text(json.dumps(cfg))
+    out["student_other_rope"] = str(d)
     out["_root"] = str(root)
     return out
 

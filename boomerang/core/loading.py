@@ -64,6 +64,10 @@ def _looks_like_hub_id(ref: str) -> bool:
             and not p.parent.is_dir())
 
 
+#: safetensors dtypes of weights that load as what they are (others would be cast silently).
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+
+
 def check_checkpoint(path: str | os.PathLike) -> Path:
     """Check a local model folder: it exists, has a config, and its safetensors are intact."""
     p = Path(path)
@@ -87,6 +91,11 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
             header = json.loads(fh.read(header_len))
         data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
                        default=0)
+        for key, v in header.items():
+            if key.endswith(".weight") and isinstance(v, dict) and v.get("dtype") not in FLOAT_DTYPES:
+                raise CheckpointError(
+                    f"{f} stores '{key}' as {v.get('dtype')}; only floating-point weights are loaded "
+                    "(an integer or quantised tensor would be cast to float without a word).")
         if f.stat().st_size < 8 + header_len + data_end:
             raise CheckpointError(
                 f"{f} is truncated: {f.stat().st_size} bytes, but its header needs "
@@ -136,6 +145,14 @@ def _check_loading_info(ref: str, info: dict) -> None:
             )
 
 
+def _check_finite(ref: str, model: torch.nn.Module) -> None:
+    """Refuse weights holding NaN or inf: every number computed from them would be meaningless."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise CheckpointError(f"The checkpoint '{ref}' has NaN or infinite values in '{name}'; "
+                                  "its weights are damaged, so it is refused.")
+
+
 def load_model(
     ref: str | os.PathLike,
     *,
@@ -160,6 +177,7 @@ def load_model(
             _check_shapes(Path(ref_s), trust_remote_code)
         raise CheckpointError(f"Could not load a causal LM from '{ref_s}': {e}".split("\n")[0]) from None
     _check_loading_info(ref_s, info)
+    _check_finite(ref_s, model)
     model.to(device).eval()
     tokenizer = None
     if with_tokenizer:

@@ -44,6 +44,15 @@ from .mapping import LayerMapping
 
 #: The orders that follow from the mapping alone (no data): patch from the top or the bottom.
 SEQUENTIAL_ORDERS = ("last-to-first", "first-to-last")
+#: Config fields (besides the sizes) that change what a layer, the embedding or the head computes:
+#: teacher and student must agree on each, or ``build(patched=[])`` would not be the student.
+COMPUTING_FIELDS = (
+    "head_dim", "hidden_act", "activation_function", "rope_theta", "rope_scaling", "rope_parameters",
+    "partial_rotary_factor", "rotary_pct", "rotary_emb_base", "rms_norm_eps", "layer_norm_eps",
+    "layer_norm_epsilon", "attention_bias", "mlp_bias", "use_parallel_residual", "sliding_window",
+    "final_logit_softcapping", "attn_logit_softcapping", "query_pre_attn_scalar", "scale_attn_weights",
+    "n_inner", "embedding_multiplier", "logits_scaling", "residual_multiplier", "attention_multiplier",
+)
 
 #: ``resolver(pair, order, calib_ids) -> [P_0, ..., P_n]``: how ``build(order=...)`` finds the
 #: patched sets of any registered order. :mod:`boomerang.orders` installs its registry here, so
@@ -185,6 +194,12 @@ class BoomerangPair:
             )
         if find_parts(s) != find_parts(t):
             raise IncompatiblePairError("The teacher's and the student's module trees differ.")
+        for key in COMPUTING_FIELDS:
+            a, b = getattr(tc, key, None), getattr(sc, key, None)
+            if a != b:
+                raise IncompatiblePairError(
+                    f"The teacher's {key} is {a!r} but the student's {b!r}: their layers compute "
+                    "differently, so a patched model would be neither.")
 
     # ---- views --------------------------------------------------------------------------
 
