@@ -172,3 +172,18 @@ def test_integers_of_any_kind_are_accepted(demo_pair):
     assert demo_pair.build(patched=[np.int64(1), torch.tensor(2)]).boomerang_patched == want
     assert demo_pair.build(patched=torch.tensor([2, 1])).boomerang_patched == want
     assert demo_pair.build(order="last-to-first", k=np.int32(2)).boomerang_patched == (5, 6)
+
+
+def test_save_student_never_empties_a_folder_that_is_not_a_student(demo_pair, tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(BoomerangError, match="holds files but no student"):
+        bm.save_student(demo_pair.student, demo_pair.mapping, keep)
+    assert [p.name for p in keep.iterdir()] == ["notes.txt"] and (keep / "notes.txt").read_text() == "mine"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BoomerangError, match="is a file"):
+        bm.save_student(demo_pair.student, demo_pair.mapping, tmp_path / "afile")
+    again = bm.save_student(demo_pair.student, demo_pair.mapping, tmp_path / "s")
+    bm.save_student(demo_pair.student, demo_pair.mapping, again)  # a student is replaced
+    assert (again / "student_config.json").is_file()

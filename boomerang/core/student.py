@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from ..errors import IncompatiblePairError
+from ..errors import BoomerangError, IncompatiblePairError
 from ..io import atomic_dir
 from .arch import config_for_layers, find_parts, num_layers
 from .mapping import LayerMapping
@@ -81,7 +81,8 @@ def save_student(
 
     ``teacher`` (a path or hub id) is recorded so that ``load_pair(student=dir)`` can find the
     teacher by itself. The directory is written next to its destination and renamed into
-    place, so an interrupted save never leaves a half-written student.
+    place, so an interrupted save never leaves a half-written student. An existing student there
+    is replaced; a folder holding anything else is refused, never emptied.
     """
     if mapping.num_student_layers != num_layers(student):
         raise IncompatiblePairError(
@@ -89,6 +90,11 @@ def save_student(
             f"{num_layers(student)}."
         )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BoomerangError(f"{str(out)!r} is a file; give a folder for the student.")
+    if out.is_dir() and any(out.iterdir()) and not (out / STUDENT_CONFIG).is_file():
+        raise BoomerangError(f"{str(out)!r} holds files but no student (no {STUDENT_CONFIG}); saving would "
+                             "replace them: choose an empty or new folder.")
     with atomic_dir(out) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
