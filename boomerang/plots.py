@@ -31,6 +31,7 @@ ORDER_COLORS = {
     "shortest-path": "#B279A2",
     "naive-pruning": "#9D755D",
     "block-influence": "#BAB0AC",
+    "angular": "#FF9DA6",
     "custom": "#EECA3B",
 }
 EXTRA_COLORS = ["#4C78A8", "#E45756", "#9D755D", "#72B7B2", "#54A24B", "#B279A2", "#FF9DA6"]
@@ -88,6 +89,7 @@ ORDER_STYLES = {
     "shortest-path": ("x", "dashdot"),
     "naive-pruning": ("circle-open", "dot"),
     "block-influence": ("square-open", "dot"),
+    "angular": ("diamond-open", "dot"),
     "custom": ("star-triangle-up", "longdash"),
 }
 

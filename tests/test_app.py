@@ -526,9 +526,16 @@ def test_real_model_lesson_quotes_its_report():
     assert "teacher's perplexity is **20.00** and the student's **40.00** (2.00× the teacher's)" in p[0]
     # Half-way between 3 and 6 layers: 4 and 5 are as close; the smaller is quoted.
     assert "at **4 layers**, patching last-to-first gives **35.00** and first-to-last **38.00**" in p[1]
-    assert "**700.00** (naive pruning) and **30.00** (block-influence pruning): the better of the two is 0.9×" in p[1]
-    assert "Last-to-first beats both pruning baselines at 1 of the 2 intermediate sizes." in p[1]
-    assert "First-to-last beats both pruning baselines at 1 of the 2 intermediate sizes." in p[1]
+    assert "**700.00** (naive pruning) and **30.00** (block-influence pruning): the best of them is 0.9×" in p[1]
+    assert "Last-to-first beats every pruning baseline at 1 of the 2 intermediate sizes." in p[1]
+    assert "First-to-last beats every pruning baseline at 1 of the 2 intermediate sizes." in p[1]
+    rows[1]["angular"], rows[2]["angular"] = 36.0, 40.0  # a third baseline, where the report has one
+    p = dash.tour.real_model_lesson(rep)
+    assert "**700.00** (naive pruning), **30.00** (block-influence pruning) and **36.00** (angular-distance " \
+           "pruning): the best of them is 0.9×" in p[1]
+    assert "Last-to-first beats every pruning baseline at 1 of the 2" in p[1]
+    del rows[1]["angular"], rows[2]["angular"]
+    p = dash.tour.real_model_lesson(rep)
     assert p[2] == ("The two orders: last-to-first is better at 1 of the 2 intermediate sizes and first-to-last at 1; "
                     "last-to-first gets worse from 4 to 5 layers (+2.9%), and first-to-last never gets more "
                     "than 1% worse as a teacher block is added.")

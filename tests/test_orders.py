@@ -220,3 +220,32 @@ def test_build_reuses_a_searched_order_for_the_same_calibration_data(pair, calib
     fresh.build(order="klpatch", k=1, calib_ids=calib.clone())  # equal data: no new search
     fresh.build(order="klpatch", k=1, calib_ids=calib[:, :-1])  # other data: a new search
     assert searches == ["klpatch", "klpatch"]
+
+
+def test_angular_pruning_drops_the_run_a_hand_computation_picks(pair, calib):
+    """Gromov et al.: for n layers to drop, the start l (l + n <= N - 1) minimising the mean over
+    sequences of arccos(cos(x_l, x_{l+n})) / pi at the last position, x_i the input of layer i."""
+    import math
+
+    N = pair.mapping.num_teacher_layers
+    with torch.no_grad():
+        hs = pair.teacher(calib, output_hidden_states=True).hidden_states  # hs[i]: input of layer i (i < N)
+    last = [[h[b, -1].double().tolist() for b in range(calib.shape[0])] for h in hs[:N]]
+
+    def dist(i: int, j: int) -> float:
+        total = 0.0
+        for u, v in zip(last[i], last[j]):
+            dot = sum(a * b for a, b in zip(u, v))
+            cos = dot / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
+            total += math.acos(max(-1.0, min(1.0, cos))) / math.pi
+        return total / len(last[i])
+
+    got = od.pruning_order(pair, "angular", calib, sizes=range(1, N + 1))
+    assert got[N] == list(range(N))
+    for L in range(1, N):
+        n = N - L
+        l_best = min(range(N - n), key=lambda l: (dist(l, l + n), l))  # noqa: E741
+        assert got[L] == [t for t in range(N) if not l_best <= t < l_best + n], L
+        assert N - 1 in got[L]  # the last layer stays
+    with pytest.raises(BoomerangError, match="calibration"):
+        od.pruning_order(pair, "angular", None)

@@ -32,7 +32,9 @@ def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp
     assert rep["rows"][0]["last_to_first"] == rep["student"] and rep["rows"][-1]["first_to_last"] == rep["teacher"]
     assert rep["rows"][-1]["naive_pruning"] == pytest.approx(rep["teacher"], rel=1e-6)  # nothing pruned
     assert rep["blocks"] == 2 and rep["split"] == "test" and set(rep["checks"]) >= {"student_within_2.5x"}
-    assert [r["layers"] for r in rep["block_influence"]] == list(range(n, N + 1))
+    assert [r["layers"] for r in rep["block_influence"]] == [r["layers"] for r in rep["angular"]] == list(range(n, N + 1))
+    assert rep["rows"][-1]["angular"] == pytest.approx(rep["teacher"], rel=1e-6)  # nothing dropped
+    assert all(r["angular"] > 0 for r in rep["rows"])
     for r in rep["rows"]:  # every size of both orders, 3 items of each task, with its interval
         for order in ("last_to_first", "first_to_last"):
             for task in ("demo_cloze", "bbc_news"):

@@ -95,7 +95,7 @@ def _order_rows(
     """``order``, ``k``, ``patched``, ``layers``, ``params``, ``kept`` for each size of ``order``."""
     rows = []
     if order in BASELINES:
-        method = "naive" if order == "naive-pruning" else "block-influence"
+        method = "naive" if order == "naive-pruning" else order  # the other baselines share their method's name
         n = pair.num_student_layers
         for layers, keep in pruning_order(pair, method, calib_ids=calib_ids).items():
             rows.append(dict(order=order, k=layers - n, patched="", layers=layers,

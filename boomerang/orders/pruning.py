@@ -4,7 +4,8 @@ A fair comparison for an interpolated model of ``L`` layers is the teacher prune
 layers with no training: :func:`prune_teacher` builds it (zero-copy), :func:`pruning_order` says
 which layers each size keeps (``naive``: drop the layers the student dropped, re-adding them
 last-to-first; ``block-influence``: drop the layers whose output is most similar to their input,
-ShortGPT's *block influence*).
+ShortGPT's *block influence*; ``angular``: drop the run of consecutive layers across which the
+last token's hidden state turns least, Gromov et al.'s angular distance).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..errors import BoomerangError
 from .calibration import calib_batches
 
 #: Methods of :func:`pruning_order`.
-PRUNING_METHODS = ("naive", "block-influence")
+PRUNING_METHODS = ("naive", "block-influence", "angular")
 
 
 def prune_teacher(pair: BoomerangPair, keep: Sequence[int]) -> PreTrainedModel:
@@ -97,6 +98,9 @@ def pruning_order(
       ``n..N``.
     * ``block-influence``: drop the ``N - L`` layers with the lowest :func:`block_influence`
       on ``calib_ids`` (one-shot, ShortGPT). Any size ``1..N``.
+    * ``angular``: drop the ``N - L`` *consecutive* layers ``l .. l + N - L - 1`` whose input and
+      output are closest in :func:`angular_distances` on ``calib_ids`` (Gromov et al. 2024). The
+      last layer is never dropped. Any size ``1..N``.
     """
     n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
     sizes = sorted(set(int(s) for s in (range(n, N + 1) if sizes is None else sizes)))
@@ -115,9 +119,52 @@ def pruning_order(
     bad = [s for s in sizes if not 1 <= s <= N]
     if bad:
         raise BoomerangError(f"Pruned sizes must lie in 1..{N} layers, not {bad}.")
+    if method == "angular":
+        dist = angular_distances(pair, calib_ids)
+        for L in sizes:
+            d = N - L
+            if d == 0:
+                out[L] = list(range(N))
+                continue
+            # First start l of the closest run; l + d <= N - 1 keeps the last layer.
+            best = min(range(N - d), key=lambda l: (dist[(l, l + d)], l))  # noqa: E741
+            out[L] = [t for t in range(N) if not best <= t < best + d]
+        return out
     bi = block_influence(pair, calib_ids)
     ranked = sorted(range(N), key=lambda t: (bi[t], t))  # least influential first
     for L in sizes:
         drop = set(ranked[: N - L])
         out[L] = [t for t in range(N) if t not in drop]
     return out
+
+
+def angular_distances(pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: int = 8) -> dict[tuple[int, int], float]:
+    """``{(i, j): d}`` for teacher layer inputs ``0 <= i < j <= N - 1``: the angular distance
+    ``arccos(cos(x_i, x_j)) / pi`` between the hidden states entering teacher layers ``i`` and
+    ``j`` (``x_0`` is the embedding output), at the last position of each calibration sequence,
+    averaged over the sequences.
+
+    Gromov et al. ("The Unreasonable Ineffectiveness of the Deeper Layers", 2024) find that the
+    layers between two nearby states that point the same way can be removed together with the
+    least harm: the residual stream barely turns across them. Only the last token is compared,
+    as in the paper: it is the one that has read the whole sequence.
+    """
+    if calib_ids is None:
+        raise BoomerangError("Angular-distance pruning needs calibration text (calib_ids).")
+    N = pair.mapping.num_teacher_layers
+    t_model = pair.build(patched=range(pair.num_student_layers)).eval()
+    layers = pair.parts.layer_list(t_model)
+    sums = torch.zeros(N, N, dtype=torch.float64)
+    count = 0
+    with torch.inference_mode():
+        for ids in calib_batches(calib_ids, batch_size):
+            ids = ids.to(next(t_model.parameters()).device)
+            with autocast_context(t_model):
+                rec = Recorded(t_model, layers, ids)
+            x = torch.stack([rec.inputs[t][:, -1].double() for t in range(N)])  # [N, B, H]
+            x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            cos = torch.einsum("ibh,jbh->ijb", x, x).clamp(-1.0, 1.0)  # [N, N, B]
+            sums += (torch.arccos(cos) / torch.pi).sum(-1)
+            count += ids.shape[0]
+    mean = sums / max(count, 1)
+    return {(i, j): float(mean[i, j]) for i in range(N) for j in range(i + 1, N)}

@@ -90,6 +90,9 @@ _ORDERS = (
           "nothing: the teacher without the layers the student dropped (no training)"),
     Order("block-influence", "pruning", False, True,
           "ShortGPT's block influence on calibration text: drops the layers that change their input least"),
+    Order("angular", "pruning", False, True,
+          "Gromov et al.'s angular distance on calibration text: drops the run of consecutive layers "
+          "across which the last token's state turns least"),
 )
 
 #: Every order and baseline by name, in display order.

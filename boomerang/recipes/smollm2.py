@@ -32,8 +32,8 @@ stored as 4-bit groups (:mod:`boomerang.core.delta`) in the package (``assets/sm
 ``smollm2 build --ship`` replaces the shipped delta with a new build's, only when asked.
 
 :func:`smollm2_report` measures, on the held-out ``test`` split, the teacher, the student, every
-last-to-first and first-to-last interpolated model, naive and block-influence pruning of every
-size (perplexity) and both orders' zero-shot accuracy with 95% intervals, and checks the
+last-to-first and first-to-last interpolated model, naive, block-influence and angular-distance
+pruning of every size (perplexity) and both orders' zero-shot accuracy with 95% intervals, and checks the
 targets of a useful student (:func:`interpolation_checks`). Every choice of the recipe was made
 on the ``validation`` split.
 
@@ -88,8 +88,11 @@ RECIPE: dict[str, Any] = {
 #: Evaluation: an evenly spaced subset of the test split's 256-token blocks (2 cores cannot
 #: evaluate ~45 models on all of it in reasonable time).
 REPORT_BLOCKS = 32
-#: Validation blocks that calibrate block-influence pruning.
+#: Validation blocks that calibrate the data-driven pruning baselines.
 CALIB_BLOCKS = 16
+#: The pruning baselines measured at every size (method of :func:`boomerang.orders.pruning_order`
+#: -> their key in a report's rows).
+PRUNING = {"naive": "naive_pruning", "block-influence": "block_influence", "angular": "angular"}
 #: Zero-shot tasks measured at every size of both orders, and the items scored per task (evenly
 #: spread over the task, whose items are stored grouped by label).
 ACC_TASKS = ("demo_cloze", "bbc_news")
@@ -189,13 +192,14 @@ def smollm2_report(
     progress: Progress | None = None,
     acc_items: int | None = ACC_ITEMS,
 ) -> dict[str, Any]:
-    """Perplexity on ``split`` of the teacher, the student, every interpolated model and naive pruning.
+    """Perplexity on ``split`` of the teacher, the student, every interpolated model and the pruning baselines.
 
     Returns ``{"teacher", "student", "rows", "last_to_first", "first_to_last", "naive_pruning",
     "checks", ...}``. ``rows`` has one entry per layer count from the student's to the
     teacher's: the perplexity of the last-to-first and of the first-to-last model of that size
-    and of the naively pruned teacher (the student's dropped layers still dropped, re-added
-    from the last; see :func:`boomerang.orders.pruning_order`) and of block-influence pruning.
+    and of each pruning baseline of :data:`PRUNING` (``naive_pruning``: the student's dropped
+    layers still dropped, re-added from the last; ``block_influence`` and ``angular``,
+    calibrated on the validation split; see :func:`boomerang.orders.pruning_order`).
     ``checks`` says which targets of :func:`interpolation_checks` hold. Uses ``max_blocks``
     evenly spaced 256-token blocks of the split. With ``acc_items`` (0 or None: none), every
     size of both orders is also scored zero-shot on :data:`ACC_TASKS`, ``acc_items`` evenly
@@ -221,17 +225,16 @@ def smollm2_report(
              "perplexity": round(r.perplexity, 3)}
             for k, (s, r) in enumerate(zip(sets, results))
         ]
-    # Block influence (ShortGPT) is calibrated on the validation split, never on the test blocks.
+    # The data-driven baselines are calibrated on the validation split, never on the test blocks.
     calib = _subset(load_blocks("demo", pair.tokenizer, 256, split="validation", max_blocks=CALIB_BLOCKS), CALIB_BLOCKS)
-    pruned: dict[str, list[dict[str, Any]]] = {"naive": [], "block-influence": []}
+    pruned: dict[str, list[dict[str, Any]]] = {method: [] for method in PRUNING}
     j = 0
     for method in pruned:
         for L, keep in pruning_order(pair, method, calib if method != "naive" else None).items():
-            report(progress, 2 + j // 2, steps, f"{method} pruning: {L} layers")
+            report(progress, 2 + j // len(PRUNING), steps, f"{method} pruning: {L} layers")
             j += 1
             ppl = perplexity(prune_teacher(pair, keep), blocks, batch_size).perplexity
             pruned[method].append({"layers": L, "kept": keep, "perplexity": round(ppl, 3)})
-    naive = pruned["naive"]
 
     def by_size(entries: list[dict[str, Any]]) -> dict[int, float]:
         # Several k can give one size (patching a frozen one-to-one layer changes nothing): keep
@@ -242,10 +245,9 @@ def smollm2_report(
         return out
 
     l2f, f2l = by_size(orders["last-to-first"]), by_size(orders["first-to-last"])
-    nv = {e["layers"]: e["perplexity"] for e in naive}
-    bi = {e["layers"]: e["perplexity"] for e in pruned["block-influence"]}
+    base = {PRUNING[m]: by_size(entries) for m, entries in pruned.items()}
     rows = [{"layers": L, "last_to_first": l2f.get(L), "first_to_last": f2l.get(L),
-             "naive_pruning": nv.get(L), "block_influence": bi.get(L)} for L in range(n, N + 1)]
+             **{key: sizes.get(L) for key, sizes in base.items()}} for L in range(n, N + 1)]
     if acc_items:
         scored = size_accuracy(pair, orders, acc_items, batch_size, progress, offset=2 + (N - n + 1), total=steps)
         for r in rows:
@@ -257,8 +259,8 @@ def smollm2_report(
         "seq_len": int(blocks.shape[1]), "teacher": teacher, "student": student,
         "student_over_teacher": round(student / teacher, 3),
         "rows": rows, "last_to_first": orders["last-to-first"],
-        "first_to_last": orders["first-to-last"], "naive_pruning": naive,
-        "block_influence": pruned["block-influence"], "calibration_blocks": len(calib),
+        "first_to_last": orders["first-to-last"], **{PRUNING[m]: entries for m, entries in pruned.items()},
+        "calibration_blocks": len(calib),
         "checks": interpolation_checks(rows, teacher, student),
         "student_config": json.loads((Path(student_dir) / STUDENT_CONFIG).read_text()),
         "eval_seconds": round(time.perf_counter() - t0, 1), "threads": threads,
@@ -304,8 +306,8 @@ def interpolation_checks(rows: list[dict[str, Any]], teacher: float, student: fl
     - ``between_<order>``: every intermediate size strictly between teacher and student;
     - ``monotone_<order>``: adding layers never makes perplexity more than 1% worse
       (``worst_rise_<order>``: the largest rise, as a fraction);
-    - ``beats_pruning_<order>``: every intermediate size beats naive and block-influence pruning
-      of that size (``sizes_losing_to_pruning_<order>`` lists those that do not).
+    - ``beats_pruning_<order>``: every intermediate size beats every pruning baseline (naive,
+      block-influence, angular) of that size (``sizes_losing_to_pruning_<order>`` lists those that do not).
     """
     middle = [r for r in rows if rows[0]["layers"] < r["layers"] < rows[-1]["layers"]]
     checks: dict[str, Any] = {"student_within_2.5x": student <= 2.5 * teacher}
@@ -314,7 +316,7 @@ def interpolation_checks(rows: list[dict[str, Any]], teacher: float, student: fl
         mid = [r for r in middle if r[key] is not None]
         rises = [b / a - 1 for a, b in itertools.pairwise(curve)]
         losing = [r["layers"] for r in mid
-                  if any(r.get(b) is not None and r[key] >= r[b] for b in ("naive_pruning", "block_influence"))]
+                  if any(r.get(b) is not None and r[key] >= r[b] for b in PRUNING.values())]
         checks[f"between_{key}"] = all(teacher < r[key] < student for r in mid)
         checks[f"monotone_{key}"] = all(x <= MONOTONE_SLACK for x in rises)
         checks[f"worst_rise_{key}"] = round(max(rises, default=0.0), 4)
@@ -324,13 +326,14 @@ def interpolation_checks(rows: list[dict[str, Any]], teacher: float, student: fl
 
 
 def report_figure(rep: dict[str, Any]) -> Any:
-    """The report's perplexity-vs-depth curves (both orders, naive pruning) as a plotly figure
-    (log scale: naive pruning of a 30-layer model reaches the hundreds of thousands)."""
+    """The report's perplexity-vs-depth curves (both orders, the pruning baselines) as a plotly
+    figure (log scale: naive pruning of a 30-layer model reaches the hundreds of thousands)."""
     rows = []
     for key, name in (("last_to_first", "distilled student, last-to-first"),
                       ("first_to_last", "distilled student, first-to-last"), ("naive_pruning", "naive pruning"),
-                      ("block_influence", "block-influence pruning")):
-        rows += [{"order": name, "layers": r["layers"], "perplexity": r[key]} for r in rep["rows"] if r[key] is not None]
+                      ("block_influence", "block-influence pruning"), ("angular", "angular-distance pruning")):
+        rows += [{"order": name, "layers": r["layers"], "perplexity": r[key]} for r in rep["rows"]
+                 if r.get(key) is not None]
     title = (f"SmolLM2-135M, test split ({rep['blocks']} x {rep['seq_len']} tokens): teacher {rep['teacher']:,.1f}, "
              f"distilled student {rep['student']:,.1f}")
     return curve_figure(pd.DataFrame(rows), x="layers", y="perplexity", log_y=True, title=title,
@@ -387,13 +390,13 @@ def render_model_card(rep: dict[str, Any]) -> str:
         f"Teacher perplexity **{rep['teacher']:,.2f}**, student **{rep['student']:,.2f}** "
         f"({rep['student_over_teacher']:.2f}x the teacher).",
         "",
-        "| layers | last-to-first | first-to-last | naive pruning | block-influence pruning |",
-        "|---:|---:|---:|---:|---:|",
+        "| layers | last-to-first | first-to-last | naive pruning | block-influence pruning | angular-distance pruning |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     fmt = lambda v: f"{v:,.2f}" if v is not None else ""  # noqa: E731
     for r in rep["rows"]:
         lines.append(f"| {r['layers']} | {fmt(r['last_to_first'])} | {fmt(r['first_to_last'])} | "
-                     f"{fmt(r['naive_pruning'])} | {fmt(r.get('block_influence'))} |")
+                     f"{fmt(r['naive_pruning'])} | {fmt(r.get('block_influence'))} | {fmt(r.get('angular'))} |")
     if any(r.get("accuracy") for r in rep["rows"]):
         lines += ["", f"Zero-shot accuracy (%, with its 95% Wilson interval over items), {ACC_ITEMS} evenly spread "
                   "items per task:", "", "| layers | " + " | ".join(

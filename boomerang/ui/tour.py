@@ -74,6 +74,11 @@ def _acc(a: dict[str, float]) -> str:
     return f"{100 * a['accuracy']:.1f}% [{100 * a['lo']:.1f}, {100 * a['hi']:.1f}]"
 
 
+#: The pruning baselines a report's rows may hold, and how the tour names them.
+PRUNING_NAMES = (("naive_pruning", "naive pruning"), ("block_influence", "block-influence pruning"),
+                 ("angular", "angular-distance pruning"))
+
+
 def real_model_lesson(rep: dict[str, Any]) -> list[str]:
     """The tour's real-model step, as Markdown paragraphs computed from a SmolLM2 report
     (:func:`boomerang.recipes.smollm2.smollm2_report`): the student, the curve against pruning
@@ -94,18 +99,24 @@ def real_model_lesson(rep: dict[str, Any]) -> list[str]:
         return out
     mid = min(middle, key=lambda r: (abs(r["layers"] - (n + N) / 2), r["layers"]))
     best = min(mid["last_to_first"], mid["first_to_last"])
-    prune = min(mid["naive_pruning"], mid["block_influence"])
+    baselines = [(key, name) for key, name in PRUNING_NAMES if mid.get(key) is not None]
+    prune = min(mid[key] for key, _ in baselines)
+    quoted = [f"**{mid[key]:,.2f}** ({name})" for key, name in baselines]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+    def beaten(r: dict[str, Any], key: str) -> bool:
+        return r[key] < min(r[b] for b, _ in baselines if r.get(b) is not None)
+
     out.append(
         f"Half-way in size, at **{mid['layers']} layers**, patching last-to-first gives **{mid['last_to_first']:,.2f}** "
         f"and first-to-last **{mid['first_to_last']:,.2f}**, with no training. Dropping teacher layers to reach "
-        f"the same {mid['layers']} layers gives **{mid['naive_pruning']:,.2f}** (naive pruning) and "
-        f"**{mid['block_influence']:,.2f}** (block-influence pruning): the better of the two is "
+        f"the same {mid['layers']} layers gives {listed}: the best of them is "
         f"{prune / best:,.1f}× the better patched model's perplexity. " + " ".join(
-            f"{name} beats both pruning baselines at "
+            f"{name} beats every pruning baseline at "
             + (f"every one of the {len(middle)} intermediate sizes." if won == len(middle) else
                f"{won} of the {len(middle)} intermediate sizes.")
             for name, key in (("Last-to-first", "last_to_first"), ("First-to-last", "first_to_last"))
-            for won in [sum(r[key] < min(r["naive_pruning"], r["block_influence"]) for r in middle)]))
+            for won in [sum(beaten(r, key) for r in middle)]))
     wins = sum(r["last_to_first"] < r["first_to_last"] for r in middle)
     losses = sum(r["last_to_first"] > r["first_to_last"] for r in middle)
     shape = []
