@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,12 @@ def app(tiny, page: str | None = None, **params: str) -> AppTest:
 def ok(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
+
+
+def read(element) -> str:
+    """What the user reads in a warning or error: its Markdown source with backslash escapes undone
+    (the dashboard escapes every message, which quotes user input)."""
+    return re.sub(r"\\(.)", r"\1", element.value)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -352,7 +359,7 @@ def test_bad_inputs_are_one_sentence_errors(tiny):
     at.query_params.update(pair="folders", student=missing)
     at.run()
     assert not at.exception
-    assert any(missing in e.value for e in at.error)
+    assert any(missing in read(e) for e in at.error)
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update(pair="folders", student=tiny[0],
@@ -386,7 +393,7 @@ BAD_URLS = [
 def test_bad_url_values_are_named_then_the_default_is_used(tiny):
     for page, params, quoted, using in BAD_URLS:
         at = app(tiny, page=page, **params)
-        shown = [w.value for w in at.warning]
+        shown = [read(w) for w in at.warning]
         assert any(quoted in w and using in w for w in shown), (params, shown)
     # ... and the defaults are what the page then shows
     at = app(tiny, seq_len="100000", k="9")
@@ -401,14 +408,14 @@ def test_links_cannot_name_files_outside_the_runs_folder(tiny):
     at.query_params.update(pair="folders", student="/nonexistent/student")
     at.run()
     assert not at.exception
-    assert any("?student='/nonexistent/student'" in w.value and "runs folder" in w.value for w in at.warning)
+    assert any("?student='/nonexistent/student'" in read(w) and "runs folder" in read(w) for w in at.warning)
     assert not at.metric  # nothing was loaded from it
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params.update(pair="nope")
     at.run()
     assert not at.exception
-    assert any("?pair='nope'" in w.value for w in at.warning)
+    assert any("?pair='nope'" in read(w) for w in at.warning)
 
 
 def test_typed_paths_outside_the_runs_folder_need_opt_in_and_stay_out_of_the_url(tiny, tmp_path):
@@ -419,12 +426,12 @@ def test_typed_paths_outside_the_runs_folder_need_opt_in_and_stay_out_of_the_url
     at = app(tiny)
     at.text_input(key="data").set_value(str(outside)).run()
     assert not at.exception
-    assert any(f"Ignored data='{outside}'" in w.value and "using demo" in w.value for w in at.warning), [
-        w.value for w in at.warning]
+    assert any(f"Ignored data='{outside}'" in read(w) and "using demo" in read(w) for w in at.warning), [
+        read(w) for w in at.warning]
 
     at.checkbox(key="allow_outside").check().run()
     ok(at)
-    assert not any(str(outside) in w.value for w in at.warning)
+    assert not any(str(outside) in read(w) for w in at.warning)
     assert "data" not in at.query_params  # a shared link never names it
     assert "Perplexity" in metrics(at)
 
@@ -435,7 +442,7 @@ def test_export_outside_the_runs_folder_needs_opt_in(tiny, tmp_path):
     folder = next(t for t in at.text_input if t.label == "Folder")
     folder.set_value(str(outside)).run()
     next(b for b in at.button if b.label == "Export").click().run()
-    assert any(str(outside) in e.value and "Refused" in e.value for e in at.error), [e.value for e in at.error]
+    assert any(str(outside) in read(e) and "Refused" in read(e) for e in at.error), [read(e) for e in at.error]
     assert not outside.exists() and not at.success
 
     at.checkbox(key="export_outside").check().run()
