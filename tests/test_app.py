@@ -576,17 +576,17 @@ def test_values_from_a_link_are_shown_as_literal_text_not_markdown(tiny):
     at = app(tiny, order="[text](https://example.com)", seq_len="![x](https://example.com/p.png)")
     shown = [w.value for w in at.warning]
     link = next(v for v in shown if "order" in v)
-    image = next(v for v in shown if "seq\\_len" in v)
-    # Every Markdown character of the message is escaped: Streamlit draws it as the text it is.
-    assert link.startswith(literal("Ignored ?order='[text](https://example.com)'"))
-    assert image.startswith(literal("Ignored ?seq_len='![x](https://example.com/p.png)'"))
-    assert "](" not in link + image and "https://" not in link + image
+    image = next(v for v in shown if "seq_len" in v)
+    # A run GFM would link even when escaped is a code span, shown verbatim; the rest is escaped.
+    assert link.startswith("Ignored `?order='[text](https://example.com)':` not one of last\\-to\\-first")
+    assert image.startswith("Ignored `?seq_len='![x](https://example.com/p.png)':` not a whole number")
     assert literal("a [b](c) d") == "a \\[b\\]\\(c\\) d" and literal("plain words") == "plain words"
+    assert literal("see x`y@z") == "see ``x`y@z``"  # a fence longer than the backticks inside
 
 
 def test_a_refused_evaluation_data_value_is_warned_about_outside_the_collapsed_expander(tiny):
     at = app(tiny, seq_len="1,6", blocks="0")
-    sidebar_warnings = [w.value for w in at.sidebar.warning]
-    assert any("seq\\_len" in w for w in sidebar_warnings) and any("blocks" in w for w in sidebar_warnings)
+    sidebar_warnings = [read(w) for w in at.sidebar.warning]
+    assert any("seq_len" in w for w in sidebar_warnings) and any("blocks" in w for w in sidebar_warnings)
     expander = next(e for e in at.sidebar.expander if "Evaluation data" in e.label)
     assert not [w for w in expander.warning]  # not hidden inside the collapsed section

@@ -187,7 +187,8 @@ def test_nothing_is_cut_off_at_common_widths(server, width):
 
 CURVE_TITLE_JS = f"""() => {{
     for (const gd of ({bu.PLOTS_JS})()) {{
-        const t = gd.layout && gd.layout.title && gd.layout.title.text;
+        const raw = gd.layout && gd.layout.title && gd.layout.title.text;
+        const t = raw && raw.replace(/<[^>]+>/g, '');  // Streamlit's theme wraps titles in <b>
         if (t && t.startsWith('last-to-first, step')) return t;
     }}
     return null;

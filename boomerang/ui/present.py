@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +95,23 @@ def student_is_distilled(student_dir: str | None) -> bool:
 
 #: Characters that Markdown (CommonMark, GFM, Streamlit's math and emoji shortcodes) gives a meaning.
 _MARKDOWN = set("\\`*_{}[]()#+-.!|<>~:$&")
+#: Whitespace-free runs that GFM would turn into a link even with every character escaped (its
+#: autolinks are found in the text after escapes are undone): URLs, www. names, e-mail addresses.
+_LINKISH = re.compile(r"(\S*(?:://|www\.|@)\S*)")
+
+
+def _code_span(token: str) -> str:
+    """``token`` as a Markdown code span, which shows it verbatim (no escapes, links or images)."""
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", token)), default=0) + 1)
+    pad = " " if token.startswith("`") or token.endswith("`") else ""
+    return f"{fence}{pad}{token}{pad}{fence}"
 
 
 def literal(text: str) -> str:
-    """``text`` escaped so that Streamlit's Markdown shows it as it is: a user-supplied value in a
-    message (``[x](https://...)``, ``![img](...)``, a bare URL) is never a link, an image or
-    formatting, whoever wrote the link that put it there."""
-    return "".join("\\" + c if c in _MARKDOWN else c for c in str(text))
+    """``text`` written so that Streamlit's Markdown shows it as it is: a user-supplied value in a
+    message (``[x](https://...)``, ``![img](...)``, a bare URL or address) is never a link, an
+    image or formatting, whoever wrote the link that put it there. Markdown characters are
+    escaped; runs that GFM would link anyway are shown as code."""
+    parts = _LINKISH.split(str(text))
+    return "".join(_code_span(p) if i % 2 else "".join("\\" + c if c in _MARKDOWN else c for c in p)
+                   for i, p in enumerate(parts))
