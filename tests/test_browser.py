@@ -195,9 +195,13 @@ CURVE_TITLE_JS = f"""() => {{
 }}"""
 
 
+def _step_of(title: str) -> int:
+    return int(title.split("step ")[1].split(" ")[0].replace(",", ""))
+
+
 def _curve_step(page) -> int | None:
     title = page.evaluate(CURVE_TITLE_JS)
-    return None if title is None else int(title.split("step ")[1].split(" ")[0].replace(",", ""))
+    return None if title is None else _step_of(title)
 
 
 def test_the_interpolation_curve_forms_live_while_training_in_chromium(server):
@@ -208,11 +212,13 @@ def test_the_interpolation_curve_forms_live_while_training_in_chromium(server):
         page.get_by_label("Validation every (steps, 0: never)", exact=True).fill("5")
         bu.start_training(page, "live-curve", 40)
         # The curve of the student as initialised appears, then newer ones while the run trains.
-        page.wait_for_function(f"() => ({CURVE_TITLE_JS})() !== null", timeout=240_000)
-        first = _curve_step(page)
-        page.wait_for_function(f"(s) => {{ const t = ({CURVE_TITLE_JS})(); return t && !t.startsWith('last-to-first, step ' + s + ' '); }}",
-                               arg=str(first), timeout=240_000)
-        assert _curve_step(page) > first
+        first = _step_of(page.wait_for_function(CURVE_TITLE_JS, timeout=240_000).json_value())
+        # The title is read in the same call that sees it change: a rerun may remove the chart
+        # for a moment between two calls.
+        newer = page.wait_for_function(
+            f"(s) => {{ const t = ({CURVE_TITLE_JS})(); return t && !t.startsWith('last-to-first, step ' + s + ' ') && t; }}",
+            arg=str(first), timeout=240_000).json_value()
+        assert _step_of(newer) > first
         page.wait_for_function("() => document.body.innerText.includes('Finished: student saved')", timeout=240_000)
         bu.settle(page)
         assert _curve_step(page) == 40
