@@ -4,8 +4,10 @@ better than a random-init one). Tiny seeded models; one CPU thread."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -517,7 +519,8 @@ def test_mode_local_hands_every_shared_setting_to_the_local_run():
     cfg = DistillConfig(teacher="t", data="d", out="o", keep_first=1, every=3, keep_last=1, steps=17, seq_len=9,
                         batch_size=3, lr=1e-3, min_lr_ratio=0.2, warmup=4, weight_decay=0.01, grad_clip=0.5,
                         save_every=5, log_every=2, resume=True, seed=7, split="validation", max_blocks=11,
-                        threads=1, mode="local", local_loss="mse", teacher_input_prob=0.25, freeze=("one-to-one",))
+                        threads=1, mode="local", local_loss="mse", teacher_input_prob=0.25, freeze=("one-to-one",),
+                        betas=(0.8, 0.9), sink_weight=16.0, updates_per_batch=2)
     local = from_distill_config(cfg)
     assert (local.teacher, local.data, local.out, local.keep_first, local.every, local.keep_last) == (
         "t", "d", "o", 1, 3, 1)
@@ -527,6 +530,49 @@ def test_mode_local_hands_every_shared_setting_to_the_local_run():
         0.01, 0.5, 5, 2, True)
     assert (local.seed, local.split, local.max_blocks, local.threads) == (7, "validation", 11, 1)
     assert (local.loss, local.teacher_input_prob, local.freeze_one_to_one) == ("mse", 0.25, True)
+    assert (local.betas, local.sink_weight, local.updates_per_batch) == ((0.8, 0.9), 16.0, 2)
+
+
+def test_every_setting_has_a_flag_and_the_cli_defaults_are_pythons():
+    parse = lambda *a: DistillConfig.from_cli_args(cli.build_parser().parse_args(["distill", *a]))  # noqa: E731
+    assert parse() == DistillConfig()
+    # Python and the CLI agree on the block-local input mix (they once said 1.0 and 0.5).
+    assert DistillConfig().teacher_input_prob == 0.5
+    from boomerang.train.local import LocalDistillConfig
+    assert LocalDistillConfig().teacher_input_prob == 0.5
+    # Settings that once had no flag.
+    cfg = parse("--betas", "0.8,0.99", "--keep-checkpoints", "3", "--min-lr-ratio", "0.2", "--split", "validation",
+                "--w-ce", "0.5", "--sink-weight", "4", "--updates-per-batch", "2", "--mode", "local", "--no-resume")
+    assert (cfg.betas, cfg.keep_checkpoints, cfg.min_lr_ratio, cfg.split) == ((0.8, 0.99), 3, 0.2, "validation")
+    assert (cfg.weights.ce, cfg.sink_weight, cfg.updates_per_batch, cfg.resume) == (0.5, 4.0, 2, False)
+    parser = argparse.ArgumentParser()
+    DistillConfig.add_cli_arguments(parser)
+    flags = set(re.findall(r"--[a-z-]+", parser.format_help()))
+    for name in ("teacher", "data", "out", "keep-first", "every", "keep-last", "steps", "seq-len", "batch-size",
+                 "lr", "min-lr-ratio", "warmup", "weight-decay", "betas", "grad-clip", "save-every", "log-every",
+                 "resume", "seed", "split", "max-blocks", "threads", "teacher-input-prob", "mode", "grad-accum",
+                 "w-ce", "w-kl", "tau", "w-cos", "freeze", "keep-checkpoints", "precision", "eval-every",
+                 "eval-blocks", "local-loss", "sink-weight", "updates-per-batch", "log-with"):
+        assert f"--{name}" in flags, name
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"mode": "local", "eval_every": 5}, "Mode local does not use eval_every (set to 5)"),
+    ({"mode": "local", "grad_accum": 2}, "Mode local does not use grad_accum (set to 2)"),
+    ({"mode": "local", "precision": "bf16"}, "Mode local does not use precision (set to 'bf16')"),
+    ({"mode": "local", "weights": {"kl": 0.5}}, "Mode local does not use weights.kl (set to 0.5)"),
+    ({"mode": "boomerang", "teacher_input_prob": 1.0}, "Mode boomerang does not use teacher_input_prob (set to 1.0)"),
+    ({"mode": "boomerang", "local_loss": "mse"}, "Mode boomerang does not use local_loss (set to 'mse')"),
+    ({"mode": "ce-only", "weights": {"cos": 0.3}}, "Mode ce-only does not use weights.cos (set to 0.3)"),
+    ({"mode": "no-align", "weights": {"cos": 0.3}}, "Mode no-align does not use weights.cos (set to 0.3)"),
+])
+def test_a_setting_the_mode_ignores_is_refused(settings, message):
+    with pytest.raises(BoomerangError) as e:
+        DistillConfig.from_dict({"teacher": "t", **settings}).validate()
+    assert message in str(e.value)
+    # What the mode does use passes.
+    DistillConfig.from_dict({"teacher": "t", "mode": "local", "teacher_input_prob": 1.0, "sink_weight": 8}).validate()
+    DistillConfig.from_dict({"teacher": "t", "mode": "no-align", "weights": {"kl": 0.5}}).validate()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")

@@ -6,7 +6,9 @@ bad one in one sentence; ``resume_conflict()`` names a setting a resumed run may
 :class:`DistillConfig` adds the mode, loss weights (:class:`LossWeights`) and the rest of a
 distillation run; :class:`~boomerang.train.local.LocalDistillConfig` adds what block-local
 distillation needs. The CLI, the dashboard's Train page and config files all build the same
-object: defaults < ``--config`` file < flags given on the command line.
+object: defaults < ``--config`` file < flags given on the command line. Each setting is declared
+once, with its help text (:func:`setting`); the ``distill`` flags are generated from those fields,
+so the CLI reaches every setting and cannot disagree with Python about a default.
 """
 
 from __future__ import annotations
@@ -36,14 +38,25 @@ TRACKERS = ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvc
             "trackio", "all")
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
+            flag: str | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with what its command-line flag says about it: ``help``, the allowed
+    ``choices`` and the ``flag`` (default: ``--`` and the name with dashes)."""
+    meta = {"help": help, "choices": choices, "flag": flag}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class LossWeights:
     """Weights of the loss terms. ``cos=None`` means ``2 / number of aligned hidden states``."""
 
-    ce: float = 1.0
-    kl: float = 0.1
-    tau: float = 1.0
-    cos: float | None = None
+    ce: float = setting(1.0, "weight of the next-token cross-entropy", flag="--w-ce")
+    kl: float = setting(0.1, "weight of the KL term to the teacher's distribution", flag="--w-kl")
+    tau: float = setting(1.0, "KL temperature", flag="--tau")
+    cos: float | None = setting(None, "weight of each cosine alignment term (default: 2 / number of aligned "
+                                      "hidden states)", flag="--w-cos")
 
 
 @dataclass
@@ -52,31 +65,31 @@ class RunConfig:
     rule for resuming. Subclasses add their own fields and may change defaults (a field declared
     again keeps its place and takes the new default)."""
 
-    # Model directory, hub id, or a bundled pair's name ("demo", "smollm2").
-    teacher: str = ""
-    data: str = "demo"  # "demo", a text file/folder, or an HF dataset id (see boomerang.data)
-    out: str = "runs/distill"
-    keep_first: int = 0  # the mapping rule (LayerMapping.from_rule)
-    every: int = 2
-    keep_last: int = 2
-    steps: int = 1000
-    seq_len: int = 256
-    batch_size: int = 8
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup: int = 100  # steps of linear warmup
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # 0 disables
-    save_every: int = 500  # steps between checkpoints
-    log_every: int = 10
-    resume: bool = False  # continue from the last checkpoint in ``out``
-    seed: int = 0
-    split: str = "train"
-    max_blocks: int | None = None  # cap on the number of training blocks loaded
-    threads: int | None = None  # CPU threads for torch (None: boomerang.threads.default_threads)
-    # Block-local distillation: the chance a student layer sees the teacher's block input rather
-    # than the previous student layer's output.
-    teacher_input_prob: float = 0.5
+    teacher: str = setting("", "teacher model directory, hub id, or a bundled pair: demo, smollm2")
+    data: str = setting("demo", "'demo', a text file or folder, or an HF dataset id (see boomerang.data)")
+    out: str = setting("runs/distill", "output folder (checkpoints, log.jsonl, student/)")
+    keep_first: int = setting(0, "layer mapping rule: the first teacher layers kept one-to-one")
+    every: int = setting(2, "layer mapping rule: then one student layer per this many teacher layers")
+    keep_last: int = setting(2, "layer mapping rule: the last teacher layers kept one-to-one")
+    steps: int = setting(1000, "optimizer steps")
+    seq_len: int = setting(256, "tokens per training sequence")
+    batch_size: int = setting(8, "sequences per process per micro-batch")
+    lr: float = setting(3e-4, "peak learning rate")
+    min_lr_ratio: float = setting(0.1, "the cosine schedule decays to lr * min_lr_ratio")
+    warmup: int = setting(100, "steps of linear warmup")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas, two numbers: 0.9,0.95")
+    grad_clip: float = setting(1.0, "gradient norm clip (0: none)")
+    save_every: int = setting(500, "steps between checkpoints")
+    log_every: int = setting(10, "steps between lines of log.jsonl")
+    resume: bool = setting(False, "continue from the last checkpoint in the output folder")
+    seed: int = setting(0, "seed of the data order and initialisation")
+    split: str = setting("train", "data split to train on")
+    max_blocks: int | None = setting(None, "cap on the number of training blocks loaded (default: all)")
+    threads: int | None = setting(None, "CPU threads for torch (default: $BOOMERANG_THREADS, else one per two cores)")
+    teacher_input_prob: float = setting(
+        0.5, "mode local: the chance a student layer sees the teacher's block input rather than the "
+             "previous student layer's output (1: teacher forcing)")
 
     #: What the error for an unknown key calls these settings.
     NOUN: ClassVar[str] = "distillation"
@@ -91,6 +104,11 @@ class RunConfig:
         for name in ("teacher", "data", "out"):  # paths are welcome; validate() judges the rest
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
+        betas = self.betas.split(",") if isinstance(self.betas, str) else self.betas  # "0.9,0.95" from a flag
+        try:
+            self.betas = tuple(float(b) for b in betas)  # type: ignore[assignment]
+        except (TypeError, ValueError):
+            raise BoomerangError(f"betas must be two numbers in [0, 1), not {self.betas!r}.") from None
 
     # ---- validation -----------------------------------------------------------------------
 
@@ -126,6 +144,8 @@ class RunConfig:
             raise BoomerangError("split must name a data split (train, validation, ...), not ''.")
         if not 0.0 <= self.teacher_input_prob <= 1.0:
             raise BoomerangError(f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}.")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise BoomerangError(f"betas must be two numbers in [0, 1), not {self.betas!r}.")
 
     def resume_conflict(self, saved: dict[str, Any]) -> str | None:
         """The first setting that differs from a run's saved settings and would change what it
@@ -226,22 +246,21 @@ class DistillConfig(RunConfig):
     a tokenizer: the model starts random.
     """
 
-    # boomerang | no-align | ce-only | random-init | pretrain (no teacher) | local (block-local:
-    # each student layer learns its teacher block alone; see boomerang.train.local)
-    mode: str = "boomerang"
-    grad_accum: int = 1
-    betas: tuple[float, float] = (0.9, 0.95)
-    weights: LossWeights = field(default_factory=LossWeights)
-    # Parts kept at the teacher's weights (see FREEZABLE and frozen_parameters).
-    freeze: tuple[str, ...] = ()
-    keep_checkpoints: int = 2
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-    eval_every: int = 0  # steps between validation perplexities in log.jsonl (0: never)
-    eval_blocks: int = 32  # validation blocks (of ``data``'s validation split) they are measured on
-    local_loss: str = "cosine+mse"  # mode "local": loss on each student layer's output (LOCAL_LOSSES)
-    # Experiment trackers fed through Accelerate's ``log_with`` (see TRACKERS), writing under
-    # ``OUT/trackers``: e.g. ("tensorboard",), then ``tensorboard --logdir OUT/trackers``.
-    log_with: tuple[str, ...] = ()
+    mode: str = setting("boomerang", "boomerang (the paper's loss), an ablation (no-align, ce-only, "
+                        "random-init), pretrain (no teacher), or local (block-local: each student layer "
+                        "learns its teacher block alone, see boomerang.train.local)", choices=MODES)
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    weights: LossWeights = setting(default_factory=LossWeights)
+    freeze: tuple[str, ...] = setting((), f"parts kept at the teacher's weights, comma-separated: {', '.join(FREEZABLE)}")
+    keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
+    precision: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", choices=("auto", "fp32", "bf16"))
+    eval_every: int = setting(0, "steps between validation perplexities and last-to-first curves (0: never)")
+    eval_blocks: int = setting(32, "validation blocks (of the data's validation split) they are measured on")
+    local_loss: str = setting("cosine+mse", "mode local: loss on each student layer's output", choices=LOCAL_LOSSES)
+    sink_weight: float = setting(1.0, "mode local: loss weight of massive-activation tokens (an attention sink)")
+    updates_per_batch: int = setting(1, "mode local: optimizer steps per batch and teacher forward")
+    log_with: tuple[str, ...] = setting((), "experiment trackers through Accelerate, comma-separated: "
+                                            "tensorboard, wandb, ... (logs under OUT/trackers)")
 
     # The batch size and accumulation may change on resume so that a run can move between numbers of
     # processes; the loop checks that the checkpoint's global batch (their product with the
@@ -250,16 +269,17 @@ class DistillConfig(RunConfig):
         "steps", "keep_checkpoints", "precision", "eval_every", "eval_blocks", "log_with", "batch_size",
         "grad_accum"}
     AT_LEAST: ClassVar[dict[str, int | None]] = {
-        **RunConfig.AT_LEAST, "grad_accum": 1, "keep_checkpoints": 1, "eval_every": 0, "eval_blocks": 1}
+        **RunConfig.AT_LEAST, "grad_accum": 1, "keep_checkpoints": 1, "eval_every": 0, "eval_blocks": 1,
+        "updates_per_batch": 1}
+    #: Settings only block-local distillation uses, and those it does not (whole-model training's).
+    LOCAL_ONLY: ClassVar[tuple[str, ...]] = ("teacher_input_prob", "local_loss", "sink_weight", "updates_per_batch")
+    NOT_LOCAL: ClassVar[tuple[str, ...]] = ("grad_accum", "weights", "keep_checkpoints", "precision", "eval_every",
+                                            "eval_blocks", "log_with")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
-        try:
-            self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        except (TypeError, ValueError):
-            raise BoomerangError(f"betas must be two numbers in [0, 1), not {self.betas!r}.") from None
         if isinstance(self.freeze, str):
             self.freeze = tuple(p.strip() for p in self.freeze.split(",") if p.strip())
         self.freeze = tuple(self.freeze)
@@ -290,8 +310,8 @@ class DistillConfig(RunConfig):
             )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise BoomerangError(f"Unknown precision {self.precision!r}; choose auto, fp32 or bf16.")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise BoomerangError(f"betas must be two numbers in [0, 1), not {self.betas!r}.")
+        if not self.sink_weight > 0:
+            raise BoomerangError(f"sink_weight must be positive, not {self.sink_weight!r}.")
         if self.local_loss not in LOCAL_LOSSES:
             raise BoomerangError(f"Unknown local loss {self.local_loss!r}; choose one of {', '.join(LOCAL_LOSSES)}.")
         w = self.weights
@@ -300,6 +320,28 @@ class DistillConfig(RunConfig):
         if not numbers_ok or min(w.ce, w.kl, w.cos if w.cos is not None else 0.0) < 0 or w.tau <= 0:
             raise BoomerangError("Loss weights must be numbers >= 0 and the temperature tau > 0, "
                                  f"not {dataclasses.asdict(w)}.")
+        unused = self.unused_settings()
+        if unused:
+            name, value = unused[0]
+            raise BoomerangError(f"Mode {self.mode} does not use {name} (set to {value!r}); drop it or choose "
+                                 f"a mode that does.")
+
+    def unused_settings(self) -> list[tuple[str, Any]]:
+        """The settings, changed from their defaults, that this run's mode would ignore, as
+        (name, value): whole-model training's settings in mode local and the other way round,
+        and loss weights that the mode zeroes (see :meth:`effective_weights`)."""
+        default = type(self)()
+        changed = [n for n in (*self.LOCAL_ONLY, *self.NOT_LOCAL) if getattr(self, n) != getattr(default, n)]
+        ignored = self.NOT_LOCAL if self.mode == "local" else self.LOCAL_ONLY
+        unused = [(n, getattr(self, n)) for n in changed if n in ignored]
+        if self.mode == "local" and "weights" in changed:
+            unused = [(n, v) for n, v in unused if n != "weights"] + [
+                (f"weights.{k}", v) for k, v in dataclasses.asdict(self.weights).items()
+                if v != getattr(default.weights, k)]
+        zeroed = {"no-align": ("cos",), "ce-only": ("kl", "tau", "cos"), "pretrain": ("kl", "tau", "cos")}
+        unused += [(f"weights.{k}", getattr(self.weights, k)) for k in zeroed.get(self.mode, ())
+                   if getattr(self.weights, k) != getattr(default.weights, k)]
+        return unused
 
     def effective_weights(self, num_states: int) -> LossWeights:
         """The loss weights this mode actually uses, with ``cos=None`` resolved."""
@@ -326,55 +368,54 @@ class DistillConfig(RunConfig):
 
     # ---- CLI ------------------------------------------------------------------------------
 
-    @staticmethod
-    def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-        """Add ``distill`` flags to ``parser``; every flag defaults to None (= config/default)."""
-        a = parser.add_argument
-        a("--config", help="JSON or YAML file with settings; flags given here override it")
-        a("--teacher", help="teacher model directory, hub id, or a bundled pair: demo, smollm2")
-        a("--data", help="'demo', a text file or folder, or an HF dataset id")
-        a("--out", help="output directory (checkpoints, log.jsonl, student/)")
-        a("--keep-first", type=int, dest="keep_first")
-        a("--every", type=int)
-        a("--keep-last", type=int, dest="keep_last")
-        a("--mode", choices=MODES)
-        a("--freeze", help=f"comma-separated parts kept at the teacher's weights: {', '.join(FREEZABLE)}")
-        a("--steps", type=int)
-        a("--seq-len", type=int, dest="seq_len")
-        a("--batch-size", type=int, dest="batch_size", help="sequences per process per micro-batch")
-        a("--grad-accum", type=int, dest="grad_accum")
-        a("--lr", type=float)
-        a("--warmup", type=int)
-        a("--weight-decay", type=float, dest="weight_decay")
-        a("--grad-clip", type=float, dest="grad_clip")
-        a("--w-kl", type=float, dest="w_kl", help="weight of the KL term (default 0.1)")
-        a("--w-cos", type=float, dest="w_cos", help="weight of each cosine term (default 2/#states)")
-        a("--tau", type=float, help="KL temperature (default 1)")
-        a("--save-every", type=int, dest="save_every")
-        a("--log-every", type=int, dest="log_every")
-        a("--seed", type=int)
-        a("--precision", choices=("auto", "fp32", "bf16"))
-        a("--max-blocks", type=int, dest="max_blocks")
-        a("--local-loss", choices=LOCAL_LOSSES, dest="local_loss", help="mode local: loss on each layer's output")
-        a("--teacher-input-prob", type=float, dest="teacher_input_prob",
-          help="mode local: chance a student layer sees the teacher's block input, else the student's own (default 0.5)")
-        a("--eval-every", type=int, dest="eval_every", help="steps between validation perplexities (0: never)")
-        a("--eval-blocks", type=int, dest="eval_blocks", help="validation blocks for --eval-every (default 32)")
-        a("--threads", type=int, help="CPU threads for torch (default: $BOOMERANG_THREADS, else one per two cores)")
-        a("--log-with", dest="log_with", help="experiment trackers through Accelerate, comma-separated: "
-          "tensorboard, wandb, ... (logs under OUT/trackers)")
-        a("--resume", action="store_true", default=None, help="continue from the last checkpoint in --out")
+    @classmethod
+    def add_cli_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add a flag for every setting to ``parser``, generated from the fields (name, type,
+        choices, help, default); every flag defaults to None (= config file or default)."""
+        parser.add_argument("--config", help="JSON or YAML file with settings; flags given here override it")
+        for f, dest in _cli_fields(cls):
+            meta, default = f.metadata, _default(f)
+            kind, _ = _field_kinds(LossWeights if dest.startswith("w.") else cls).get(f.name, (str, False))
+            flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+            shown = "" if default in (None, "") else f" (default: {_shown(default)})"
+            kw: dict[str, Any] = {"dest": dest, "default": None, "help": meta["help"] + shown}
+            if kind is bool:
+                kw["action"] = argparse.BooleanOptionalAction
+            else:
+                kw["type"] = kind
+                kw["metavar"] = "{" + ",".join(meta["choices"]) + "}" if meta.get("choices") else flag[2:].upper()
+                if meta.get("choices"):
+                    kw["choices"] = meta["choices"]
+            parser.add_argument(flag, **kw)
 
     @classmethod
-    def from_cli_args(cls, ns: argparse.Namespace) -> "DistillConfig":
+    def from_cli_args(cls, ns: argparse.Namespace) -> Self:
         """Build from parsed args: defaults < ``--config`` file < flags given on the command line."""
         cfg = cls.from_file(ns.config) if getattr(ns, "config", None) else cls()
-        names = {f.name for f in dataclasses.fields(cls)} - {"weights"}
-        updates = {k: v for k, v in vars(ns).items() if k in names and v is not None}
-        cfg = dataclasses.replace(cfg, **updates)
-        w = dataclasses.replace(cfg.weights)
-        for flag, attr in (("w_kl", "kl"), ("w_cos", "cos"), ("tau", "tau")):
-            if getattr(ns, flag, None) is not None:
-                setattr(w, attr, getattr(ns, flag))
-        cfg.weights = w
+        given = {dest: getattr(ns, dest) for _, dest in _cli_fields(cls) if getattr(ns, dest, None) is not None}
+        weights = {k[2:]: v for k, v in given.items() if k.startswith("w.")}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if not k.startswith("w.")})
+        cfg.weights = dataclasses.replace(cfg.weights, **weights)
         return cfg
+
+
+def _cli_fields(cls: type) -> list[tuple[dataclasses.Field, str]]:
+    """(field, argparse dest) of every setting with a flag; the loss weights' dests are ``w.<name>``."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name == "weights":
+            out += [(wf, f"w.{wf.name}") for wf in dataclasses.fields(LossWeights)]
+        elif "help" in f.metadata:
+            out.append((f, f.name))
+    return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _shown(value: Any) -> str:
+    """A default as it is typed on the command line."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "none"
+    return str(value)

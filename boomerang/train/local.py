@@ -139,7 +139,6 @@ class LocalDistillConfig(RunConfig):
     warmup: int = 20
     save_every: int = 100
     loss: str = "cosine+mse"  # one of LOSSES
-    teacher_input_prob: float = 1.0  # 1: teacher forcing; 0: the student's own running input
     updates_per_batch: int = 1  # optimizer steps per teacher forward (each batch reused this often)
     layers: tuple[int, ...] | None = None  # student layers to train (None: all not frozen)
     freeze_one_to_one: bool = True  # layers standing for a single teacher layer stay the teacher's
@@ -191,7 +190,8 @@ def from_distill_config(config: DistillConfig) -> LocalDistillConfig:
     ``one-to-one`` keeps the single-layer blocks at the teacher's weights too.
     """
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(RunConfig)}
-    return LocalDistillConfig(**shared, loss=config.local_loss, freeze_one_to_one="one-to-one" in config.freeze)
+    return LocalDistillConfig(**shared, loss=config.local_loss, freeze_one_to_one="one-to-one" in config.freeze,
+                              sink_weight=config.sink_weight, updates_per_batch=config.updates_per_batch)
 
 
 def trained_layers(mapping: LayerMapping, config: LocalDistillConfig) -> list[int]:
@@ -547,7 +547,7 @@ def local_distill(
                              teacher.get_input_embeddings().weight.shape[0], blocks, config.teacher)
     order = BlockOrder(len(blocks), config.seed)
 
-    opt = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
     # ---- resume ---------------------------------------------------------------------------
     step, elapsed_before = 0, 0.0
