@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# For the day a GPU is lent: one script, under 10 minutes on one H100, never in CI.
+#
+#   1. whole-model boomerang distillation of SmolLM2-135M (the paper's loss), bf16, one GPU;
+#   2. block-local distillation of the same student (--mode local) on the same GPU;
+#   3. with two GPUs or more (or ALLOW_CPU): 2-process DDP (torchrun) against 1 process at the same global batch,
+#      fp32, loss compared step by step.
+#
+# Prints tokens/s (steady state: from the first logged step to the last) and MFU against the GPU's
+# dense bf16 peak. Needs the project's venv with a CUDA build of torch (`make setup TORCH=torch`).
+#
+#   bash bench/gpu_check.sh                    # defaults: STEPS=40 BATCH=16 SEQ=1024 TEACHER=smollm2
+#   ALLOW_CPU=1 TEACHER=demo STEPS=6 BATCH=4 SEQ=64 PRECISION=fp32 bash bench/gpu_check.sh   # plumbing, on a CPU
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+STEPS=${STEPS:-40}
+BATCH=${BATCH:-16}
+SEQ=${SEQ:-1024}
+TEACHER=${TEACHER:-smollm2}
+PRECISION=${PRECISION:-bf16}
+OUT=${OUT:-$(mktemp -d -t boomerang-gpu-check.XXXXXX)}
+
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+if [ "$NGPU" -lt 1 ] && [ -z "${ALLOW_CPU:-}" ]; then
+  echo "gpu_check: no CUDA device here (set ALLOW_CPU=1 to check the plumbing on a CPU)." >&2
+  exit 2
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+echo "gpu_check: $NGPU GPU(s); teacher $TEACHER, $STEPS steps of $BATCH x $SEQ tokens, $PRECISION; runs in $OUT"
+
+# Teacher layers 0-2, every other layer from 3, then 28-29: the shipped SmolLM2 student's rule.
+COMMON=(--teacher "$TEACHER" --data demo --keep-first 3 --every 2 --keep-last 2 --seq-len "$SEQ"
+        --warmup 5 --save-every 100000 --log-every 5 --seed 0)
+
+summary() {  # summary LABEL RUN_DIR MODE: tokens/s and MFU from the run's log.jsonl
+  "$PY" - "$@" <<'EOF'
+import json, sys
+from pathlib import Path
+import torch
+from transformers import AutoConfig
+from boomerang.core import LayerMapping
+from boomerang.zoo import resolve_teacher
+
+label, run, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+saved = json.loads((run / "config.json").read_text())
+log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+first, last = log[0], log[-1]
+tok_s = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
+cfg = AutoConfig.from_pretrained(resolve_teacher(saved["teacher"]))
+d, f, v, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers, saved["seq_len"]
+kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+layer = 2 * (2 * d * d + 2 * d * kv + 3 * d * f) + 4 * d * T  # forward FLOPs per token of one layer
+mapping = LayerMapping.from_rule(L, saved["keep_first"], saved["every"], saved["keep_last"])
+teacher_fwd = L * layer + 2 * v * d
+if mode == "local":  # teacher forward, plus forward and backward of each trained (two-layer) student layer
+    trained = sum(len(b) > 1 for b in mapping.blocks)
+    flops = teacher_fwd + 3 * trained * layer
+else:  # teacher forward, plus the student's forward and backward through its head
+    flops = teacher_fwd + 3 * (mapping.num_student_layers * layer + 2 * v * d)
+peaks = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+peak = next((p for k, p in peaks.items() if k in name), None)
+world = last.get("world_size", 1)
+mfu = f", MFU {flops * tok_s / world / peak:.1%} of {peak / 1e12:.0f} TFLOP/s per GPU" if peak else ""
+print(f"{label}: {name}, {tok_s:,.0f} tokens/s over steps {first['step']}-{last['step']} "
+      f"({flops * tok_s / 1e12:.1f} TFLOP/s{mfu}); loss {first['loss']:.4f} -> {last['loss']:.4f}")
+EOF
+}
+
+echo "== 1. whole-model boomerang distillation, 1 process"
+"$PY" -m boomerang distill "${COMMON[@]}" --steps "$STEPS" --batch-size "$BATCH" --precision "$PRECISION" \
+  --out "$OUT/global"
+summary "whole-model, $PRECISION" "$OUT/global" global
+
+echo "== 2. block-local distillation, 1 process"
+"$PY" -m boomerang distill "${COMMON[@]}" --steps "$STEPS" --batch-size "$BATCH" --mode local --out "$OUT/local"
+summary "block-local" "$OUT/local" local
+
+if [ "$NGPU" -ge 2 ] || [ -n "${ALLOW_CPU:-}" ]; then  # on CPUs: 2 gloo processes
+  echo "== 3. 2-process DDP against 1 process, same global batch, fp32"
+  DDP=(--steps 10 --log-every 1 --precision fp32)
+  "$PY" -m boomerang distill "${COMMON[@]}" "${DDP[@]}" --batch-size "$BATCH" --out "$OUT/one"
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m boomerang distill "${COMMON[@]}" "${DDP[@]}" \
+    --batch-size $((BATCH / 2)) --out "$OUT/two"
+  "$PY" - "$OUT/one" "$OUT/two" <<'EOF'
+import json, sys
+from pathlib import Path
+one, two = ([json.loads(x) for x in (Path(p) / "log.jsonl").read_text().splitlines()] for p in sys.argv[1:])
+worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(one, two))
+print(f"DDP: world size {two[-1]['world_size']}, {len(two)} steps, largest relative loss difference to "
+      f"1 process {worst:.2e} ({'ok' if worst < 1e-4 else 'DIFFERENT'})")
+EOF
+  summary "whole-model, 2-process DDP, fp32" "$OUT/two" global
+else
+  echo "== 3. skipped: DDP needs 2 GPUs, this machine has $NGPU"
+fi
