@@ -32,6 +32,7 @@ ORDER_COLORS = {
     "naive-pruning": "#9D755D",
     "block-influence": "#BAB0AC",
     "angular": "#FF9DA6",
+    "sleb": "#79706E",
     "custom": "#EECA3B",
 }
 EXTRA_COLORS = ["#4C78A8", "#E45756", "#9D755D", "#72B7B2", "#54A24B", "#B279A2", "#FF9DA6"]
@@ -90,6 +91,7 @@ ORDER_STYLES = {
     "naive-pruning": ("circle-open", "dot"),
     "block-influence": ("square-open", "dot"),
     "angular": ("diamond-open", "dot"),
+    "sleb": ("triangle-down-open", "dot"),
     "custom": ("star-triangle-up", "longdash"),
 }
 

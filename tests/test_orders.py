@@ -249,3 +249,29 @@ def test_angular_pruning_drops_the_run_a_hand_computation_picks(pair, calib):
         assert N - 1 in got[L]  # the last layer stays
     with pytest.raises(BoomerangError, match="calibration"):
         od.pruning_order(pair, "angular", None)
+
+
+def test_sleb_removes_the_layers_a_hand_run_greedy_search_removes(pair, calib):
+    """Song et al.: remove one layer at a time, each time the one whose removal leaves the lowest
+    calibration perplexity, measured again after every removal."""
+    N = pair.mapping.num_teacher_layers
+
+    def nll_without(removed: list[int]) -> float:
+        model = copy.deepcopy(pair.teacher)
+        model.model.layers = torch.nn.ModuleList(l for i, l in enumerate(model.model.layers) if i not in removed)
+        model.config.num_hidden_layers = len(model.model.layers)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=calib, use_cache=False).logits.double(), -1)
+        return float(-logp[:, :-1].gather(-1, calib[:, 1:, None]).mean())
+
+    removed: list[int] = []
+    for _ in range(N - 1):
+        left = [t for t in range(N) if t not in removed]
+        removed.append(min(left, key=lambda t: (nll_without(removed + [t]), t)))
+    got = od.pruning_order(pair, "sleb", calib, sizes=range(1, N + 1))
+    for L in range(1, N + 1):
+        assert got[L] == [t for t in range(N) if t not in removed[: N - L]], L
+    # The interpolation sizes alone (the default) give the same choice at each of them.
+    assert od.pruning_order(pair, "sleb", calib) == {L: got[L] for L in range(pair.num_student_layers, N + 1)}
+    with pytest.raises(BoomerangError, match="calibration"):
+        od.pruning_order(pair, "sleb", None)

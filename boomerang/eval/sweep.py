@@ -97,7 +97,7 @@ def _order_rows(
     if order in BASELINES:
         method = "naive" if order == "naive-pruning" else order  # the other baselines share their method's name
         n = pair.num_student_layers
-        for layers, keep in pruning_order(pair, method, calib_ids=calib_ids).items():
+        for layers, keep in pruning_order(pair, method, calib_ids=calib_ids, progress=progress).items():
             rows.append(dict(order=order, k=layers - n, patched="", layers=layers,
                              params=_count_params(prune_teacher(pair, keep)), kept=json.dumps(keep)))
         return rows

@@ -5,12 +5,14 @@ layers with no training: :func:`prune_teacher` builds it (zero-copy), :func:`pru
 which layers each size keeps (``naive``: drop the layers the student dropped, re-adding them
 last-to-first; ``block-influence``: drop the layers whose output is most similar to their input,
 ShortGPT's *block influence*; ``angular``: drop the run of consecutive layers across which the
-last token's hidden state turns least, Gromov et al.'s angular distance).
+last token's hidden state turns least, Gromov et al.'s angular distance; ``sleb``: drop one layer
+at a time, each time the one whose removal hurts calibration perplexity least, Song et al.'s SLEB).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -20,10 +22,11 @@ from transformers import PreTrainedModel
 from ..core import BoomerangPair, Recorded, autocast_context, clone_module
 from ..core.arch import config_for_layers
 from ..errors import BoomerangError
+from ..progress import Progress, report
 from .calibration import calib_batches
 
 #: Methods of :func:`pruning_order`.
-PRUNING_METHODS = ("naive", "block-influence", "angular")
+PRUNING_METHODS = ("naive", "block-influence", "angular", "sleb")
 
 
 def prune_teacher(pair: BoomerangPair, keep: Sequence[int]) -> PreTrainedModel:
@@ -85,11 +88,12 @@ def pruning_order(
     method: str = "naive",
     calib_ids: torch.Tensor | None = None,
     sizes: Iterable[int] | None = None,
+    progress: Progress | None = None,
 ) -> dict[int, list[int]]:
     """``{layers: kept teacher layers}``: the pruned teacher of each size, for :func:`prune_teacher`.
 
     ``sizes`` are layer counts (default: every count from the student's ``n`` to the teacher's
-    ``N``, the sizes interpolation reaches).
+    ``N``, the sizes interpolation reaches). ``progress`` hears about the slow search (``sleb``).
 
     * ``naive``: drop teacher layers with no training and no data: the ones the student
       dropped (``mapping.pruned``), re-added from the last: a model of ``N - d`` layers lacks
@@ -101,6 +105,9 @@ def pruning_order(
     * ``angular``: drop the ``N - L`` *consecutive* layers ``l .. l + N - L - 1`` whose input and
       output are closest in :func:`angular_distances` on ``calib_ids`` (Gromov et al. 2024). The
       last layer is never dropped. Any size ``1..N``.
+    * ``sleb``: drop layers one at a time, each time the one whose removal gives the lowest
+      perplexity on ``calib_ids`` (:func:`sleb_removals`, Song et al. 2024). Sizes are nested:
+      each keeps the layers of the next larger one but one. Any size ``1..N``.
     """
     n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
     sizes = sorted(set(int(s) for s in (range(n, N + 1) if sizes is None else sizes)))
@@ -129,6 +136,12 @@ def pruning_order(
             # First start l of the closest run; l + d <= N - 1 keeps the last layer.
             best = min(range(N - d), key=lambda l: (dist[(l, l + d)], l))  # noqa: E741
             out[L] = [t for t in range(N) if not best <= t < best + d]
+        return out
+    if method == "sleb":
+        removed = sleb_removals(pair, calib_ids, N - min(sizes), progress=progress)
+        for L in sizes:
+            drop = set(removed[: N - L])
+            out[L] = [t for t in range(N) if t not in drop]
         return out
     bi = block_influence(pair, calib_ids)
     ranked = sorted(range(N), key=lambda t: (bi[t], t))  # least influential first
@@ -168,3 +181,51 @@ def angular_distances(pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: 
             count += ids.shape[0]
     mean = sums / max(count, 1)
     return {(i, j): float(mean[i, j]) for i in range(N) for j in range(i + 1, N)}
+
+
+def sleb_removals(pair: BoomerangPair, calib_ids: torch.Tensor | None, count: int,
+                  batch_size: int = 8, progress: Progress | None = None) -> list[int]:
+    """The first ``count`` teacher layers SLEB removes, in the order it removes them.
+
+    SLEB (Song et al., "SLEB: Streamlining LLMs through Redundancy Verification and Elimination
+    of Transformer Blocks", 2024) prunes greedily and re-measures after every removal: of the
+    layers still there, it drops the one without which the pruned teacher's perplexity on the
+    calibration text is lowest, then asks again. Unlike one-shot scores (block influence), the
+    choice sees how the remaining layers work together, at the cost of one perplexity per
+    remaining layer per removal. Every size's choice extends the next larger size's, so all
+    sizes come from one pass down to the smallest; ties go to the lower layer.
+    """
+    if calib_ids is None:
+        raise BoomerangError("SLEB pruning needs calibration text (calib_ids).")
+    N = pair.mapping.num_teacher_layers
+    keep, removed = list(range(N)), []
+    total = sum(N - i for i in range(count))  # perplexities to measure
+    done = 0
+    for i in range(count):
+        scores = {}
+        for t in keep:
+            scores[t] = _calib_nll(prune_teacher(pair, [k for k in keep if k != t]), calib_ids, batch_size)
+            done += 1
+            report(progress, done, total, f"SLEB: removal {i + 1} of {count}, without layer {t}")
+        drop = min(keep, key=lambda t: (scores[t], t))
+        keep.remove(drop)
+        removed.append(drop)
+    return removed
+
+
+def _calib_nll(model: PreTrainedModel, calib_ids: torch.Tensor, batch_size: int) -> float:
+    """Mean next-token negative log-likelihood of ``model`` on the calibration blocks (a NaN
+    counts as infinitely bad, so a layer whose removal breaks the model is never chosen)."""
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for ids in calib_batches(calib_ids, batch_size):
+            ids = ids.to(device)
+            with autocast_context(model):
+                logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                    ids[:, 1:].reshape(-1), reduction="sum")
+            total += float(nll)
+            count += ids[:, 1:].numel()
+    mean = total / max(count, 1)
+    return math.inf if math.isnan(mean) else mean

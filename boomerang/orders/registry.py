@@ -93,6 +93,8 @@ _ORDERS = (
     Order("angular", "pruning", False, True,
           "Gromov et al.'s angular distance on calibration text: drops the run of consecutive layers "
           "across which the last token's state turns least"),
+    Order("sleb", "pruning", False, True,
+          "SLEB on calibration text: drops one layer at a time, the one whose removal raises perplexity least"),
 )
 
 #: Every order and baseline by name, in display order.
