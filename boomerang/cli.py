@@ -8,6 +8,7 @@ a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import signal
@@ -234,7 +235,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if "custom" in orders and not custom:
         raise BoomerangError("--orders custom needs --custom, the patching sequence, e.g. 6,5,0,1,2,3,4.")
     limit = args.limit
-    if limit is not None and not limit > 0:
+    if limit is not None and not 0 < limit < math.inf:
         raise BoomerangError(f"--limit must be a positive number of examples (or a fraction below 1), not {limit:g}.")
     if limit is not None and limit >= 1:
         if limit != int(limit):
@@ -453,6 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except BoomerangError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"error: The path {e.filename!r} is too long for this file system (a name over 255 bytes, "
+              "or the whole path over its limit); choose a shorter one.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -157,6 +157,8 @@ def test_api_bad_input(case, places, demo_pair, tmp_path, monkeypatch):
         "LayerMapping.from_rule": lambda: bm.LayerMapping.from_rule(**kw),
         "LayerMapping.from_kept": lambda: bm.LayerMapping.from_kept(**kw),
         "LayerMapping": lambda: bm.LayerMapping(**kw),
+        "calibration_ids": lambda: bm.orders.calibration_ids(demo_pair, **kw),
+        "pruning_order": lambda: bm.orders.pruning_order(demo_pair, **kw),
     }
     with pytest.raises(BoomerangError) as info:
         calls[case["call"]]()

@@ -47,6 +47,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                 f"Device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
                 f"cuda:0..cuda:{torch.cuda.device_count() - 1}."
             )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise BoomerangError(f"Device {str(device)!r} was asked for, but this build of torch has no MPS support "
+                             "here (Apple GPUs only); use --device cpu.")
     elif dev.type not in ("cpu", "mps"):
         raise BoomerangError(f"Device {str(device)!r} is not supported; use cpu, cuda or cuda:N.")
     return dev

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ..core import BoomerangPair, PatchRunner
+from ..core.arch import max_positions
 from ..data import load_blocks
 from ..errors import BoomerangError
 from ..progress import Progress
@@ -21,6 +22,10 @@ def calibration_ids(pair: BoomerangPair, n: int = 8, seq_len: int = 128, source:
     """``[n, seq_len]`` token ids from the *training* split of ``source`` for KL-guided orders."""
     if pair.tokenizer is None:
         raise BoomerangError("This pair has no tokenizer; pass calibration token ids yourself.")
+    limit = max_positions(pair.teacher)
+    if limit is not None and seq_len > limit:
+        raise BoomerangError(f"A calibration length of {seq_len} tokens exceeds the model's {limit} positions; "
+                             f"choose at most {limit}.")
     return load_blocks(source, pair.tokenizer, seq_len, split="train", max_blocks=n)
 
 
