@@ -775,6 +775,38 @@ def test_a_torn_state_file_falls_back_to_the_checkpoint_before(synth, tmp_path, 
     assert (got / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
 
 
+class _Payload:
+    """Pickles as a call that creates a file: what an attacker would plant in a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("planted", ["random_states_0.pkl", "optimizer.bin", "scheduler.bin"])
+def test_a_payload_planted_in_a_checkpoint_pickle_never_runs(synth, tmp_path, caplog, planted):
+    """Accelerate's optimizer, scheduler and RNG files are torch pickles; they are read with
+    torch's restricted unpickler (weights_only), so a planted object is refused, not built."""
+    base = dict(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=3, seq_len=16, batch_size=2,
+                save_every=1, warmup=1, log_every=1, keep_checkpoints=3)
+    ref = distill(DistillConfig(**{**base, "out": str(tmp_path / "ref")}), blocks=synth["train"])
+    out = tmp_path / "r"
+    distill(DistillConfig(**base), blocks=synth["train"],
+            should_stop=lambda: len(list((out / "checkpoints").glob("step-*"))) >= 2)
+    newest = sorted((out / "checkpoints").glob("step-*"))[-1]
+    assert (newest / planted).is_file()
+    marker = tmp_path / "payload-ran"
+    torch.save(_Payload(marker), newest / planted)
+    with caplog.at_level("WARNING"):
+        got = distill(DistillConfig(**base, resume=True), blocks=synth["train"])
+    assert not marker.exists()
+    if planted != "random_states_0.pkl":  # Accelerate skips unreadable RNG states itself (the data order needs none)
+        assert "cannot be read" in caplog.text and "resuming from" in caplog.text
+    assert (got / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+
+
 def test_validation_during_distillation_watches_the_student_and_patched_sizes(synth, tmp_path):
     """--eval-every logs the student's validation perplexity and that of a few last-to-first sizes,
     equal to measuring the saved student's patched models afterwards."""
