@@ -86,6 +86,14 @@ def places(tmp_path_factory) -> dict[str, str]:
     cfg.pop("rope_parameters", None)
     (d / "config.json").write_text(json.dumps(cfg))
     out["student_other_rope"] = str(d)
+    d = _student_copy(root, "teacher5")
+    meta = json.loads((d / "student_config.json").read_text())
+    meta["teacher"] = 5
+    (d / "student_config.json").write_text(json.dumps(meta))
+    out["student_teacher_number"] = str(d)
+    d = _student_copy(root, "deep")
+    (d / "student_config.json").write_text('{"deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    out["student_deep_json"] = str(d)
     out["_root"] = str(root)
     return out
 

@@ -196,8 +196,12 @@ def _parse_student_config(text: str, where: str) -> dict:
         meta = json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{where} is not valid JSON ({e.msg} at line {e.lineno}).") from None
+    except RecursionError:
+        raise CheckpointError(f"{where} is nested deeper than a student config can be.") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{where} must hold a JSON object, not a {type(meta).__name__}.")
+    if "teacher" in meta and not isinstance(meta["teacher"], str):
+        raise CheckpointError(f"{where}: teacher must be a folder or hub id written as text, not {meta['teacher']!r}.")
     return meta
 
 
