@@ -117,6 +117,8 @@ def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> 
 
     The optimal curve is drawn first, wide and pale, so the orders that reach it stay visible on
     top; points of one curve that share an x (one-to-one layers swapped) are labelled with their k.
+    Where the frame has ``<y>_lo`` and ``<y>_hi`` (a sweep's 95% intervals), each point gets
+    them as an error bar.
     """
     traces = []
     if df.empty:
@@ -136,6 +138,11 @@ def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> 
             line=dict(color=color, dash=dash, width=2),
             marker=dict(size=7, symbol=symbol, color=color),
         )
+        if f"{y}_lo" in g and f"{y}_hi" in g and g[f"{y}_lo"].notna().all():  # the 95% interval, as error bars
+            ys = [_num(v) for v in g[y]]
+            trace["error_y"] = dict(type="data", symmetric=False, thickness=1, width=3, color=color,
+                                    array=[_num(h) - v for h, v in zip(g[f"{y}_hi"], ys)],
+                                    arrayminus=[v - _num(lo) for lo, v in zip(g[f"{y}_lo"], ys)])
         if any(labels):
             right_end = max(trace["x"])  # labels there go left, or the plot's edge cuts them
             trace.update(text=labels, textfont=dict(size=11, color=color),

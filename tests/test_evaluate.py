@@ -120,7 +120,9 @@ def test_sweep_rows_columns_and_baselines(pair, tmp_path):
                   calib_ids=calib, cache_dir=tmp_path)
     n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
     assert list(df.columns) == ["order", "k", "patched", "layers", "params", "kept", "perplexity",
-                                "nll", "seconds"]
+                                "perplexity_lo", "perplexity_hi", "nll", "seconds"]
+    assert ((df.perplexity_lo <= df.perplexity) & (df.perplexity <= df.perplexity_hi)).all()
+    assert (df.perplexity_lo < df.perplexity_hi).all()  # 4 different blocks: a real spread
     l2f = df[df.order == "last-to-first"]
     assert l2f.k.tolist() == list(range(n + 1))
     for _, row in l2f.iterrows():
@@ -266,7 +268,7 @@ def test_sweep_with_an_accuracy_metric(tmp_path):
     ids = random_ids(2, 12, seed=12, vocab=len(tok))
     df = bm.sweep(pair, ["first-to-last"], data=ids, metrics=["perplexity", "demo_cloze"], limit=2,
                   cache_dir=tmp_path)
-    assert list(df.columns)[-4:] == ["perplexity", "nll", "demo_cloze", "seconds"]
+    assert list(df.columns)[-6:] == ["perplexity", "perplexity_lo", "perplexity_hi", "nll", "demo_cloze", "seconds"]
     assert len(df) == pair.num_student_layers + 1
     assert df.demo_cloze.between(0, 1).all()
     k1 = ev.parse_patched(df.patched[1])
@@ -316,3 +318,36 @@ def test_accuracy_intervals_count_the_items_the_harness_scored(monkeypatch):
     assert chosen["bbc_news"] == detail["bbc_news"]  # the first 7 items, chosen by index
     spread = ev.accuracy_intervals(model, tok, ["bbc_news"], items={"bbc_news": [0, 60, 120, 180]})
     assert spread["bbc_news"]["n"] == 4
+
+
+def test_perplexity_interval_is_the_block_bootstrap_computed_by_hand(pair):
+    """Each block's summed NLL comes from its own forward, and the 95% interval is the percentile
+    bootstrap over blocks: 2,000 draws of n blocks with replacement (numpy's default_rng(0)),
+    exp(sum NLL / sum tokens) each, the 2.5% and 97.5% quantiles (linear interpolation)."""
+    import numpy as np
+
+    ids = random_ids(6, 10, seed=21)
+    model = pair.build(patched=[0])
+    res = ev.perplexity(model, ids, batch_size=4)
+    per_block = [direct_nll(model, ids[i : i + 1]) for i in range(len(ids))]
+    assert res.window_tokens == tuple(c for _, c in per_block) == (9,) * 6
+    assert res.window_nll == pytest.approx([t for t, _ in per_block], rel=1e-6)
+
+    draws = np.random.default_rng(0).integers(0, 6, size=(2000, 6))
+    ppl = sorted(math.exp(sum(per_block[j][0] for j in d) / sum(per_block[j][1] for j in d)) for d in draws)
+
+    def quantile(q: float) -> float:
+        pos = q * (len(ppl) - 1)
+        lo = math.floor(pos)
+        return ppl[lo] + (ppl[min(lo + 1, len(ppl) - 1)] - ppl[lo]) * (pos - lo)
+
+    lo, hi = res.interval()
+    assert (lo, hi) == pytest.approx((quantile(0.025), quantile(0.975)), rel=1e-6)
+    assert lo < res.perplexity < hi
+    # The shared-prefix path keeps the same per-block numbers, and the same interval.
+    fast = ev.perplexity_many(pair, [frozenset([0])], ids, batch_size=4)[0][0]
+    assert fast.window_nll == pytest.approx(res.window_nll, rel=1e-5)
+    assert fast.interval() == pytest.approx((lo, hi), rel=1e-5)
+    # Six copies of one block have no spread.
+    same = ev.perplexity(model, ids[:1].repeat(6, 1), batch_size=4)
+    assert same.interval() == pytest.approx((same.perplexity, same.perplexity), rel=1e-9)

@@ -96,3 +96,15 @@ def test_points_on_the_same_spot_share_one_label():
     df = pd.DataFrame({"sim": [0.96, 1.0, 1.0], "gain": [0.3, 0.0, 0.0], "label": ["S0", "S5", "S6"]})
     fig = plots.scatter_figure(df, "sim", "gain", text="label")
     assert list(fig.data[0].text) == ["S0", "S5, S6", ""]
+
+
+def test_a_sweeps_intervals_are_drawn_as_error_bars():
+    df = pd.DataFrame({"order": ["a", "a"], "k": [0, 1], "patched": [(), (0,)], "layers": [2, 3],
+                       "params": [10, 20], "perplexity": [5.0, 4.0], "perplexity_lo": [4.5, 3.0],
+                       "perplexity_hi": [6.0, 4.25]})
+    fig = plots.curve_figure(df, x="layers")
+    _valid(fig)
+    bars = [t for t in fig.data if t.name == "a"][0].error_y
+    assert list(bars.array) == [1.0, 0.25] and list(bars.arrayminus) == [0.5, 1.0] and not bars.symmetric
+    # No interval columns (a frame from elsewhere, or nll): no bars.
+    assert not plots.curve_figure(df.drop(columns=["perplexity_lo", "perplexity_hi"])).data[0].error_y.array

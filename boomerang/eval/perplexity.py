@@ -28,6 +28,7 @@ from ..core import BoomerangPair, PatchRunner, autocast_context
 from ..core.arch import max_positions, text_config
 from ..errors import BoomerangError
 from ..progress import Progress, report
+from .intervals import bootstrap_perplexity
 
 #: Entries kept by :func:`evaluate_patched`'s in-memory cache.
 POINT_CACHE_SIZE = 256
@@ -36,11 +37,21 @@ _POINTS = Memo(POINT_CACHE_SIZE)
 
 @dataclass(frozen=True)
 class PerplexityResult:
-    """Mean token NLL (nats), its exponential, and the number of scored tokens."""
+    """Mean token NLL (nats), its exponential, the number of scored tokens, and each evaluation
+    window's summed NLL and scored tokens (what :meth:`interval` resamples)."""
 
     nll: float
     perplexity: float
     tokens: int
+    window_nll: tuple[float, ...] = ()
+    window_tokens: tuple[int, ...] = ()
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """The 95% (or ``level``) bootstrap interval of the perplexity over evaluation windows
+        (the blocks, without a stride); see :func:`boomerang.eval.intervals.bootstrap_perplexity`."""
+        if not self.window_nll:
+            raise BoomerangError("This result has no per-window NLLs to resample.")
+        return bootstrap_perplexity(self.window_nll, self.window_tokens, level)
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,6 +104,13 @@ def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tu
     Position ``t`` predicts token ``t + 1``; the targets are shifted instead of the logits so
     that the big ``[B, T, V]`` tensor is never copied.
     """
+    total, count, _, _ = window_token_nll(logits, ids, mask)
+    return total, count
+
+
+def window_token_nll(logits: torch.Tensor, ids: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[float, int, list[float], list[int]]:
+    """:func:`token_nll`'s sum and count, and the same per window (row of ``ids``)."""
     B, T, V = logits.shape
     target = torch.full((B, T), -100, dtype=torch.long, device=logits.device)
     target[:, :-1] = ids[:, 1:].to(logits.device)
@@ -101,15 +119,18 @@ def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tu
     target[~keep] = -100
     nll = torch.nn.functional.cross_entropy(
         logits.reshape(B * T, V).float(), target.view(-1), reduction="none"
-    )  # [B * T], 0 where ignored
-    return float(nll.double().sum()), int(keep.sum())
+    ).double()  # [B * T], 0 where ignored
+    rows = nll.view(B, T).sum(1)  # [B]
+    return float(nll.sum()), int(keep.sum()), rows.tolist(), keep.sum(1).tolist()
 
 
-def _result(total: float, count: int) -> PerplexityResult:
+def _result(total: float, count: int, window_nll: Sequence[float] = (),
+            window_tokens: Sequence[int] = ()) -> PerplexityResult:
     if count == 0:
         raise BoomerangError("No token was scored; give longer blocks.")
     nll = total / count
-    return PerplexityResult(nll=nll, perplexity=math.exp(nll), tokens=count)
+    return PerplexityResult(nll=nll, perplexity=math.exp(nll), tokens=count,
+                            window_nll=tuple(window_nll), window_tokens=tuple(window_tokens))
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -185,18 +206,22 @@ def perplexity(
     model.eval()
     device = model_device(model)
     total, count = 0.0, 0
+    w_nll: list[float] = []
+    w_tok: list[int] = []
     batches = _batches(ids, mask, batch_size)
     try:
         for i, (b_ids, b_mask) in enumerate(batches):
             with autocast_context(model):
                 logits = model(input_ids=b_ids.to(device), use_cache=False).logits  # [B, L, V]
-            s, c = token_nll(logits, b_ids, b_mask)
+            s, c, rs, rc = window_token_nll(logits, b_ids, b_mask)
             total += s
             count += c
+            w_nll += rs
+            w_tok += rc
             report(progress, i + 1, len(batches), f"{i + 1}/{len(batches)} batches")
     finally:
         model.train(was_training)
-    return _result(total, count)
+    return _result(total, count, w_nll, w_tok)
 
 
 def perplexity_many(
@@ -217,15 +242,23 @@ def perplexity_many(
     batches = _batches(ids, mask, batch_size)
     totals = [0.0] * len(sets)
     counts = [0] * len(sets)
+    # Per set, per batch: the windows' NLLs and token counts (batches may arrive in any order).
+    rows: list[dict[int, tuple[list[float], list[int]]]] = [{} for _ in sets]
 
     def consume(i: int, b: int, logits: torch.Tensor) -> None:
-        s, c = token_nll(logits, batches[b][0], batches[b][1])
+        s, c, rs, rc = window_token_nll(logits, batches[b][0], batches[b][1])
         totals[i] += s
         counts[i] += c
+        rows[i][b] = (rs, rc)
 
     runner = PatchRunner(pair)
     runner.run(sets, [b for b, _ in batches], consume, progress=progress)
-    return [_result(t, c) for t, c in zip(totals, counts)], list(runner.seconds)
+    results = []
+    for t, c, r in zip(totals, counts, rows):
+        w_nll = [x for b in sorted(r) for x in r[b][0]]
+        w_tok = [x for b in sorted(r) for x in r[b][1]]
+        results.append(_result(t, c, w_nll, w_tok))
+    return results, list(runner.seconds)
 
 
 

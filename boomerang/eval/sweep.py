@@ -40,8 +40,11 @@ from ..progress import Progress, report, scaled
 from .accuracy import accuracy
 from .perplexity import PerplexityResult, check_batch_fits, perplexity, perplexity_many
 
+#: The columns the ``perplexity`` metric fills: the perplexity, its 95% bootstrap interval over
+#: evaluation blocks (:meth:`PerplexityResult.interval`) and the mean NLL.
+PERPLEXITY_COLUMNS = ("perplexity", "perplexity_lo", "perplexity_hi", "nll")
 #: Version of the on-disk sweep cache format (bump when a row's meaning changes).
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def sweep_cache_dir() -> Path:
@@ -134,12 +137,14 @@ def sweep(
     ``k`` is the number of layers above the student's, ``kept`` the teacher layers kept).
     ``data`` is a text source for :func:`boomerang.data.load_blocks` (``split``, ``seq_len``
     (default 128), ``max_blocks``) or a ready ``[n, seq_len]`` tensor of token ids.
-    ``metrics``: ``perplexity`` (columns ``perplexity``, ``nll``) and lm-eval task names (a
-    column per task with its accuracy; ``limit`` examples per task). Calibration-based orders
+    ``metrics``: ``perplexity`` (columns ``perplexity``, its 95% bootstrap interval over blocks
+    ``perplexity_lo`` and ``perplexity_hi``, and ``nll``) and lm-eval task names (a column per
+    task with its accuracy; ``limit`` examples per task). Calibration-based orders
     (similarity, klpatch, optimal, shortest-path, block-influence) use ``calib_ids``, by default
     :func:`boomerang.orders.calibration_ids` of the pair (from the training split).
 
-    Columns: ``order, k, patched, layers, params, kept, perplexity, nll, <tasks...>, seconds``.
+    Columns: ``order, k, patched, layers, params, kept, perplexity, perplexity_lo, perplexity_hi,
+    nll, <tasks...>, seconds``.
     Each (order, metric) part is cached under ``cache_dir`` (default
     :func:`sweep_cache_dir`), keyed by the pair's :func:`pair_fingerprint`, the order, a hash
     of the token blocks and calibration ids, the metric and the settings; a cache hit returns
@@ -239,7 +244,9 @@ def sweep(
                         tick()
                     else:
                         res, sec = ppl[r["patched"]]
-                    row.update(perplexity=res.perplexity, nll=res.nll, seconds=sec)
+                    lo, hi = res.interval()
+                    row.update(perplexity=res.perplexity, perplexity_lo=lo, perplexity_hi=hi, nll=res.nll,
+                               seconds=sec)
                 else:
                     if model is None:
                         model = pair.build(patched=parse_patched(r["patched"]))
@@ -267,5 +274,5 @@ def sweep(
                 merged["seconds"] = merged["seconds"] + merged.pop("seconds_r")
         frames.append(merged)
     out = pd.concat(frames, ignore_index=True)
-    metric_cols = [c for m in metrics for c in (("perplexity", "nll") if m == "perplexity" else (m,))]
+    metric_cols = [c for m in metrics for c in (PERPLEXITY_COLUMNS if m == "perplexity" else (m,))]
     return out[id_cols + metric_cols + ["seconds"]]
