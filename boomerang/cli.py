@@ -223,6 +223,9 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=float, help="examples per lm-eval task (an int, or a fraction < 1)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
+    p.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
+                   help="other models (folders or hub ids) of the same tokenizer, one row each, e.g. a student "
+                        "distilled at another size")
     _calib_arguments(p)
     p.add_argument("--out", required=True, help="CSV file for the results")
 
@@ -253,7 +256,7 @@ def _sweep(args: argparse.Namespace) -> int:
         frame = sweep(pair, orders, data=args.data, metrics=args.metrics, split=args.split,
                       seq_len=args.seq_len, max_blocks=args.max_blocks, calib_ids=calib,
                       progress=progress, custom=custom, limit=limit, batch_size=args.batch_size,
-                      use_cache=not args.no_cache)
+                      use_cache=not args.no_cache, compare=args.compare)
     finally:
         close()
     _write_csv(frame, out)

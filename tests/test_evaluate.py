@@ -351,3 +351,34 @@ def test_perplexity_interval_is_the_block_bootstrap_computed_by_hand(pair):
     # Six copies of one block have no spread.
     same = ev.perplexity(model, ids[:1].repeat(6, 1), batch_size=4)
     assert same.interval() == pytest.approx((same.perplexity, same.perplexity), rel=1e-9)
+
+
+def test_sweep_puts_other_models_of_the_same_tokenizer_beside_the_curve(tmp_path):
+    tok = tiny_tokenizer()
+    pair = tiny_pair("llama", 4, vocab=len(tok))
+    pair.tokenizer = tok
+    ids = random_ids(3, 12, seed=31, vocab=len(tok))
+    for name, model in (("student", pair.student), ("teacher-copy", pair.teacher)):
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    df = bm.sweep(pair, ["last-to-first"], data=ids, compare=[tmp_path / "student", tmp_path / "teacher-copy"],
+                  cache_dir=tmp_path / "cache")
+    rows = df.set_index("order")
+    assert list(df.order[-2:]) == ["model: student", "model: teacher-copy"]
+    total, count = direct_nll(pair.student, ids)
+    assert rows.loc["model: student", "perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert rows.loc["model: student", "layers"] == pair.num_student_layers
+    assert rows.loc["model: teacher-copy", "layers"] == pair.mapping.num_teacher_layers
+    full = df[(df.order == "last-to-first") & (df.k == pair.num_student_layers)].perplexity.item()
+    assert rows.loc["model: teacher-copy", "perplexity"] == pytest.approx(full, rel=1e-5)
+    lo, hi = rows.loc["model: student", ["perplexity_lo", "perplexity_hi"]]
+    assert lo <= rows.loc["model: student", "perplexity"] <= hi
+
+    other = tiny_tokenizer(vocab_size=280)  # another vocabulary: numbers not comparable
+    pair.student.save_pretrained(tmp_path / "other")
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(BoomerangError, match="uses another tokenizer than this pair"):
+        bm.sweep(pair, ["last-to-first"], data=ids, compare=[tmp_path / "other"], cache_dir=tmp_path / "cache")
+    pair.student.save_pretrained(tmp_path / "bare")
+    with pytest.raises(BoomerangError, match="has no tokenizer"):
+        bm.sweep(pair, ["last-to-first"], data=ids, compare=[tmp_path / "bare"], cache_dir=tmp_path / "cache")

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..cache import pair_fingerprint, tensor_fingerprint
-from ..core import BoomerangPair
+from ..core import BoomerangPair, load_model
+from ..core.arch import num_layers
 from ..data import load_blocks, tokenizer_fingerprint
 from ..errors import BoomerangError
 from ..io import atomic_write
@@ -128,6 +129,7 @@ def sweep(
     limit: int | float | None = None,
     batch_size: int = 8,
     use_cache: bool = True,
+    compare: Sequence[str | os.PathLike] = (),
 ) -> pd.DataFrame:
     """Measure every size of each patch order: one row per ``(order, k)``.
 
@@ -150,6 +152,11 @@ def sweep(
     of the token blocks and calibration ids, the metric and the settings; a cache hit returns
     an identical frame. All uncached perplexities of one call are computed in one
     :class:`~boomerang.core.PatchRunner` walk, so sizes and orders share prefixes.
+
+    ``compare`` adds other models (folders or hub ids: a student distilled at some size, a pruned
+    or published model) as one row each, ``order`` ``"model: <folder name>"``, measured on the
+    same blocks with the same metrics, so they land on the same curve plot. Each must use the
+    pair's tokenizer (else its numbers would not be comparable), checked before any work.
     """
     if isinstance(orders, str):
         orders = [o.strip() for o in orders.split(",") if o.strip()]
@@ -163,6 +170,7 @@ def sweep(
     if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2):
         raise BoomerangError(f"seq_len must be a whole number of at least 2 tokens, not {seq_len!r}.")
     tokenizer = pair.tokenizer
+    others = _compare_models(pair, compare)
     check_batch_fits(pair.teacher, batch_size, data.shape[1] if isinstance(data, torch.Tensor) else seq_len or 128)
     if isinstance(data, torch.Tensor):
         blocks = data
@@ -273,6 +281,55 @@ def sweep(
                                       suffixes=("", "_r"))
                 merged["seconds"] = merged["seconds"] + merged.pop("seconds_r")
         frames.append(merged)
+    frames += [_model_row(name, model, blocks, tokenizer, metrics, limit, batch_size) for name, model in others]
     out = pd.concat(frames, ignore_index=True)
     metric_cols = [c for m in metrics for c in (PERPLEXITY_COLUMNS if m == "perplexity" else (m,))]
     return out[id_cols + metric_cols + ["seconds"]]
+
+
+#: The ``order`` of a compared model's row: this prefix and its folder name.
+COMPARE_PREFIX = "model: "
+
+
+def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike]) -> list[tuple[str, nn.Module]]:
+    """Load each model to compare (on the teacher's device and dtype), refusing one whose
+    tokenizer differs from the pair's; returns ``(order name, model)`` pairs."""
+    if isinstance(refs, (str, os.PathLike)):
+        refs = [refs]
+    if not refs:
+        return []
+    if pair.tokenizer is None:
+        raise BoomerangError("Comparing other models needs the pair's tokenizer, and this pair has none.")
+    want = tokenizer_fingerprint(pair.tokenizer)
+    out: list[tuple[str, nn.Module]] = []
+    teacher_param = next(pair.teacher.parameters())
+    for ref in refs:
+        model, tok = load_model(ref, device=teacher_param.device, dtype=teacher_param.dtype)
+        if tok is None:
+            raise BoomerangError(f"Model {str(ref)!r} has no tokenizer, so it cannot be checked to read the "
+                                 "text as this pair does; save its tokenizer beside it.")
+        if tokenizer_fingerprint(tok) != want:
+            raise BoomerangError(f"Model {str(ref)!r} uses another tokenizer than this pair, so its perplexity "
+                                 "would not be comparable; compare models of the same tokenizer.")
+        name = COMPARE_PREFIX + (Path(str(ref)).name or str(ref))
+        while name in (n for n, _ in out):  # two folders of one name: number the second
+            name += "'"
+        out.append((name, model))
+    return out
+
+
+def _model_row(name: str, model: nn.Module, blocks: torch.Tensor, tokenizer: Any, metrics: Sequence[str],
+               limit: int | float | None, batch_size: int) -> pd.DataFrame:
+    """One compared model measured like a sweep's rows (its layer count from its config)."""
+    t0 = time.perf_counter()
+    row: dict[str, Any] = dict(order=name, k=0, patched="", layers=num_layers(model),
+                               params=_count_params(model), kept="")
+    for m in metrics:
+        if m == "perplexity":
+            res = perplexity(model, blocks, batch_size=batch_size)
+            lo, hi = res.interval()
+            row.update(perplexity=res.perplexity, perplexity_lo=lo, perplexity_hi=hi, nll=res.nll)
+        else:
+            row[m] = accuracy(model, tokenizer, [m], limit=limit, batch_size=batch_size).get(m, float("nan"))
+    row["seconds"] = time.perf_counter() - t0
+    return pd.DataFrame([row])
