@@ -268,11 +268,17 @@ def test_sweep_with_an_accuracy_metric(tmp_path):
     ids = random_ids(2, 12, seed=12, vocab=len(tok))
     df = bm.sweep(pair, ["first-to-last"], data=ids, metrics=["perplexity", "demo_cloze"], limit=2,
                   cache_dir=tmp_path)
-    assert list(df.columns)[-6:] == ["perplexity", "perplexity_lo", "perplexity_hi", "nll", "demo_cloze", "seconds"]
+    assert list(df.columns)[-8:] == ["perplexity", "perplexity_lo", "perplexity_hi", "nll", "demo_cloze",
+                                     "demo_cloze_lo", "demo_cloze_hi", "seconds"]
     assert len(df) == pair.num_student_layers + 1
     assert df.demo_cloze.between(0, 1).all()
     k1 = ev.parse_patched(df.patched[1])
     assert df.demo_cloze[1] == ev.accuracy(pair.build(patched=k1), tok, ["demo_cloze"], limit=2)["demo_cloze"]
+    # The Wilson interval of that accuracy over its 2 items, by the formula.
+    z, n, p = 1.959963984540054, 2, df.demo_cloze[1]
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert (df.demo_cloze_lo[1], df.demo_cloze_hi[1]) == pytest.approx(
+        (0.0 if p == 0 else centre - half, 1.0 if p == 1 else centre + half), abs=1e-12)
     again = bm.sweep(pair, ["first-to-last"], data=ids, metrics=["perplexity", "demo_cloze"], limit=2,
                      cache_dir=tmp_path)
     pd.testing.assert_frame_equal(df, again)

@@ -38,14 +38,14 @@ from ..orders import (
 )
 from ..paths import cache_dir
 from ..progress import Progress, report, scaled
-from .accuracy import accuracy
+from .accuracy import accuracy, accuracy_intervals
 from .perplexity import PerplexityResult, check_batch_fits, perplexity, perplexity_many
 
 #: The columns the ``perplexity`` metric fills: the perplexity, its 95% bootstrap interval over
 #: evaluation blocks (:meth:`PerplexityResult.interval`) and the mean NLL.
 PERPLEXITY_COLUMNS = ("perplexity", "perplexity_lo", "perplexity_hi", "nll")
 #: Version of the on-disk sweep cache format (bump when a row's meaning changes).
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 def sweep_cache_dir() -> Path:
@@ -141,12 +141,13 @@ def sweep(
     (default 128), ``max_blocks``) or a ready ``[n, seq_len]`` tensor of token ids.
     ``metrics``: ``perplexity`` (columns ``perplexity``, its 95% bootstrap interval over blocks
     ``perplexity_lo`` and ``perplexity_hi``, and ``nll``) and lm-eval task names (a column per
-    task with its accuracy; ``limit`` examples per task). Calibration-based orders
+    task with its accuracy, and ``<task>_lo``, ``<task>_hi`` its 95% Wilson interval over items;
+    ``limit`` examples per task). Calibration-based orders
     (similarity, klpatch, optimal, shortest-path, block-influence) use ``calib_ids``, by default
     :func:`boomerang.orders.calibration_ids` of the pair (from the training split).
 
     Columns: ``order, k, patched, layers, params, kept, perplexity, perplexity_lo, perplexity_hi,
-    nll, <tasks...>, seconds``.
+    nll, <task, task_lo, task_hi...>, seconds``.
     Each (order, metric) part is cached under ``cache_dir`` (default
     :func:`sweep_cache_dir`), keyed by the pair's :func:`pair_fingerprint`, the order, a hash
     of the token blocks and calibration ids, the metric and the settings; a cache hit returns
@@ -258,8 +259,7 @@ def sweep(
                 else:
                     if model is None:
                         model = pair.build(patched=parse_patched(r["patched"]))
-                    acc = accuracy(model, tokenizer, [m], limit=limit, batch_size=batch_size)
-                    row[m] = acc.get(m, float("nan"))
+                    row.update(_task_score(model, tokenizer, m, limit, batch_size))
                     row["seconds"] = time.perf_counter() - t0
                     tick()
                 rows.append(row)
@@ -283,7 +283,7 @@ def sweep(
         frames.append(merged)
     frames += [_model_row(name, model, blocks, tokenizer, metrics, limit, batch_size) for name, model in others]
     out = pd.concat(frames, ignore_index=True)
-    metric_cols = [c for m in metrics for c in (PERPLEXITY_COLUMNS if m == "perplexity" else (m,))]
+    metric_cols = [c for m in metrics for c in (PERPLEXITY_COLUMNS if m == "perplexity" else (m, f"{m}_lo", f"{m}_hi"))]
     return out[id_cols + metric_cols + ["seconds"]]
 
 
@@ -330,6 +330,17 @@ def _model_row(name: str, model: nn.Module, blocks: torch.Tensor, tokenizer: Any
             lo, hi = res.interval()
             row.update(perplexity=res.perplexity, perplexity_lo=lo, perplexity_hi=hi, nll=res.nll)
         else:
-            row[m] = accuracy(model, tokenizer, [m], limit=limit, batch_size=batch_size).get(m, float("nan"))
+            row.update(_task_score(model, tokenizer, m, limit, batch_size))
     row["seconds"] = time.perf_counter() - t0
     return pd.DataFrame([row])
+
+
+def _task_score(model: nn.Module, tokenizer: Any, task: str, limit: int | float | None,
+                batch_size: int) -> dict[str, float]:
+    """A task's accuracy and its 95% Wilson interval over items (``task``, ``task_lo``,
+    ``task_hi``); a task scored by another metric than accuracy gets that metric and no interval."""
+    got = accuracy_intervals(model, tokenizer, [task], limit=limit, batch_size=batch_size).get(task)
+    if got is not None:
+        return {task: got["accuracy"], f"{task}_lo": got["lo"], f"{task}_hi": got["hi"]}
+    value = accuracy(model, tokenizer, [task], limit=limit, batch_size=batch_size).get(task, float("nan"))
+    return {task: value, f"{task}_lo": float("nan"), f"{task}_hi": float("nan")}
