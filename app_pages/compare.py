@@ -28,6 +28,13 @@ if "orders_pick" not in st.session_state:  # first visit (URL) or back from anot
     st.session_state["orders_pick"] = (picked_text if isinstance(picked_text, list) else
                                        ui.query.parse_choices("orders", picked_text, choices, choices[:2]).value)
 picked = st.multiselect("Orders and baselines", choices, key="orders_pick", wrap=True)
+others = ui.comparable_models(ctx.spec)
+shown_models = st.multiselect(
+    "Other models on the plot", list(others), key="compare_models", wrap=True,
+    placeholder="Other students of this teacher" if others else "No other student of this teacher yet",
+    disabled=not others,
+    help="Students of the same teacher trained otherwise (the demo's ablations, runs from the Train "
+         "page), each drawn as one point at its own size, measured on the same blocks.")
 c2, c3 = st.columns([1, 1])
 keep("orders", ",".join(picked))
 x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
@@ -52,6 +59,9 @@ try:
     frames = [computed(("sweep", ctx.pair_key, ctx.data_key, o, metric, limit), f"Evaluating {o}",
                        lambda progress, o=o: ui.sweep(pair, [o], blocks, calib, progress, metric, limit))
               for o in picked]
+    frames += [computed(("compare", ctx.pair_key, ctx.data_key, others[m], metric, limit), f"Evaluating {m}",
+                        lambda progress, m=m: ui.compare_model(pair, m, others[m], blocks, metric, limit))
+               for m in shown_models]
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
@@ -93,7 +103,7 @@ downloads.download_button("CSV", table.to_csv(index=False).encode(), file_name="
 downloads.download_button("Figure (HTML)", lambda fig=fig: plots.figure_html(fig),  # built on click
                    file_name="boomerang-orders.html", mime="text/html", icon=":material/download:",
                    width="content")
-sig = (tuple(picked), x_axis, metric, ctx.pair_key, ctx.data_key)
+sig = (tuple(picked), tuple(shown_models), x_axis, metric, ctx.pair_key, ctx.data_key)
 if downloads.button("Figure (PNG)", icon=":material/image:", width="content"):
     with st.spinner("Rendering PNG with kaleido…"):
         png, why = plots.figure_png(fig)

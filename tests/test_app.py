@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,32 @@ def test_compare_orders_with_baselines(tiny):
     ok(at)
     assert set(at.dataframe[0].value["order"]) == set(orders[:-1])
     assert len(at.get("download_button")) == 2  # CSV + HTML
+
+
+def test_compare_puts_another_student_of_the_teacher_beside_the_curves(tiny):
+    student = Path(tiny[0])
+    runs = student.parent.parent
+    other = runs / "second-student" / "student"
+    shutil.copytree(student, other)
+    meta = json.loads((other / "student_config.json").read_text())
+    meta["teacher"] = str((student / meta["teacher"]).resolve()) if not Path(meta["teacher"]).is_absolute() \
+        else meta["teacher"]
+    (other / "student_config.json").write_text(json.dumps(meta))
+    try:
+        at = app(tiny, page="compare", orders="last-to-first")
+        pick = at.multiselect(key="compare_models")
+        assert pick.options == ["second-student (local)"], pick.options
+        pick.select("second-student (local)").run()
+        ok(at)
+        table = at.dataframe[0].value
+        row = table[table.order == "model: second-student (local)"]
+        assert len(row) == 1 and row.layers.item() == table[table.order == "last-to-first"].layers.min()
+        # The same weights as the pair's student: the same perplexity as the curve's first point.
+        student_ppl = table[(table.order == "last-to-first") & (table.k == 0)].perplexity.item()
+        assert row.perplexity.item() == pytest.approx(student_ppl, rel=1e-5)
+        assert row.perplexity_lo.item() <= row.perplexity.item() <= row.perplexity_hi.item()
+    finally:
+        shutil.rmtree(other.parent)
 
 
 def test_similarity_page(tiny):

@@ -28,12 +28,12 @@ from .perplexity import (
                          windows,
 )
 from .similarity import block_similarity, similarity_matrix
-from .sweep import CACHE_VERSION, format_patched, parse_patched, sweep, sweep_cache_dir
+from .sweep import CACHE_VERSION, compare_rows, format_patched, parse_patched, sweep, sweep_cache_dir
 
 __all__ = [
     "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "accuracy_intervals",
     "block_similarity",
-    "check_batch_fits", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
+    "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
     "generate_text", "latency_ms_per_token", "model_device", "parameter_counts", "parse_patched", "perplexity",
     "perplexity_many", "preset_tasks", "similarity_matrix",
     "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "wilson_interval", "windows",

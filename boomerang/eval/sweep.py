@@ -291,19 +291,35 @@ def sweep(
 COMPARE_PREFIX = "model: "
 
 
-def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike]) -> list[tuple[str, nn.Module]]:
+def compare_rows(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dict[str, str | os.PathLike],
+                 blocks: torch.Tensor, metrics: Sequence[str] = ("perplexity",), *,
+                 limit: int | float | None = None, batch_size: int = 8) -> pd.DataFrame:
+    """Other models measured like a sweep's rows on ``blocks``: one row each, ``order``
+    ``"model: <name>"`` (the folder's name, or the key of a ``{name: folder}`` dict), their own
+    layer count and parameters, ``k`` 0. Each must use the pair's tokenizer (checked, for all of
+    them, before any is measured), so that the numbers compare with the pair's curves."""
+    others = _compare_models(pair, refs)
+    frames = [_model_row(name, model, blocks, pair.tokenizer, metrics, limit, batch_size) for name, model in others]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dict[str, str | os.PathLike],
+                    ) -> list[tuple[str, nn.Module]]:
     """Load each model to compare (on the teacher's device and dtype), refusing one whose
     tokenizer differs from the pair's; returns ``(order name, model)`` pairs."""
     if isinstance(refs, (str, os.PathLike)):
         refs = [refs]
-    if not refs:
+    named = dict(refs) if isinstance(refs, dict) else {Path(str(r)).name or str(r): r for r in refs}
+    if len(named) < (len(refs) if not isinstance(refs, dict) else len(named)):  # two folders of one name
+        named = {f"{Path(str(r)).name} ({i + 1})": r for i, r in enumerate(refs)}
+    if not named:
         return []
     if pair.tokenizer is None:
         raise BoomerangError("Comparing other models needs the pair's tokenizer, and this pair has none.")
     want = tokenizer_fingerprint(pair.tokenizer)
     out: list[tuple[str, nn.Module]] = []
     teacher_param = next(pair.teacher.parameters())
-    for ref in refs:
+    for label, ref in named.items():
         model, tok = load_model(ref, device=teacher_param.device, dtype=teacher_param.dtype)
         if tok is None:
             raise BoomerangError(f"Model {str(ref)!r} has no tokenizer, so it cannot be checked to read the "
@@ -311,10 +327,7 @@ def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike]) -> l
         if tokenizer_fingerprint(tok) != want:
             raise BoomerangError(f"Model {str(ref)!r} uses another tokenizer than this pair, so its perplexity "
                                  "would not be comparable; compare models of the same tokenizer.")
-        name = COMPARE_PREFIX + (Path(str(ref)).name or str(ref))
-        while name in (n for n, _ in out):  # two folders of one name: number the second
-            name += "'"
-        out.append((name, model))
+        out.append((COMPARE_PREFIX + label, model))
     return out
 
 

@@ -21,6 +21,7 @@ from .compute import (
     available_orders,
     block_label,
     calibration_ids,
+    compare_model,
     curve,
     evaluate_point,
     export_patched,
@@ -56,6 +57,7 @@ from .jobs import (
 from .query import Parsed
 from .specs import (
     PairSpec,
+    comparable_models,
     dashboard_runs_dir,
     default_pair,
     demo_available,
@@ -70,7 +72,8 @@ from .specs import (
 
 __all__ = [
     "RESULTS", "SEQUENTIAL_ORDERS", "PairSpec", "Parsed", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
-    "available_metrics", "available_orders", "block_label", "calibration_ids", "configure_threads", "curve",
+    "available_metrics", "available_orders", "block_label", "calibration_ids", "comparable_models", "compare_model",
+    "configure_threads", "curve",
     "dashboard_runs", "dashboard_runs_dir", "default_pair", "demo_available", "demo_student_dirs", "devices",
     "discover_pairs", "evaluate_point", "export_patched", "latency_ms_per_token", "latency_profile",
     "layer_labels", "load_eval_blocks", "log_is_live", "mapping_cells", "mean_ratio_at_intermediate_sizes",

@@ -197,6 +197,13 @@ def sweep(pair: BoomerangPair, orders: list[str], blocks: torch.Tensor, calib: t
                                           progress=progress))
 
 
+def compare_model(pair: BoomerangPair, label: str, folder: str, blocks: torch.Tensor,
+                  metric: str = "perplexity", limit: int | None = None) -> pd.DataFrame:
+    """Another model (e.g. a student of the same teacher trained otherwise) as one row beside the
+    curves, ``order`` ``"model: <label>"``; refused when its tokenizer is not the pair's."""
+    return normalize_sweep(evaluate.compare_rows(pair, {label: folder}, blocks, [metric], limit=limit))
+
+
 def single_layer_gains(pair: BoomerangPair, blocks: torch.Tensor,
                        progress: Progress | None = None) -> pd.DataFrame:
     """Perplexity drop from patching each student layer alone (student ppl - patched ppl)."""

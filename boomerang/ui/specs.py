@@ -176,6 +176,36 @@ def discover_pairs(root: Path | None = None) -> list[PairSpec]:
     return out
 
 
+def comparable_models(spec: PairSpec, root: Path | None = None) -> dict[str, str]:
+    """Other students of ``spec``'s teacher that the sidebar knows (demo students, trained runs),
+    ``{label: student folder}``: models the Compare page can put beside the curves."""
+    try:
+        teacher = _teacher_folder(spec)
+    except BoomerangError:
+        return {}
+    demo = demo_student_dirs()
+    out = {}
+    for other in discover_pairs(root):
+        if other.key == spec.key or other.kind == "smollm2":
+            continue
+        try:
+            same = _teacher_folder(other) == teacher
+        except BoomerangError:
+            continue
+        if same:
+            out[other.label] = str(demo[other.student] if other.kind == "demo" else other.student)
+    return out
+
+
+def _teacher_folder(spec: PairSpec) -> str:
+    """The teacher of a spec as an absolute path (a path in student_config.json is relative to the
+    student folder), or the hub id as given."""
+    ref = spec.teacher_ref()
+    if spec.kind == "folders" and not spec.teacher and not Path(ref).is_absolute():
+        return str((Path(spec.student) / ref).resolve())
+    return str(Path(ref).resolve()) if Path(ref).exists() else ref
+
+
 def default_pair() -> PairSpec | None:
     """The pair the app opens on: the demo when it exists, else the newest trained student."""
     pairs = discover_pairs()
