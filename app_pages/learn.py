@@ -180,9 +180,12 @@ elif step == STEPS[3]:
     else:
         layers_, a, b = gap
         better = "last-to-first" if a < b else "first-to-last"
-        wins = int((table["last-to-first"] < table["first-to-last"]).sum())
-        losses = int((table["last-to-first"] > table["first-to-last"]).sum())
-        if wins > losses:
+        wins, losses, ties = ui.tour.clear_wins(table, "last-to-first", "first-to-last")
+        there = ui.tour.clear_wins(table.loc[[layers_]], "last-to-first", "first-to-last")[2] == 0
+        if wins == losses == 0:
+            why = ("On these evaluation blocks the two orders cannot be told apart; more blocks (the "
+                   "sidebar) narrow the intervals.")
+        elif wins > losses:
             why = ("One reason: a patched block hands the student layers above it states they were not "
                    "trained on, and patching from the output end leaves fewer student layers downstream of "
                    "each patch.")
@@ -195,9 +198,12 @@ elif step == STEPS[3]:
             f"Compare the two orders at the **same size**: at **{layers_} layers**, patching from the output "
             f"end (last-to-first, {int(table.loc[layers_, 'k_last-to-first'])} layers patched) gives "
             f"perplexity **{a:,.2f}**, patching from the input end (first-to-last, "
-            f"{int(table.loc[layers_, 'k_first-to-last'])} patched) gives **{b:,.2f}**: *{better}* is better "
-            f"there. Over the {len(table)} intermediate sizes both reach, last-to-first is better at {wins} "
-            f"and first-to-last at {losses}. The orders reach a size with different numbers of patched "
+            f"{int(table.loc[layers_, 'k_first-to-last'])} patched) gives **{b:,.2f}**: "
+            + (f"*{better}* is better there. " if there else
+               f"*{better}* is lower there, but their 95% intervals overlap: within noise. ")
+            + f"Over the {len(table)} intermediate sizes both reach, last-to-first is better at {wins} "
+            f"and first-to-last at {losses}, with 95% intervals apart; at {ties} they overlap (within "
+            "noise). The orders reach a size with different numbers of patched "
             "layers (first-to-last patches the two-layer blocks first), so they are compared by size, not "
             f"by k. {why} Data-driven orders (similarity, KLPatch, the optimum) are on the **Compare "
             "orders** page.")

@@ -31,11 +31,13 @@ def first_at_each_size(curve_df: pd.DataFrame) -> pd.DataFrame:
 
 def at_equal_sizes(curves: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Perplexity of each named curve at every layer count strictly between student and teacher
-    that all of them reach: index ``layers``, one column per name (plus ``k_<name>``)."""
+    that all of them reach: index ``layers``, one column per name (plus ``k_<name>``, and
+    ``<name>_lo``, ``<name>_hi`` when the curve has 95% intervals)."""
     parts = []
     for name, df in curves.items():
         first = first_at_each_size(df)
-        parts.append(first[["perplexity", "k"]].rename(columns={"perplexity": name, "k": f"k_{name}"}))
+        cols = {"perplexity": name, "k": f"k_{name}", "perplexity_lo": f"{name}_lo", "perplexity_hi": f"{name}_hi"}
+        parts.append(first[[c for c in cols if c in first]].rename(columns=cols))
     table = pd.concat(parts, axis=1, join="inner").sort_index()
     any_df = next(iter(curves.values()))
     lo, hi = int(any_df["layers"].min()), int(any_df["layers"].max())
@@ -49,6 +51,22 @@ def largest_gap(table: pd.DataFrame, a: str, b: str) -> tuple[int, float, float]
     ratio = (table[a] / table[b]).map(lambda r: max(r, 1 / r))
     layers = int(ratio.idxmax())
     return layers, float(table.loc[layers, a]), float(table.loc[layers, b])
+
+
+def clear_wins(table: pd.DataFrame, a: str, b: str) -> tuple[int, int, int]:
+    """Of the sizes in an :func:`at_equal_sizes` table: where ``a`` is lower with the two 95%
+    intervals apart, where ``b`` is, and where the intervals overlap (within noise). Without
+    intervals every difference counts."""
+    def bounds(name: str) -> tuple[pd.Series, pd.Series]:
+        if f"{name}_lo" in table and f"{name}_hi" in table:
+            return table[f"{name}_lo"], table[f"{name}_hi"]
+        return table[name], table[name]
+
+    a_lo, a_hi = bounds(a)
+    b_lo, b_hi = bounds(b)
+    a_wins = int((a_hi < b_lo).sum())
+    b_wins = int((b_hi < a_lo).sum())
+    return a_wins, b_wins, len(table) - a_wins - b_wins
 
 
 def single_patch_summary(gains: pd.DataFrame) -> dict[str, object]:
