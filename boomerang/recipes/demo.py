@@ -34,6 +34,7 @@ from transformers import (
 from ..core import LayerMapping, load_pair, read_student_config, save_student
 from ..data import load_blocks, load_documents
 from ..data.demo_corpus import corpus_stats
+from ..errors import BoomerangError
 from ..eval import perplexity, perplexity_many
 from ..io import atomic_dir, atomic_write
 from ..orders import patch_order, prune_teacher, pruning_order
@@ -478,6 +479,7 @@ def build_demo(
     """
     work = Path(work_dir)
     cfg = teacher_cfg or TeacherConfig(num_threads=threads)
+    _check_build_settings(cfg, work, out_dir, student_steps, eval_blocks, threads)
 
     def stage(name: str, done: int) -> None:
         report(progress, done, 5, name)
@@ -497,6 +499,29 @@ def build_demo(
     students = train_students(teacher_final, work / "students", student_steps, threads=threads)
     stage("evaluation", 3)
     return finish_demo(teacher_final, teacher_summary, students, out_dir, eval_blocks, progress)
+
+
+def _check_build_settings(cfg: TeacherConfig, work: Path, out_dir: str | os.PathLike | None,
+                          student_steps: int, eval_blocks: int, threads: int | None) -> None:
+    """Refuse a bad setting in one sentence before the build writes anything: the teacher's and
+    every student's training settings as their runs would check them, and the evaluation's."""
+    try:
+        cfg.run_config(work / "teacher" / "architecture", work / "teacher" / "run").validate()
+    except BoomerangError as e:
+        raise BoomerangError(f"The demo teacher's settings are refused: {e}") from None
+    try:
+        for mode in DEMO_STUDENTS:
+            student_config(work / "teacher" / "run" / "model", work / "students" / mode, mode, student_steps,
+                           threads=threads).validate()
+    except BoomerangError as e:
+        raise BoomerangError(f"The demo students' settings are refused: {e}") from None
+    except TypeError:  # steps // 15 of something that is not a number
+        raise BoomerangError(f"student_steps must be a whole number, not {student_steps!r}.") from None
+    if isinstance(eval_blocks, bool) or not isinstance(eval_blocks, int) or eval_blocks < 1:
+        raise BoomerangError(f"eval_blocks must be a whole number of at least 1, not {eval_blocks!r}.")
+    for name, folder in (("out", out_dir), ("work", work)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise BoomerangError(f"--{name} {str(folder)!r} is a file; give a folder.")
 
 
 def interpolation_curve_figure(report: dict[str, Any]) -> Any:
