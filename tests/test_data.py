@@ -105,6 +105,23 @@ def test_load_blocks_packs_with_eos_and_caches(text_file, tokenizer, tmp_path):
     assert tokenizer.decode(blocks[0, :10]) in first_doc
 
 
+@pytest.mark.parametrize("planted", ["beyond the vocabulary", "negative", "other length", "float", "not safetensors"])
+def test_a_damaged_or_planted_block_cache_entry_is_rebuilt(text_file, tokenizer, tmp_path, planted):
+    from safetensors.torch import save_file
+
+    blocks = load_blocks(text_file, tokenizer, seq_len=32)
+    (entry,) = (tmp_path / "cache" / "blocks").glob("*.safetensors")
+    bad = {"beyond the vocabulary": blocks + len(tokenizer), "negative": blocks - 10**6,
+           "other length": blocks[:, :16].contiguous(), "float": blocks.float()}.get(planted)
+    if bad is None:
+        entry.write_bytes(b"not a safetensors file")
+    else:
+        save_file({"blocks": bad}, str(entry))
+    assert torch.equal(load_blocks(text_file, tokenizer, seq_len=32), blocks)
+    from safetensors.torch import load_file
+    assert torch.equal(load_file(str(entry))["blocks"], blocks)  # the entry is rewritten, healed
+
+
 def test_error_missing_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_documents(tmp_path / "nope.txt")

@@ -74,14 +74,20 @@ def _pack(texts: Iterable[str], tokenizer: Any, seq_len: int, max_tokens: int | 
     return stream, total
 
 
-def _cached(path: Path) -> torch.Tensor | None:
-    """The blocks cached at ``path``; None when absent or unreadable (then they are rebuilt)."""
+def _cached(path: Path, seq_len: int, vocab: int) -> torch.Tensor | None:
+    """The blocks cached at ``path``; None when absent, unreadable or not what this tokenizer
+    could have written (not ``[n, seq_len]`` whole numbers in ``0..vocab - 1``: a damaged or
+    planted entry), so that they are rebuilt rather than fed to a model."""
     if not path.exists():
         return None
     try:
-        return load_file(str(path))["blocks"]
+        blocks = load_file(str(path))["blocks"]
     except Exception:  # noqa: BLE001 - a corrupt cache entry is rebuilt, not fatal
         return None
+    if (blocks.dtype != torch.long or blocks.dim() != 2 or blocks.shape[0] < 1 or blocks.shape[1] != seq_len
+            or int(blocks.min()) < 0 or int(blocks.max()) >= vocab):
+        return None
+    return blocks
 
 
 def load_blocks(
@@ -122,13 +128,14 @@ def load_blocks(
             h.update(hashlib.sha256(t.encode("utf-8")).digest())
         max_tokens = None
     path = cache_dir() / "blocks" / f"{h.hexdigest()[:32]}.safetensors"
-    blocks = _cached(path)
+    vocab = len(tokenizer)
+    blocks = _cached(path, seq_len, vocab)
     if blocks is not None:
         return blocks[:max_blocks] if max_blocks is not None else blocks
     if max_blocks is not None and not hub:
         h.update(f"|first {max_blocks}".encode())
         path = cache_dir() / "blocks" / f"{h.hexdigest()[:32]}.safetensors"
-        blocks = _cached(path)
+        blocks = _cached(path, seq_len, vocab)
         if blocks is not None:
             return blocks[:max_blocks]
         max_tokens = max_blocks * seq_len
