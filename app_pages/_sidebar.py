@@ -279,6 +279,10 @@ def sidebar() -> Context:
     if spec is None:
         ctx.error = "Choose a model pair in the sidebar (a student folder, or a demo student)."
         return ctx
+    refusal = ui.recorded_teacher_refusal(spec, allow_outside())
+    if refusal:
+        ctx.error = refusal
+        return ctx
     ctx.pair_key = ui.spec_fingerprint(spec, ctx.device)
     slow = (" (the first load converts the GGUF weights and makes the student: about a minute)"
             if spec.kind == "smollm2" and not ui.smollm2_converted() else "")

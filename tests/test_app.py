@@ -222,6 +222,33 @@ def test_compare_puts_another_student_of_the_teacher_beside_the_curves(tiny):
         shutil.rmtree(other.parent)
 
 
+def test_a_student_naming_a_teacher_outside_the_runs_folder_is_not_loaded(tiny):
+    student = Path(tiny[0])
+    runs = student.parent.parent
+    meta = json.loads((student / "student_config.json").read_text())
+    teacher = (student / meta["teacher"]).resolve() if not Path(meta["teacher"]).is_absolute() else Path(meta["teacher"])
+    outside = runs.parent / "outside-teacher"
+    planted = runs / "planted" / "student"
+    shutil.copytree(teacher, outside)
+    shutil.copytree(student, planted)
+    (planted / "student_config.json").write_text(json.dumps({**meta, "teacher": str(outside)}))
+    try:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.query_params.update({"pair": "folders", "student": str(planted), "data": tiny[1], "blocks": "4",
+                                "seq_len": "32"})
+        at.run()
+        assert not at.exception
+        shown = [read(m) for m in (*at.info, *at.error)]
+        assert any(f"names its teacher '{outside}', outside the runs folder" in m for m in shown), shown
+        assert not charts(at)  # nothing computed from that teacher
+        at.checkbox(key="allow_outside").check().run()  # the user's explicit choice loads it
+        ok(at)
+        assert not any("names its teacher" in read(m) for m in (*at.info, *at.error))
+    finally:
+        shutil.rmtree(planted.parent)
+        shutil.rmtree(outside)
+
+
 def test_similarity_page(tiny):
     pytest.importorskip("boomerang.eval.similarity")
     at = app(tiny, page="similarity")

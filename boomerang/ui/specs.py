@@ -27,6 +27,7 @@ from ..zoo import (
     smollm2_paths,
 )
 from .present import student_is_distilled
+from .query import check_local_ref, is_under
 
 
 def dashboard_runs_dir() -> Path:
@@ -204,6 +205,27 @@ def _teacher_folder(spec: PairSpec) -> str:
     if spec.kind == "folders" and not spec.teacher and not Path(ref).is_absolute():
         return str((Path(spec.student) / ref).resolve())
     return str(Path(ref).resolve()) if Path(ref).exists() else ref
+
+
+def recorded_teacher_refusal(spec: PairSpec, allow_outside: bool = False) -> str | None:
+    """Why the dashboard may not load the teacher a folder student's ``student_config.json``
+    names, or None when it may: the same rule as a typed path (the runs folder, the bundled demo,
+    or a hub id; anywhere once the user allows paths outside), plus the converted SmolLM2 teacher
+    this app made. Otherwise a student planted under the runs folder could make the server read
+    any folder on the machine."""
+    if spec.kind != "folders" or spec.teacher or allow_outside:
+        return None
+    try:
+        teacher = _teacher_folder(spec)
+    except BoomerangError:
+        return None  # no teacher recorded: loading says so itself
+    if Path(teacher).exists() and is_under(Path(teacher), smollm2_paths()[0]):
+        return None
+    parsed = check_local_ref("the teacher its student_config.json names", teacher, "")
+    if parsed.ok:
+        return None
+    return (f"The student {spec.student!r} names its teacher {teacher!r}, outside the runs folder and the "
+            "bundled demo; tick 'Allow paths outside the runs folder' in the sidebar to load it.")
 
 
 def default_pair() -> PairSpec | None:
