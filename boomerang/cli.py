@@ -11,6 +11,7 @@ import argparse
 import errno
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import transformers
+from safetensors import SafetensorError
 
 from .core import BoomerangPair, export_model
 from .errors import BoomerangError
@@ -446,6 +448,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The file system's refusals a user can act on, by errno (safetensors reports them as "os error N").
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file would be larger than allowed",
+            errno.EDQUOT: "the disk quota is used up"}
+
+
+def _file_system_refusal(e: Exception) -> str | None:
+    """One sentence for a path too long or a write with no room left, else None (a real bug)."""
+    code = getattr(e, "errno", None)
+    if code is None:  # safetensors' own error: "... I/O error: File too large (os error 27)"
+        found = re.search(r"os error (\d+)", str(e))
+        code = int(found.group(1)) if found else None
+    if code == errno.ENAMETOOLONG:
+        return (f"The path {getattr(e, 'filename', None)!r} is too long for this file system (a name over 255 "
+                "bytes, or the whole path over its limit); choose a shorter one.")
+    if code in _NO_ROOM:
+        where = f" {e.filename!r}" if getattr(e, "filename", None) else " a result file"
+        return (f"Could not write{where}: {_NO_ROOM[code]}; results are written whole or not at all, so earlier "
+                "files are as they were: make room and run the command again.")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, with one sentence on stderr)."""
     args = build_parser().parse_args(argv)
@@ -458,11 +481,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BoomerangError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno != errno.ENAMETOOLONG:
+    except (OSError, SafetensorError) as e:
+        why = _file_system_refusal(e)
+        if why is None:
             raise
-        print(f"error: The path {e.filename!r} is too long for this file system (a name over 255 bytes, "
-              "or the whole path over its limit); choose a shorter one.", file=sys.stderr)
+        print(f"error: {why}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

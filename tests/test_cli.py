@@ -155,3 +155,28 @@ def test_the_cli_uses_the_dashboards_thread_rule(monkeypatch, capsys):
                                            "least 1, not 'two'.\n")
     finally:
         torch.set_num_threads(before)
+
+
+_FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+from boomerang.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", [["patch", "--patched", "1"], ["distill", "--teacher", "demo", "--steps", "2",
+                                                                     "--seq-len", "32", "--batch-size", "2"]])
+def test_a_write_with_no_room_left_is_one_sentence_and_leaves_no_partial_result(tmp_path, command):
+    out = tmp_path / "out"
+    env = {**os.environ, "BOOMERANG_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK, *command, "--out", str(out)], capture_output=True,
+                       text=True, env=env, timeout=300)
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:") or "Traceback" in x]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert lines == [lines[0]] and "the file would be larger than allowed" in lines[0]
+    if command[0] == "patch":
+        assert not out.exists()  # an export is written whole or not at all
+    else:
+        assert not list(out.rglob("*.safetensors"))  # no checkpoint or student half-written
