@@ -197,3 +197,27 @@ def test_save_student_never_empties_a_folder_that_is_not_a_student(demo_pair, tm
     again = bm.save_student(demo_pair.student, demo_pair.mapping, tmp_path / "s")
     bm.save_student(demo_pair.student, demo_pair.mapping, again)  # a student is replaced
     assert (again / "student_config.json").is_file()
+
+
+@pytest.mark.parametrize(("call", "ids", "message"), [
+    ("sweep", torch.full((2, 16), 10**6), "Evaluation blocks must lie in 0..2047 (this model's vocabulary), but range from 1000000"),
+    ("sweep", torch.rand(2, 16), "Evaluation blocks must be whole numbers (torch.long), not torch.float32"),
+    ("sweep", torch.arange(16), "Evaluation blocks must be a non-empty [n, seq_len] tensor, not one of shape [16]"),
+    ("sweep", [[1, 2, 3]], "data must be a text source (demo, a file, a folder or a dataset id) or a [n, seq_len] "
+                           "tensor of token ids, not a list"),
+    ("perplexity", [[1, 2, 3]], "Evaluation blocks must be a torch tensor of token ids, not a list"),
+    ("perplexity", torch.full((2, 16), -3), "Evaluation blocks must lie in 0..2047 (this model's vocabulary), but range from -3"),
+    ("klpatch", torch.full((2, 16), 2048), "Calibration ids must lie in 0..2047"),
+    ("sleb", torch.rand(2, 16), "Calibration ids must be whole numbers (torch.long), not torch.float32"),
+    ("sleb", torch.zeros(0, 16, dtype=torch.long), "Calibration ids must be a non-empty [n, seq_len] tensor"),
+])
+def test_token_ids_a_model_cannot_read_are_refused_in_one_sentence(demo_pair, call, ids, message):
+    calls = {
+        "sweep": lambda: bm.sweep(demo_pair, data=ids, use_cache=False),
+        "perplexity": lambda: bm.eval.perplexity(demo_pair.teacher, ids),
+        "klpatch": lambda: bm.patch_order(demo_pair, "klpatch", ids),
+        "sleb": lambda: bm.orders.pruning_order(demo_pair, "sleb", ids),
+    }
+    with pytest.raises(BoomerangError) as info:
+        calls[call]()
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -24,10 +24,11 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from ..errors import UnsupportedArchitectureError
+from ..errors import BoomerangError, UnsupportedArchitectureError
 
 #: Families covered by tests on tiny random models (any other decoder-only model with the
 #: same anatomy works too; these are the ones we vouch for).
@@ -216,3 +217,20 @@ def config_for_layers(
             setattr(config, key, type(getattr(template, key))(values))
     config.num_hidden_layers = len(sources)
     return config
+
+
+def check_token_ids(ids: object, model: nn.Module, what: str = "Token ids") -> None:
+    """Refuse, in one sentence, token ids a model cannot read: not a ``[n, seq_len]`` tensor of
+    whole numbers, empty, or outside the model's vocabulary (torch would fail deep inside the
+    embedding with an IndexError, or read garbage on some devices)."""
+    if not isinstance(ids, torch.Tensor):
+        raise BoomerangError(f"{what} must be a torch tensor of token ids, not a {type(ids).__name__}.")
+    if ids.dim() != 2 or ids.numel() == 0:
+        raise BoomerangError(f"{what} must be a non-empty [n, seq_len] tensor, not one of shape {list(ids.shape)}.")
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise BoomerangError(f"{what} must be whole numbers (torch.long), not {ids.dtype}.")
+    vocab = model.get_input_embeddings().num_embeddings
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+        raise BoomerangError(f"{what} must lie in 0..{vocab - 1} (this model's vocabulary), but range "
+                             f"from {lo} to {hi}.")

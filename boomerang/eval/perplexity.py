@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 
 from ..cache import Memo, pair_fingerprint, tensor_fingerprint
 from ..core import BoomerangPair, PatchRunner, autocast_context
-from ..core.arch import max_positions, text_config
+from ..core.arch import check_token_ids, max_positions, text_config
 from ..errors import BoomerangError
 from ..progress import Progress, report
 from .intervals import bootstrap_perplexity
@@ -200,6 +200,7 @@ def perplexity(
     :func:`windows`). Batched, deterministic, under ``torch.inference_mode`` (and bf16 autocast
     on GPU); the NLL is summed in float64.
     """
+    check_token_ids(blocks, model, "Evaluation blocks")
     ids, mask = windows(blocks, stride)
     check_batch_fits(model, batch_size, ids.shape[1])
     was_training = model.training
@@ -237,6 +238,7 @@ def perplexity_many(
     Same numbers as evaluating each model from scratch (up to float rounding), computed by a
     :class:`~boomerang.core.PatchRunner`. Returns the results and the seconds spent per set.
     """
+    check_token_ids(blocks, pair.teacher, "Evaluation blocks")
     ids, mask = windows(blocks, stride)
     check_batch_fits(pair.teacher, batch_size, ids.shape[1])
     batches = _batches(ids, mask, batch_size)

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..cache import pair_fingerprint, tensor_fingerprint
 from ..core import BoomerangPair, load_model
-from ..core.arch import num_layers
+from ..core.arch import check_token_ids, num_layers
 from ..data import load_blocks, tokenizer_fingerprint
 from ..errors import BoomerangError
 from ..io import atomic_write
@@ -171,6 +171,13 @@ def sweep(
     if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2):
         raise BoomerangError(f"seq_len must be a whole number of at least 2 tokens, not {seq_len!r}.")
     tokenizer = pair.tokenizer
+    if not isinstance(data, (str, os.PathLike, torch.Tensor)):
+        raise BoomerangError("data must be a text source (demo, a file, a folder or a dataset id) or a "
+                             f"[n, seq_len] tensor of token ids, not a {type(data).__name__}.")
+    if isinstance(data, torch.Tensor):
+        check_token_ids(data, pair.teacher, "Evaluation blocks")
+    if calib_ids is not None:
+        check_token_ids(calib_ids, pair.teacher, "Calibration ids")
     others = _compare_models(pair, compare)
     check_batch_fits(pair.teacher, batch_size, data.shape[1] if isinstance(data, torch.Tensor) else seq_len or 128)
     if isinstance(data, torch.Tensor):

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..core import BoomerangPair, Recorded, autocast_context, clone_module
-from ..core.arch import config_for_layers
+from ..core.arch import check_token_ids, config_for_layers
 from ..errors import BoomerangError
 from ..progress import Progress, report
 from .calibration import calib_batches
@@ -126,6 +126,8 @@ def pruning_order(
     bad = [s for s in sizes if not 1 <= s <= N]
     if bad:
         raise BoomerangError(f"Pruned sizes must lie in 1..{N} layers, not {bad}.")
+    if calib_ids is not None:
+        check_token_ids(calib_ids, pair.teacher, "Calibration ids")
     if method == "angular":
         dist = angular_distances(pair, calib_ids)
         for L in sizes:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core import BoomerangPair
+from ..core.arch import check_token_ids
 from ..errors import BoomerangError
 from ..progress import Progress
 from .calibration import calib_batches
@@ -146,5 +147,6 @@ def patch_order(
         )
     if order.needs_calibration:
         calib_batches(calib_ids)
+        check_token_ids(calib_ids, pair.teacher, "Calibration ids")
     assert order.sets is not None
     return check_full(order.sets(pair, calib_ids, custom, progress), pair.num_student_layers)
