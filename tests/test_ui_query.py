@@ -62,3 +62,13 @@ def test_exports_stay_under_the_runs_folder_unless_opted_in(runs, tmp_path):
     assert refused.value is None and str(tmp_path / "out") in refused.message
     assert query.check_export_dir(str(tmp_path / "out"), allow_outside=True).value == tmp_path / "out"
     assert query.check_export_dir(str(runs / ".." / "out")).value is None
+
+
+def test_a_path_too_long_for_the_file_system_is_refused_not_a_traceback():
+    from boomerang.ui import query
+
+    for raw in ["/tmp/" + "a" * 300, "runs/" + "b" * 256, "c" * 300, "/x/" + "d/" * 2100]:
+        for allow in (False, True):
+            p = query.check_local_ref("?student", raw, "", allow_outside=allow)
+            assert p.value == "" and "longer than file systems allow" in p.message, (raw[:20], allow)
+    assert query.check_local_ref("?student", "runs/" + "e" * 255, "", allow_outside=True).message is None  # 255 is fine

@@ -133,6 +133,11 @@ def _local_ok(path: Path) -> bool:
     return any(is_under(path, root) for root in allowed_roots())
 
 
+#: The longest name (one path component) and whole path, in bytes, Linux file systems accept.
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
 def check_local_ref(name: str, raw: str | None, default: str = "", *, hub: str = "repo",
                     allow_outside: bool = False) -> Parsed:
     """A model folder or text source named by a URL or a typed field, or ``default`` with a message.
@@ -147,6 +152,10 @@ def check_local_ref(name: str, raw: str | None, default: str = "", *, hub: str =
     if hub == "dataset" and ref == "demo":
         return Parsed(ref)
     path = Path(ref).expanduser()
+    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in path.parts) or \
+            len(str(path).encode("utf-8", "surrogateescape")) >= PATH_MAX:
+        return refused(name, raw, f"a path with a name over {NAME_MAX} bytes, or over {PATH_MAX} bytes in all, "
+                                  "is longer than file systems allow", default)
     looks_local = path.is_absolute() or ref.startswith((".", "~")) or "\\" in ref or ".." in ref.split("/")
     pattern = _HUB_DATASET if hub == "dataset" else _HUB_REPO
     if not looks_local and not path.exists() and pattern.match(ref):
