@@ -91,6 +91,11 @@ def places(tmp_path_factory) -> dict[str, str]:
     meta["teacher"] = 5
     (d / "student_config.json").write_text(json.dumps(meta))
     out["student_teacher_number"] = str(d)
+    d = _student_copy(root, "contradiction")
+    meta = json.loads((d / "student_config.json").read_text())
+    meta["copied_teacher_layers"] = [0, 1] + meta["copied_teacher_layers"][2:]  # its blocks say [0, 2, ...]
+    (d / "student_config.json").write_text(json.dumps(meta))
+    out["student_contradicting"] = str(d)
     d = _student_copy(root, "deep")
     (d / "student_config.json").write_text('{"deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
     out["student_deep_json"] = str(d)

@@ -166,7 +166,15 @@ class LayerMapping:
             blocks = config["blocks"]
             if not isinstance(blocks, list):
                 raise BoomerangError(f"student_config.json's 'blocks' must be a list of lists, not {blocks!r}.")
-            return cls(tuple(tuple(ints("blocks", b)) for b in blocks))
+            mapping = cls(tuple(tuple(ints("blocks", b)) for b in blocks))
+            implied = {"copied_teacher_layers": mapping.kept, "pruned_teacher_layers": mapping.pruned,
+                       "num_teacher_layers": mapping.num_teacher_layers,
+                       "num_student_layers": mapping.num_student_layers}
+            for key, value in implied.items():  # fields that say the same twice must agree
+                if key in config and config[key] != value:
+                    raise BoomerangError(f"student_config.json contradicts itself: its 'blocks' give {key} "
+                                         f"{value!r}, but it says {config[key]!r}.")
+            return mapping
         if "copied_teacher_layers" not in config:
             raise BoomerangError(
                 "student_config.json has no 'copied_teacher_layers'; it is not a boomerang student."
