@@ -72,3 +72,5 @@ def test_a_path_too_long_for_the_file_system_is_refused_not_a_traceback():
             p = query.check_local_ref("?student", raw, "", allow_outside=allow)
             assert p.value == "" and "longer than file systems allow" in p.message, (raw[:20], allow)
     assert query.check_local_ref("?student", "runs/" + "e" * 255, "", allow_outside=True).message is None  # 255 is fine
+    e = query.check_export_dir("exports/" + "f" * 300, allow_outside=True)
+    assert e.value is None and "longer than file systems allow" in e.message

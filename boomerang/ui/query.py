@@ -138,6 +138,11 @@ NAME_MAX = 255
 PATH_MAX = 4096
 
 
+def _too_long(path: Path) -> bool:
+    return (any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in path.parts)
+            or len(str(path).encode("utf-8", "surrogateescape")) >= PATH_MAX)
+
+
 def check_local_ref(name: str, raw: str | None, default: str = "", *, hub: str = "repo",
                     allow_outside: bool = False) -> Parsed:
     """A model folder or text source named by a URL or a typed field, or ``default`` with a message.
@@ -152,8 +157,7 @@ def check_local_ref(name: str, raw: str | None, default: str = "", *, hub: str =
     if hub == "dataset" and ref == "demo":
         return Parsed(ref)
     path = Path(ref).expanduser()
-    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in path.parts) or \
-            len(str(path).encode("utf-8", "surrogateescape")) >= PATH_MAX:
+    if _too_long(path):
         return refused(name, raw, f"a path with a name over {NAME_MAX} bytes, or over {PATH_MAX} bytes in all, "
                                   "is longer than file systems allow", default)
     looks_local = path.is_absolute() or ref.startswith((".", "~")) or "\\" in ref or ".." in ref.split("/")
@@ -176,6 +180,9 @@ def check_export_dir(raw: str, *, allow_outside: bool = False) -> Parsed:
     if not text:
         return Parsed(None, "Give a folder to export to.")
     path = Path(text).expanduser()
+    if _too_long(path):
+        return Parsed(None, f"Refused to write to {_shown(text)}: a name over {NAME_MAX} bytes, or a path over "
+                            f"{PATH_MAX} bytes, is longer than file systems allow.")
     if not path.is_absolute():
         path = runs_dir() / path
     if allow_outside or is_under(path, runs_dir()):
