@@ -316,9 +316,13 @@ def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dic
     tokenizer differs from the pair's; returns ``(order name, model)`` pairs."""
     if isinstance(refs, (str, os.PathLike)):
         refs = [refs]
-    named = dict(refs) if isinstance(refs, dict) else {Path(str(r)).name or str(r): r for r in refs}
-    if len(named) < (len(refs) if not isinstance(refs, dict) else len(named)):  # two folders of one name
-        named = {f"{Path(str(r)).name} ({i + 1})": r for i, r in enumerate(refs)}
+    if isinstance(refs, dict):
+        named = dict(refs)
+    else:
+        names = [Path(str(r)).name or str(r) for r in refs]
+        if len(set(names)) < len(names):  # two folders of one name: number them
+            names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
+        named = dict(zip(names, refs))
     if not named:
         return []
     if pair.tokenizer is None:
