@@ -873,3 +873,13 @@ def test_validation_curves_are_measured_under_bf16_too(synth, tmp_path):
     curves = read_curves(tmp_path / "b")
     assert [(c["order"], c["step"]) for c in curves][-1] == ("last-to-first", 2)
     assert all(p > 1 for c in curves for p in c["perplexity"])
+
+
+def test_settings_named_by_anything_but_text_are_refused(tmp_path):
+    with pytest.raises(BoomerangError, match="The distillation settings must be named by text, not 1"):
+        DistillConfig.from_dict({1: 2})
+    (tmp_path / "c.yaml").write_text("teacher: t\n1: 2\n")
+    with pytest.raises(BoomerangError, match="must be named by text, not 1"):
+        DistillConfig.from_file(tmp_path / "c.yaml")
+    with pytest.raises(BoomerangError, match="The loss weights must be named by text, not 3"):
+        DistillConfig.from_dict({"teacher": "t", "weights": {3: 0.1}})

@@ -171,6 +171,7 @@ class RunConfig:
         Numbers written as text are read as numbers: YAML reads ``lr: 3e-4`` (no dot) as the
         string "3e-4", and ``steps: 1e3`` is a whole number too.
         """
+        _check_mapping(d, f"{cls.NOUN} settings")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -206,6 +207,24 @@ class RunConfig:
         if not isinstance(d, dict):
             raise BoomerangError(f"Config file {str(p)!r} must hold a mapping of settings.")
         return cls.from_dict(d)
+
+
+def _names(setting: str, value: Any) -> tuple[str, ...]:
+    """A list setting of names (``freeze``, ``log_with``): text ("a, b") or a list of texts."""
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise BoomerangError(f"{setting} must be names, comma-separated or a list, not {value!r}.")
+
+
+def _check_mapping(d: Any, what: str) -> None:
+    """Refuse settings that are not a mapping of names written as text (a YAML key ``1:``)."""
+    if not isinstance(d, dict):
+        raise BoomerangError(f"The {what} must be a mapping of names to values, not a {type(d).__name__}.")
+    bad = [k for k in d if not isinstance(k, str)]
+    if bad:
+        raise BoomerangError(f"The {what} must be named by text, not {bad[0]!r}.")
 
 
 def _field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
@@ -280,12 +299,10 @@ class DistillConfig(RunConfig):
         super().__post_init__()
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
-        if isinstance(self.freeze, str):
-            self.freeze = tuple(p.strip() for p in self.freeze.split(",") if p.strip())
-        self.freeze = tuple(self.freeze)
-        if isinstance(self.log_with, str):
-            self.log_with = tuple(t.strip() for t in self.log_with.split(",") if t.strip())
-        self.log_with = tuple(self.log_with)
+        elif not isinstance(self.weights, LossWeights):
+            raise BoomerangError(f"weights must be a mapping of loss weights (ce, kl, tau, cos), not {self.weights!r}.")
+        self.freeze = _names("freeze", self.freeze)
+        self.log_with = _names("log_with", self.log_with)
 
     # ---- validation -----------------------------------------------------------------------
 
@@ -357,7 +374,9 @@ class DistillConfig(RunConfig):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
         """Build from a dict; unknown keys, also among the loss weights, are an error."""
+        _check_mapping(d, f"{cls.NOUN} settings")
         if isinstance(d.get("weights"), dict):
+            _check_mapping(d["weights"], "loss weights")
             wnames = {f.name for f in dataclasses.fields(LossWeights)}
             bad = sorted(set(d["weights"]) - wnames)
             if bad:
