@@ -28,6 +28,9 @@ if "orders_pick" not in st.session_state:  # first visit (URL) or back from anot
     st.session_state["orders_pick"] = (picked_text if isinstance(picked_text, list) else
                                        ui.query.parse_choices("orders", picked_text, choices, choices[:2]).value)
 picked = st.multiselect("Orders and baselines", choices, key="orders_pick", wrap=True)
+missing_note = ui.missing_orders_note(pair)
+if missing_note:
+    st.caption(missing_note)
 others = ui.comparable_models(ctx.spec)
 shown_models = st.multiselect(
     "Other models on the plot", list(others), key="compare_models", wrap=True,

@@ -275,3 +275,13 @@ def test_sleb_removes_the_layers_a_hand_run_greedy_search_removes(pair, calib):
     assert od.pruning_order(pair, "sleb", calib) == {L: got[L] for L in range(pair.num_student_layers, N + 1)}
     with pytest.raises(BoomerangError, match="calibration"):
         od.pruning_order(pair, "sleb", None)
+
+
+def test_the_dashboard_says_why_the_exhaustive_optimum_is_not_offered():
+    from boomerang import ui
+
+    assert ui.missing_orders_note(tiny_pair("llama", 10)) is None  # 6 student layers: every order
+    big = tiny_pair("llama", 30, perturb=0.0)  # 16 student layers
+    note = ui.missing_orders_note(big)
+    assert "optimal" not in ui.available_orders(big)
+    assert note.startswith("Not offered here: optimal,") and "at most 12 layers (this one has 16: 2^16" in note

@@ -126,6 +126,17 @@ def available_orders(pair: BoomerangPair | None = None) -> list[str]:
     return orders.available_orders(pair)
 
 
+def missing_orders_note(pair: BoomerangPair) -> str | None:
+    """Why the exhaustive optimum is not offered for ``pair`` (a student too large for it), or
+    None when it is."""
+    if "optimal" in orders.available_orders(pair):
+        return None
+    return ("Not offered here: optimal, the exhaustive search over every subset, which is "
+            f"limited to students of at most {orders.MAX_EXHAUSTIVE_LAYERS} layers (this one has "
+            f"{pair.num_student_layers}: 2^{pair.num_student_layers} subsets). shortest-path finds the best "
+            "subset of each size for a run-additive estimate of the same KL in polynomial time.")
+
+
 def available_baselines() -> list[str]:
     """Pruning baselines the backend's sweep knows."""
     return list(orders.BASELINES)
