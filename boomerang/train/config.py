@@ -33,6 +33,8 @@ MODES = ("boomerang", "no-align", "ce-only", "random-init", "pretrain", "local")
 LOCAL_LOSSES = ("cosine", "mse", "cosine+mse")
 #: Student parts that ``DistillConfig.freeze`` can keep at their teacher weights.
 FREEZABLE = ("one-to-one", "embeddings", "head")
+#: Training precisions (``auto``: bf16 on CUDA, fp32 on CPU).
+PRECISIONS = ("auto", "fp32", "bf16")
 #: Experiment trackers ``DistillConfig.log_with`` accepts (Accelerate's names; "all": every installed one).
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab",
             "trackio", "all")
@@ -90,6 +92,9 @@ class RunConfig:
     teacher_input_prob: float = setting(
         0.5, "mode local: the chance a student layer sees the teacher's block input rather than the "
              "previous student layer's output (1: teacher forcing)")
+    sink_weight: float = setting(
+        1.0, "mode local: loss weight of massive-activation tokens (an attention sink) against the others")
+    updates_per_batch: int = setting(1, "mode local: optimizer steps per batch and teacher forward")
 
     #: What the error for an unknown key calls these settings.
     NOUN: ClassVar[str] = "distillation"
@@ -98,7 +103,8 @@ class RunConfig:
     #: Lowest allowed value of whole-number settings (None: any whole number).
     AT_LEAST: ClassVar[dict[str, int | None]] = {
         "keep_first": 0, "every": 1, "keep_last": 0, "steps": 1, "seq_len": 2, "batch_size": 1,
-        "warmup": 0, "save_every": 1, "log_every": 1, "seed": None, "max_blocks": 1, "threads": 1}
+        "warmup": 0, "save_every": 1, "log_every": 1, "seed": None, "max_blocks": 1, "threads": 1,
+        "updates_per_batch": 1}
 
     def __post_init__(self) -> None:
         for name in ("teacher", "data", "out"):  # paths are welcome; validate() judges the rest
@@ -146,6 +152,8 @@ class RunConfig:
             raise BoomerangError(f"teacher_input_prob is a probability in [0, 1], not {self.teacher_input_prob!r}.")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise BoomerangError(f"betas must be two numbers in [0, 1), not {self.betas!r}.")
+        if not self.sink_weight > 0:
+            raise BoomerangError(f"sink_weight must be positive, not {self.sink_weight!r}.")
 
     def resume_conflict(self, saved: dict[str, Any]) -> str | None:
         """The first setting that differs from a run's saved settings and would change what it
@@ -272,12 +280,10 @@ class DistillConfig(RunConfig):
     weights: LossWeights = setting(default_factory=LossWeights)
     freeze: tuple[str, ...] = setting((), f"parts kept at the teacher's weights, comma-separated: {', '.join(FREEZABLE)}")
     keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
-    precision: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", choices=("auto", "fp32", "bf16"))
+    precision: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", choices=PRECISIONS)
     eval_every: int = setting(0, "steps between validation perplexities and last-to-first curves (0: never)")
     eval_blocks: int = setting(32, "validation blocks (of the data's validation split) they are measured on")
     local_loss: str = setting("cosine+mse", "mode local: loss on each student layer's output", choices=LOCAL_LOSSES)
-    sink_weight: float = setting(1.0, "mode local: loss weight of massive-activation tokens (an attention sink)")
-    updates_per_batch: int = setting(1, "mode local: optimizer steps per batch and teacher forward")
     log_with: tuple[str, ...] = setting((), "experiment trackers through Accelerate, comma-separated: "
                                             "tensorboard, wandb, ... (logs under OUT/trackers)")
 
@@ -288,12 +294,15 @@ class DistillConfig(RunConfig):
         "steps", "keep_checkpoints", "precision", "eval_every", "eval_blocks", "log_with", "batch_size",
         "grad_accum"}
     AT_LEAST: ClassVar[dict[str, int | None]] = {
-        **RunConfig.AT_LEAST, "grad_accum": 1, "keep_checkpoints": 1, "eval_every": 0, "eval_blocks": 1,
-        "updates_per_batch": 1}
+        **RunConfig.AT_LEAST, "grad_accum": 1, "keep_checkpoints": 1, "eval_every": 0, "eval_blocks": 1}
     #: Settings only block-local distillation uses, and those it does not (whole-model training's).
     LOCAL_ONLY: ClassVar[tuple[str, ...]] = ("teacher_input_prob", "local_loss", "sink_weight", "updates_per_batch")
-    NOT_LOCAL: ClassVar[tuple[str, ...]] = ("grad_accum", "weights", "keep_checkpoints", "precision", "eval_every",
+    NOT_LOCAL: ClassVar[tuple[str, ...]] = ("grad_accum", "keep_checkpoints", "precision", "eval_every",
                                             "eval_blocks", "log_with")
+    #: Loss weights each mode does not use (see :meth:`effective_weights`; mode local has no such loss).
+    UNUSED_WEIGHTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "local": ("ce", "kl", "tau", "cos"), "no-align": ("cos",), "ce-only": ("kl", "tau", "cos"),
+        "pretrain": ("kl", "tau", "cos")}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -325,10 +334,8 @@ class DistillConfig(RunConfig):
             raise BoomerangError(
                 f"Unknown tracker {unknown[0]!r} in log_with; choose from {', '.join(TRACKERS)}."
             )
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise BoomerangError(f"Unknown precision {self.precision!r}; choose auto, fp32 or bf16.")
-        if not self.sink_weight > 0:
-            raise BoomerangError(f"sink_weight must be positive, not {self.sink_weight!r}.")
         if self.local_loss not in LOCAL_LOSSES:
             raise BoomerangError(f"Unknown local loss {self.local_loss!r}; choose one of {', '.join(LOCAL_LOSSES)}.")
         w = self.weights
@@ -348,15 +355,10 @@ class DistillConfig(RunConfig):
         (name, value): whole-model training's settings in mode local and the other way round,
         and loss weights that the mode zeroes (see :meth:`effective_weights`)."""
         default = type(self)()
-        changed = [n for n in (*self.LOCAL_ONLY, *self.NOT_LOCAL) if getattr(self, n) != getattr(default, n)]
         ignored = self.NOT_LOCAL if self.mode == "local" else self.LOCAL_ONLY
-        unused = [(n, getattr(self, n)) for n in changed if n in ignored]
-        if self.mode == "local" and "weights" in changed:
-            unused = [(n, v) for n, v in unused if n != "weights"] + [
-                (f"weights.{k}", v) for k, v in dataclasses.asdict(self.weights).items()
-                if v != getattr(default.weights, k)]
-        zeroed = {"no-align": ("cos",), "ce-only": ("kl", "tau", "cos"), "pretrain": ("kl", "tau", "cos")}
-        unused += [(f"weights.{k}", getattr(self.weights, k)) for k in zeroed.get(self.mode, ())
+        unused = [(n, getattr(self, n)) for n in (*self.LOCAL_ONLY, *self.NOT_LOCAL)
+                  if n in ignored and getattr(self, n) != getattr(default, n)]
+        unused += [(f"weights.{k}", getattr(self.weights, k)) for k in self.UNUSED_WEIGHTS.get(self.mode, ())
                    if getattr(self.weights, k) != getattr(default.weights, k)]
         return unused
 
@@ -392,9 +394,10 @@ class DistillConfig(RunConfig):
         """Add a flag for every setting to ``parser``, generated from the fields (name, type,
         choices, help, default); every flag defaults to None (= config file or default)."""
         parser.add_argument("--config", help="JSON or YAML file with settings; flags given here override it")
+        kinds = {**_field_kinds(cls), **{f"w.{k}": v for k, v in _field_kinds(LossWeights).items()}}
         for f, dest in _cli_fields(cls):
             meta, default = f.metadata, _default(f)
-            kind, _ = _field_kinds(LossWeights if dest.startswith("w.") else cls).get(f.name, (str, False))
+            kind, _ = kinds.get(dest, (str, False))  # tuples of names or numbers are typed as text
             flag = meta.get("flag") or "--" + f.name.replace("_", "-")
             shown = "" if default in (None, "") else f" (default: {_shown(default)})"
             kw: dict[str, Any] = {"dest": dest, "default": None, "help": meta["help"] + shown}

@@ -139,12 +139,8 @@ class LocalDistillConfig(RunConfig):
     warmup: int = 20
     save_every: int = 100
     loss: str = "cosine+mse"  # one of LOSSES
-    updates_per_batch: int = 1  # optimizer steps per teacher forward (each batch reused this often)
     layers: tuple[int, ...] | None = None  # student layers to train (None: all not frozen)
     freeze_one_to_one: bool = True  # layers standing for a single teacher layer stay the teacher's
-    # Loss weight of "massive activation" tokens (target norm over SINK_RATIO x the batch median,
-    # e.g. an attention sink at position 0) relative to the other tokens.
-    sink_weight: float = 1.0
     # Stop early (and still save the student) after this many seconds of training; the lr decay
     # then follows the time too (see lr_at), so such a run depends on the machine's speed.
     time_limit_s: float | None = None
@@ -153,7 +149,6 @@ class LocalDistillConfig(RunConfig):
     # The lr schedule follows ``steps``, so (unlike a DistillConfig run) they may not change on
     # resume; a time limit may (a resumed build gets another budget).
     RESUME_FREE: ClassVar[frozenset[str]] = RunConfig.RESUME_FREE | {"time_limit_s"}
-    AT_LEAST: ClassVar[dict[str, int | None]] = {**RunConfig.AT_LEAST, "updates_per_batch": 1}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -174,8 +169,6 @@ class LocalDistillConfig(RunConfig):
         super().validate()
         if self.loss not in LOSSES:
             raise BoomerangError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
-        if not self.sink_weight > 0:
-            raise BoomerangError(f"sink_weight must be positive, not {self.sink_weight!r}.")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise BoomerangError(f"time_limit_s must be positive, not {self.time_limit_s!r}.")
         if self.layers is not None and not all(
@@ -190,8 +183,7 @@ def from_distill_config(config: DistillConfig) -> LocalDistillConfig:
     ``one-to-one`` keeps the single-layer blocks at the teacher's weights too.
     """
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(RunConfig)}
-    return LocalDistillConfig(**shared, loss=config.local_loss, freeze_one_to_one="one-to-one" in config.freeze,
-                              sink_weight=config.sink_weight, updates_per_batch=config.updates_per_batch)
+    return LocalDistillConfig(**shared, loss=config.local_loss, freeze_one_to_one="one-to-one" in config.freeze)
 
 
 def trained_layers(mapping: LayerMapping, config: LocalDistillConfig) -> list[int]:
