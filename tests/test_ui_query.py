@@ -74,3 +74,18 @@ def test_a_path_too_long_for_the_file_system_is_refused_not_a_traceback():
     assert query.check_local_ref("?student", "runs/" + "e" * 255, "", allow_outside=True).message is None  # 255 is fine
     e = query.check_export_dir("exports/" + "f" * 300, allow_outside=True)
     assert e.value is None and "longer than file systems allow" in e.message
+
+
+def test_a_teacher_a_student_records_relative_to_itself_is_found_from_the_student_folder(tmp_path):
+    """A new run on the Train page starts from the same teacher that loading the pair uses."""
+    import json
+
+    from boomerang import ui
+
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "run" / "student").mkdir(parents=True)
+    (tmp_path / "run" / "student" / "student_config.json").write_text(json.dumps({"teacher": "../../teacher"}))
+    spec = ui.PairSpec("folders", student=str(tmp_path / "run" / "student"))
+    assert spec.teacher_ref() == str((tmp_path / "teacher").resolve())
+    (tmp_path / "run" / "student" / "student_config.json").write_text(json.dumps({"teacher": "org/model"}))
+    assert spec.teacher_ref() == "org/model"  # a hub id stays as written

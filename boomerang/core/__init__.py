@@ -8,7 +8,7 @@ them sharing common prefixes, and :mod:`.loading` / :mod:`.export` move them to 
 
 from .arch import ArchParts, find_parts
 from .export import export_model
-from .loading import load_model, load_pair
+from .loading import load_model, load_pair, recorded_teacher_path
 from .mapping import LayerMapping
 from .pair import SEQUENTIAL_ORDERS, BoomerangPair, clone_module, shares_storage
 from .runner import (
@@ -23,5 +23,5 @@ from .student import STUDENT_CONFIG, init_student, read_student_config, save_stu
 __all__ = [
     "STUDENT_CONFIG", "SEQUENTIAL_ORDERS", "ArchParts", "BoomerangPair", "LayerMapping", "PatchRunner",
     "Recorded", "autocast_context", "clone_module", "export_model", "find_parts", "init_student",
-    "load_model", "load_pair", "output_tensor", "read_student_config", "save_student", "shares_storage", "split_layer_call",
+    "load_model", "load_pair", "output_tensor", "read_student_config", "recorded_teacher_path", "save_student", "shares_storage", "split_layer_call",
 ]

@@ -227,6 +227,14 @@ def _student_config(ref: str) -> dict:
     return _parse_student_config(path.read_text(encoding="utf-8"), f"{STUDENT_CONFIG} of '{ref}'")
 
 
+def recorded_teacher_path(student: str | os.PathLike, teacher: str) -> str:
+    """The teacher a student's ``student_config.json`` names: a relative path that exists beside
+    the student folder is resolved from there (students record ``../teacher``); anything else (an
+    absolute path, a hub id, a name) is returned as written."""
+    beside = Path(student) / teacher
+    return str(beside.resolve()) if not Path(teacher).is_absolute() and beside.exists() else teacher
+
+
 def load_pair(
     *,
     teacher: str | os.PathLike | None = None,
@@ -253,9 +261,7 @@ def load_pair(
             raise BoomerangError(
                 f"{STUDENT_CONFIG} of '{student}' does not name its teacher; pass teacher=..."
             )
-        beside = Path(student) / teacher
-        if not Path(teacher).is_absolute() and beside.exists():
-            teacher = beside.resolve()  # a path relative to the student folder
+        teacher = recorded_teacher_path(student, teacher)
     kw = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     t_model, t_tok = load_model(teacher, **kw)
     s_model, s_tok = load_model(student, with_tokenizer=t_tok is None, **kw)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import BoomerangPair
+from ..core import BoomerangPair, recorded_teacher_path
 from ..errors import BoomerangError
 from ..paths import runs_dir
 from ..zoo import (
@@ -110,7 +110,8 @@ class PairSpec:
         return load_pair(teacher=self.teacher or None, student=self.student, device=device)
 
     def teacher_ref(self) -> str:
-        """The teacher's folder or hub id (what a new distillation starts from)."""
+        """The teacher's folder or hub id (what a new distillation starts from; a folder the
+        student recorded relative to itself is resolved from there, as loading does)."""
         if self.kind == "folders":
             if self.teacher:
                 return self.teacher
@@ -118,7 +119,7 @@ class PairSpec:
             if meta.is_file():
                 t = json.loads(meta.read_text()).get("teacher")
                 if t:
-                    return str(t)
+                    return recorded_teacher_path(self.student, str(t))
             raise BoomerangError(
                 f"The student {self.student} does not record its teacher; give the teacher folder."
             )
@@ -199,11 +200,8 @@ def comparable_models(spec: PairSpec, root: Path | None = None) -> dict[str, str
 
 
 def _teacher_folder(spec: PairSpec) -> str:
-    """The teacher of a spec as an absolute path (a path in student_config.json is relative to the
-    student folder), or the hub id as given."""
+    """The teacher of a spec as an absolute path when it is a folder here, else as written (a hub id)."""
     ref = spec.teacher_ref()
-    if spec.kind == "folders" and not spec.teacher and not Path(ref).is_absolute():
-        return str((Path(spec.student) / ref).resolve())
     return str(Path(ref).resolve()) if Path(ref).exists() else ref
 
 
@@ -219,8 +217,8 @@ def recorded_teacher_refusal(spec: PairSpec, allow_outside: bool = False) -> str
         teacher = _teacher_folder(spec)
     except BoomerangError:
         return None  # no teacher recorded: loading says so itself
-    if Path(teacher).exists() and is_under(Path(teacher), smollm2_paths()[0]):
-        return None
+    if not Path(teacher).exists() or is_under(Path(teacher), smollm2_paths()[0]):
+        return None  # nothing to read (loading says what is missing), or the teacher this app converted
     parsed = check_local_ref("the teacher its student_config.json names", teacher, "")
     if parsed.ok:
         return None
