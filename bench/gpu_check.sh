@@ -41,6 +41,8 @@ import torch
 from transformers import AutoConfig
 from boomerang.core import LayerMapping
 from boomerang.zoo import resolve_teacher
+sys.path.insert(0, "bench")
+from bench_distill import PEAK_BF16, train_flops_per_token  # one FLOP count for every benchmark
 
 label, run, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 saved = json.loads((run / "config.json").read_text())
@@ -48,19 +50,16 @@ log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
 first, last = log[0], log[-1]
 tok_s = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
 cfg = AutoConfig.from_pretrained(resolve_teacher(saved["teacher"]))
-d, f, v, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers, saved["seq_len"]
-kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
-layer = 2 * (2 * d * d + 2 * d * kv + 3 * d * f) + 4 * d * T  # forward FLOPs per token of one layer
+L, T = cfg.num_hidden_layers, saved["seq_len"]
 mapping = LayerMapping.from_rule(L, saved["keep_first"], saved["every"], saved["keep_last"])
-teacher_fwd = L * layer + 2 * v * d
-if mode == "local":  # teacher forward, plus forward and backward of each trained (two-layer) student layer
+flops = train_flops_per_token(cfg, L, T, False)  # the teacher's forward
+if mode == "local":  # forward and backward of each trained (two-layer) student layer, no head
     trained = sum(len(b) > 1 for b in mapping.blocks)
-    flops = teacher_fwd + 3 * trained * layer
-else:  # teacher forward, plus the student's forward and backward through its head
-    flops = teacher_fwd + 3 * (mapping.num_student_layers * layer + 2 * v * d)
-peaks = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+    flops += train_flops_per_token(cfg, trained, T, True) - train_flops_per_token(cfg, 0, T, True)
+else:  # the student's forward and backward through its head
+    flops += train_flops_per_token(cfg, mapping.num_student_layers, T, True)
 name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-peak = next((p for k, p in peaks.items() if k in name), None)
+peak = next((p for k, p in PEAK_BF16.items() if k in name), None)
 world = last.get("world_size", 1)
 mfu = f", MFU {flops * tok_s / world / peak:.1%} of {peak / 1e12:.0f} TFLOP/s per GPU" if peak else ""
 print(f"{label}: {name}, {tok_s:,.0f} tokens/s over steps {first['step']}-{last['step']} "
