@@ -65,6 +65,11 @@ try:
     frames += [computed(("compare", ctx.pair_key, ctx.data_key, others[m], metric, limit), f"Evaluating {m}",
                         lambda progress, m=m: ui.compare_model(pair, m, others[m], blocks, metric, limit))
                for m in shown_models]
+    same_size = ui.same_size_students(ctx.spec)
+    if same_size:
+        frames.append(computed(("same-size", ctx.pair_key, ctx.data_key, metric, limit),
+                               "Evaluating the students distilled at each size",
+                               lambda progress: ui.same_size_points(pair, same_size, blocks, metric, limit)))
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
@@ -85,7 +90,9 @@ calib_note = (f" Calibration text: {calib.shape[0]} × {calib.shape[1]} tokens o
 st.markdown("\n".join(f"- **{o}** optimises {ui.order_caption(o)}" for o in picked))
 st.caption(f"Measured: {ppl_what if metric == 'perplexity' else y_title}.{calib_note} An order "
            "that optimises KL on calibration text need not be best for perplexity on evaluation text. "
-           "Points of one curve that share a size are labelled with their k.")
+           "Points of one curve that share a size are labelled with their k."
+           + (f" **{ui.SAME_SIZE_ORDER}**: students distilled directly at {', '.join(map(str, same_size))} "
+              "layers with the student's recipe and token budget." if same_size else ""))
 
 # The gap each order leaves to the best order at the same size.
 table = df.copy()

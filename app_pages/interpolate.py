@@ -50,6 +50,10 @@ try:
     timed_sizes = ui.RESULTS.get_or_compute(("latency", ctx.pair_key), dict)  # layer count -> ms
     lat = computed(("latency", ctx.pair_key, order), "Timing generation at every size",
                    lambda progress: ui.latency_profile(pair, sets, timed_sizes))
+    same_size = ui.same_size_students(ctx.spec)
+    points = computed(("same-size", ctx.pair_key, ctx.data_key, "perplexity", None),
+                      "Evaluating the students distilled at each size",
+                      lambda progress: ui.same_size_points(pair, same_size, blocks)) if same_size else None
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
@@ -77,8 +81,9 @@ if st.session_state.get("_k_labels") != size_labels:
     st.session_state["k"] = st.session_state["k"]
     st.session_state["_k_labels"] = size_labels
 
-traces = ui.RESULTS.get_or_compute(("traces", ctx.pair_key, ctx.data_key, order, x_axis),
-                                     lambda: plots.curve_traces(df, x_axis))
+traces = ui.RESULTS.get_or_compute(
+    ("traces", ctx.pair_key, ctx.data_key, order, x_axis, points is not None),
+    lambda: plots.curve_traces(df, x_axis) + (plots.curve_traces(points, x_axis) if points is not None else []))
 
 
 @st.fragment
@@ -105,7 +110,10 @@ def _size_view() -> None:
     m3.metric("Decoder layers", f"{int(row['layers'])}",
               delta=f"{k} of {n} patched", delta_color="off", delta_arrow="off")
     m4.metric("Latency", f"{lat[k]:,.1f} ms", delta="per token", delta_color="off", delta_arrow="off")
-    st.caption(f"Perplexity: {ppl_what}. Latency: median of 3 runs, greedy decoding, batch 1, "
+    st.caption(f"Perplexity: {ppl_what}. "
+               + (f"Orange diamonds: students distilled directly at {', '.join(map(str, same_size))} "
+                  "layers with the student's recipe and token budget, for comparison. " if same_size else "")
+               + f"Latency: median of 3 runs, greedy decoding, batch 1, "
                f"on {ctx.device}, timed once per layer count (every layer has the teacher's shapes, "
                "so models with as many layers do the same work); noisy on a busy machine.")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))

@@ -66,8 +66,8 @@ if step == STEPS[0]:
                           "stands for teacher layers": [", ".join(map(str, b)) for b in m.blocks]})
     st.dataframe(table, hide_index=True)
     st.markdown(f"{'After distillation the' if spec.distilled else 'The (undistilled)'} student's "
-                f"{ui.present.ppl_label(ctx.split, blocks.shape)} is **{student['perplexity']:,.2f}**, the "
-                f"teacher's **{teacher['perplexity']:,.2f}**.")
+                f"perplexity is **{student['perplexity']:,.2f}**, the teacher's **{teacher['perplexity']:,.2f}** "
+                f"(on {ui.present.ppl_source(ctx.split, blocks.shape)}).")
     st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, ()), ui.layer_labels(pair)),
                     width="stretch", key="learn_strip_s")
     next_button(0)

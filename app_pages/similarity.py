@@ -62,15 +62,20 @@ if corr is not None:
         "least-squares fit, a guide to the eye.")
 else:
     st.caption("Too few student layers (fewer than 4) to give this correlation an uncertainty.")
-COLUMNS = {"layer": "student layer", "label": "student layer → teacher block", "block": "teacher block",
-           "block_end": "block ends at teacher layer", "cos_local": "similarity, local",
-           "cos_global": "similarity, global", "kl_alone": "KL to teacher, patched alone",
-           "kl_gain": "KL-to-teacher gain", "ppl_alone": "calibration perplexity, patched alone",
-           "ppl_gain": "perplexity gain"}
-shown = per_layer[[c for c in COLUMNS if c in per_layer]].rename(columns=COLUMNS)
+# Short headers, so the table fits the page; what each column is goes in its tooltip. The layer,
+# its block and where the block ends are all in the first column's label.
+COLUMNS = {"label": ("layer → block", "student layer → the teacher block it stands for"),
+           "cos_local": ("cos, local", "similarity to its block, from the teacher's input to the block"),
+           "cos_global": ("cos, global", "similarity to its block, with the student's own earlier layers"),
+           "kl_alone": ("KL alone", "KL to the teacher with only this layer patched"),
+           "kl_gain": ("KL gain", "the student's KL to the teacher minus the KL with only this layer patched"),
+           "ppl_alone": ("ppl alone", "calibration perplexity with only this layer patched"),
+           "ppl_gain": ("ppl gain", "the student's calibration perplexity minus that with only this layer patched")}
+shown = per_layer[[c for c in COLUMNS if c in per_layer]].rename(columns={c: h for c, (h, _) in COLUMNS.items()})
 st.dataframe(shown, hide_index=True, width="stretch",
-             column_config={COLUMNS[c]: st.column_config.NumberColumn(format="%,.3f")
-                            for c in ("cos_local", "cos_global", "kl_alone", "kl_gain", "ppl_alone", "ppl_gain")})
+             column_config={h: st.column_config.NumberColumn(h, help=why, format="%,.3f")
+                            if c != "label" else st.column_config.TextColumn(h, help=why)
+                            for c, (h, why) in COLUMNS.items()})
 st.caption("Gains are the student's value minus the value with only that layer patched (positive: "
            f"patching it helps). Perplexity and KL here are on the calibration text ({calib.shape[0]} × "
            f"{calib.shape[1]} tokens of the *{ctx.data}* train split).")

@@ -34,6 +34,7 @@ ORDER_COLORS = {
     "angular": "#FF9DA6",
     "sleb": "#79706E",
     "custom": "#EECA3B",
+    "distilled at this size": "#F58518",
 }
 EXTRA_COLORS = ["#4C78A8", "#E45756", "#9D755D", "#72B7B2", "#54A24B", "#B279A2", "#FF9DA6"]
 X_TITLES = {"params": "parameters", "layers": "decoder layers", "k": "student layers patched"}
@@ -80,7 +81,8 @@ def _hover(df: pd.DataFrame) -> list[str]:
 
 
 #: Marker symbol and line dash per order, so curves that coincide stay visible (a greedy order
-#: lying exactly on the optimal line shows its markers and dashes on top of it).
+#: lying exactly on the optimal line shows its markers and dashes on top of it). A dash of None
+#: draws separate models as points.
 ORDER_STYLES = {
     "last-to-first": ("circle", "solid"),
     "first-to-last": ("square", "solid"),
@@ -93,6 +95,7 @@ ORDER_STYLES = {
     "angular": ("diamond-open", "dot"),
     "sleb": ("triangle-down-open", "dot"),
     "custom": ("star-triangle-up", "longdash"),
+    "distilled at this size": ("diamond", None),  # separate models: points, no line between them
 }
 
 
@@ -109,6 +112,22 @@ def _repeat_labels(g: pd.DataFrame, x: str) -> list[str]:
         ks = seen[key]
         out.append(f"k={','.join(map(str, ks))}" if len(ks) > 1 and key not in done else "")
         done.add(key)
+    return out
+
+
+def _label_positions(xs: list[Any], ys: list[Any]) -> list[str]:
+    """Where each point's text goes, so that it sits beside its curve rather than on it: towards
+    the plot's inside at the right end (the edge would cut it), and above or below the point on
+    the side the curve does not come from (a falling curve reaches its right end from above)."""
+    out = []
+    right_end = max(xs)
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if x == right_end:
+            prev = next((ys[j] for j in range(i - 1, -1, -1) if xs[j] != x), None)
+            out.append("bottom left" if prev is not None and prev > y else "top left")
+        else:
+            nxt = next((ys[j] for j in range(i + 1, len(xs)) if xs[j] != x), None)
+            out.append("bottom right" if nxt is not None and nxt > y else "top right")
     return out
 
 
@@ -138,15 +157,17 @@ def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> 
             line=dict(color=color, dash=dash, width=2),
             marker=dict(size=7, symbol=symbol, color=color),
         )
+        if dash is None:
+            trace.update(mode="markers", line=dict(color=color),
+                         marker=dict(size=12, symbol=symbol, color=color, line=dict(width=1, color="black")))
         if f"{y}_lo" in g and f"{y}_hi" in g and g[f"{y}_lo"].notna().all():  # the 95% interval, as error bars
             ys = [_num(v) for v in g[y]]
             trace["error_y"] = dict(type="data", symmetric=False, thickness=1, width=3, color=color,
                                     array=[_num(h) - v for h, v in zip(g[f"{y}_hi"], ys)],
                                     arrayminus=[v - _num(lo) for lo, v in zip(g[f"{y}_lo"], ys)])
         if any(labels):
-            right_end = max(trace["x"])  # labels there go left, or the plot's edge cuts them
             trace.update(text=labels, textfont=dict(size=11, color=color),
-                         textposition=["top left" if v == right_end else "top right" for v in trace["x"]])
+                         textposition=_label_positions(trace["x"], trace["y"]))
         if name == "optimal":
             trace.update(line=dict(color=color, width=8), opacity=0.3, marker=dict(size=12, symbol=symbol,
                                                                                  color=color))
@@ -404,7 +425,9 @@ def strip_html(cells: list[dict[str, Any]]) -> str:
                      f'style="display:inline-block;min-width:2.6em;padding:0.25em 0.4em;margin:0 2px;'
                      f'border-radius:4px;background:{color};color:white;font-size:0.8em;text-align:center;'
                      f'font-family:monospace">{"T" if teacher else "S"}{c["index"]}</span>')
-    legend = (f'<span style="font-size:0.8em;color:#666;margin-left:0.8em">input → output · '
+    # The legend gets a line of its own that never wraps: after 30 chips (SmolLM2) it used to
+    # break in the middle of "teacher layer".
+    legend = (f'<div style="font-size:0.8em;color:#666;white-space:nowrap">input → output · '
               f'<b style="color:{STUDENT_COLOR}">S</b> student layer · '
-              f'<b style="color:{TEACHER_COLOR}">T</b> teacher layer</span>')
-    return f'<div style="line-height:2.2em">{"".join(chips)}{legend}</div>'
+              f'<b style="color:{TEACHER_COLOR}">T</b> teacher layer</div>')
+    return f'<div><div style="line-height:2.2em">{"".join(chips)}</div>{legend}</div>'

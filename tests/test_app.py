@@ -128,7 +128,7 @@ def test_numbers_say_what_they_are(tiny):
     assert "95% interval" in captions and "n = 4 layers" in captions
     columns = list(at.dataframe[0].value.columns)
     assert not {"cos_global", "cos_local", "kl_gain", "ppl_gain"} & set(columns), columns
-    assert "similarity, local" in columns
+    assert columns == ["layer → block", "cos, local", "cos, global", "KL alone", "KL gain", "ppl alone", "ppl gain"]
 
 
 def test_smollm2_is_not_called_distilled_unless_it_is():
@@ -651,3 +651,41 @@ def test_a_refused_evaluation_data_value_is_warned_about_outside_the_collapsed_e
     assert any("seq_len" in w for w in sidebar_warnings) and any("blocks" in w for w in sidebar_warnings)
     expander = next(e for e in at.sidebar.expander if "Evaluation data" in e.label)
     assert not [w for w in expander.warning]  # not hidden inside the collapsed section
+
+
+@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
+                    reason="the demo family is not on disk")
+def test_students_distilled_at_each_size_are_points_on_the_demo_curves(tiny):
+    """Interpolate and Compare orders draw the demo's same-size students at 8..11 layers, with the
+    perplexity a direct forward of each (composed from the teacher) gives on the page's blocks."""
+    import math
+
+    import torch
+
+    from boomerang import ui as dash
+    from boomerang.core.delta import apply_delta
+    from boomerang.zoo import load_pair, same_size_deltas
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(pair="demo", blocks="4", seq_len="64")
+    at.run()
+    ok(at)
+    (fig,) = live_figures(at)
+    points = next(t for t in fig["data"] if t["name"] == "distilled at this size")
+    assert points["mode"] == "markers" and points["x"] == [8, 9, 10, 11]
+    pair = load_pair("demo")
+    blocks = dash.load_eval_blocks(pair, "demo", 64, 4, "validation")
+    want = []
+    for d in same_size_deltas().values():
+        student, _ = apply_delta(pair.teacher, d)
+        with torch.inference_mode():
+            logits = student(blocks).logits
+        want.append(math.exp(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), blocks[:, 1:].flatten()).item()))
+    assert points["y"] == pytest.approx(want, rel=1e-4)
+    assert any("students distilled directly at 8, 9, 10, 11 layers" in c.value for c in at.caption)
+
+    at.switch_page("app_pages/compare.py").run()
+    ok(at)
+    table = at.dataframe[0].value
+    same = table[table.order == "distilled at this size"]
+    assert list(same.layers) == [8, 9, 10, 11] and list(same.perplexity) == pytest.approx(want, rel=1e-4)

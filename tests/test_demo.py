@@ -175,3 +175,38 @@ def test_phenomenon_checks_on_synthetic_rows():
     assert all(phenomenon_checks(same).values())
     worse = [row(0, 3, 40, 90, 60), row(1, 3, 41, 85, 60), *good[1:]]
     assert not phenomenon_checks(worse)["monotone"] and phenomenon_checks(worse)["between"]
+
+
+def test_the_shipped_same_size_students_have_their_interpolated_models_shape_and_the_cards_numbers(card):
+    """Students distilled directly at 8..11 layers: each composed from the demo teacher has the
+    layer sources of the last-to-first interpolated model of its depth, they ship in under 10 MB,
+    and their test perplexity (a direct forward, 256 blocks) is the one the card reports."""
+    import math
+
+    from transformers import AutoTokenizer
+
+    from boomerang.core.delta import apply_delta
+    from boomerang.data import load_blocks
+    from boomerang.zoo import same_size_deltas
+
+    deltas = same_size_deltas()
+    assert list(deltas) == [8, 9, 10, 11]
+    assert sum(p.stat().st_size for d in deltas.values() for p in d.iterdir()) <= 10 * 2**20
+    pair = bm.load_pair("demo")
+    interpolated = {pair.mapping.patched_layers(s): s for s in bm.patch_order(pair, "last-to-first")}
+    teacher_dir, _ = demo_dirs()
+    blocks = load_blocks("demo", AutoTokenizer.from_pretrained(str(teacher_dir)), 128, split="test",
+                         max_blocks=card["same_size"]["evaluation"]["blocks"])
+    reported = {r["layers"]: r["distilled"] for r in card["same_size"]["results"]["rows"]}
+    for layers, d in deltas.items():
+        student, mapping = apply_delta(pair.teacher, d)
+        assert mapping.num_student_layers == layers
+        # Teacher layer each position copies: the interpolated model's student slots and teacher blocks.
+        patched = interpolated[layers]
+        want = [t for i, b in enumerate(pair.mapping.blocks) for t in (b if i in patched else b[:1])]
+        assert list(mapping.kept) == want, layers
+        with torch.inference_mode():
+            logits = student(blocks).logits.float()
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                blocks[:, 1:].reshape(-1))
+        assert math.exp(nll.item()) == pytest.approx(reported[layers], abs=2e-3), layers

@@ -388,3 +388,36 @@ def test_sweep_puts_other_models_of_the_same_tokenizer_beside_the_curve(tmp_path
     pair.student.save_pretrained(tmp_path / "bare")
     with pytest.raises(BoomerangError, match="has no tokenizer"):
         bm.sweep(pair, ["last-to-first"], data=ids, compare=[tmp_path / "bare"], cache_dir=tmp_path / "cache")
+
+
+def test_a_student_delta_is_composed_from_the_pairs_teacher_and_drawn_at_its_own_size(tmp_path):
+    """A student stored as a delta over the teacher (the demo's same-size students) is compared
+    like any other model: composed from the pair's own teacher, measured on the same blocks."""
+    from boomerang.core.delta import make_delta
+
+    tok = tiny_tokenizer()
+    pair = tiny_pair("llama", 6, keep_last=2, vocab=len(tok))  # a 4-layer student
+    pair.tokenizer = tok
+    five = tiny_pair("llama", 6, keep_last=4, vocab=len(tok), seed=0)  # same teacher, a 5-layer student
+    assert torch.equal(five.teacher.lm_head.weight, pair.teacher.lm_head.weight)
+    composed = make_delta(tmp_path / "five", five.teacher, five.student, five.mapping, bits=8)
+    ids = random_ids(3, 12, seed=5, vocab=len(tok))
+
+    df = bm.sweep(pair, ["last-to-first"], data=ids, compare=[tmp_path / "five"], cache_dir=tmp_path / "cache")
+    row = df[df.order == "model: five"].iloc[0]
+    total, count = direct_nll(composed, ids)
+    assert row["layers"] == 5 and row["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
+    # Composed, not the teacher's layers alone: the stored change is there.
+    plain, plain_count = direct_nll(bm.init_student(pair.teacher, five.mapping), ids)
+    assert abs(plain / plain_count - total / count) > 1e-4
+
+    points = ev.same_size_rows(pair, {5: tmp_path / "five"}, ids)
+    assert list(points.order) == ["distilled at this size"] and list(points.layers) == [5]
+    assert points.perplexity.item() == pytest.approx(row["perplexity"], rel=1e-6)
+    with pytest.raises(BoomerangError, match="filed as distilled at 6 layers has 5 layers"):
+        ev.same_size_rows(pair, {6: tmp_path / "five"}, ids)
+
+    other = tiny_pair("llama", 6, keep_last=4, vocab=len(tok), seed=7)  # another teacher
+    make_delta(tmp_path / "other", other.teacher, other.student, other.mapping, bits=8)
+    with pytest.raises(BoomerangError, match="made from other teacher weights"):
+        bm.sweep(pair, ["last-to-first"], data=ids, compare=[tmp_path / "other"], cache_dir=tmp_path / "cache")

@@ -125,6 +125,8 @@ def test_installed_wheel_ships_the_demo_and_runs_outside_the_source_tree(tmp_pat
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("boomerang/assets/demo/teacher/model.safetensors",
                    "boomerang/assets/demo/students/no-align/student_config.json",
+                   "boomerang/assets/demo/same_size/8-layers/delta.safetensors",
+                   "boomerang/assets/demo/same_size/11-layers/delta.json",
                    "boomerang/eval/tasks/bbc_news.yaml", "boomerang/eval/tasks/utils.py",
                    "boomerang/eval/tasks/data/demo_cloze.jsonl", "boomerang/orders/registry.py"):
         assert needed in names

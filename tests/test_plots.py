@@ -108,3 +108,28 @@ def test_a_sweeps_intervals_are_drawn_as_error_bars():
     assert list(bars.array) == [1.0, 0.25] and list(bars.arrayminus) == [0.5, 1.0] and not bars.symmetric
     # No interval columns (a frame from elsewhere, or nll): no bars.
     assert not plots.curve_figure(df.drop(columns=["perplexity_lo", "perplexity_hi"])).data[0].error_y.array
+
+
+def test_students_distilled_at_each_size_are_points_not_a_curve():
+    df = pd.DataFrame({"order": ["last-to-first"] * 2 + ["distilled at this size"] * 2, "k": [0, 1, 0, 0],
+                       "patched": [(), (0,), "", ""], "layers": [2, 3, 2, 3], "params": [10, 20, 10, 20],
+                       "perplexity": [5.0, 4.0, 4.8, 3.9]})
+    fig = plots.curve_figure(df, x="layers")
+    _valid(fig)
+    by_name = {t.name: t for t in fig.data}
+    assert by_name["last-to-first"].mode == "lines+markers"
+    points = by_name["distilled at this size"]
+    assert points.mode == "markers" and list(points.x) == [2, 3] and list(points.y) == [4.8, 3.9]
+
+
+def test_repeated_size_labels_sit_on_the_side_the_curve_does_not_come_from():
+    # Perplexity falls towards the teacher: the end's label goes below (the curve comes from above),
+    # the start's above; accuracy rises, so its labels go the other way.
+    df = pd.DataFrame({"order": ["a"] * 6, "k": range(6), "layers": [3, 3, 4, 5, 6, 6],
+                       "params": range(6), "perplexity": [9.0, 9.0, 7.0, 6.0, 5.0, 5.0],
+                       "acc": [0.2, 0.2, 0.3, 0.4, 0.5, 0.5]})
+    ppl = plots.curve_traces(df, "layers")[0]
+    assert ppl["text"] == ["k=0,1", "", "", "", "k=4,5", ""]
+    assert ppl["textposition"][0] == "top right" and ppl["textposition"][4] == "bottom left"
+    acc = plots.curve_traces(df, "layers", "acc")[0]
+    assert acc["textposition"][0] == "bottom right" and acc["textposition"][4] == "top left"

@@ -168,6 +168,11 @@ def make_delta(
     return _compose(base, tensors, bits)
 
 
+def is_delta_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a delta folder (it holds a ``delta.json``), not a model of its own."""
+    return (Path(path) / DELTA_META).is_file()
+
+
 def read_delta_meta(delta_dir: str | os.PathLike) -> dict[str, Any]:
     """The parsed ``delta.json`` of a delta folder (one sentence if it is missing or invalid)."""
     path = Path(delta_dir) / DELTA_META

@@ -28,13 +28,22 @@ from .perplexity import (
                          windows,
 )
 from .similarity import block_similarity, similarity_matrix
-from .sweep import CACHE_VERSION, compare_rows, format_patched, parse_patched, sweep, sweep_cache_dir
+from .sweep import (
+    CACHE_VERSION,
+    SAME_SIZE_ORDER,
+    compare_rows,
+    format_patched,
+    parse_patched,
+    same_size_rows,
+    sweep,
+    sweep_cache_dir,
+)
 
 __all__ = [
     "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "accuracy_intervals",
     "block_similarity",
-    "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
+    "SAME_SIZE_ORDER", "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
     "generate_text", "latency_ms_per_token", "model_device", "parameter_counts", "parse_patched", "perplexity",
     "perplexity_many", "preset_tasks", "similarity_matrix",
-    "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "wilson_interval", "windows",
+    "same_size_rows", "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "wilson_interval", "windows",
 ]

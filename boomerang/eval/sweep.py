@@ -24,6 +24,7 @@ from torch import nn
 from ..cache import pair_fingerprint, tensor_fingerprint
 from ..core import BoomerangPair, load_model
 from ..core.arch import check_token_ids, num_layers
+from ..core.delta import apply_delta, is_delta_folder
 from ..data import load_blocks, tokenizer_fingerprint
 from ..errors import BoomerangError
 from ..io import atomic_write
@@ -154,8 +155,8 @@ def sweep(
     an identical frame. All uncached perplexities of one call are computed in one
     :class:`~boomerang.core.PatchRunner` walk, so sizes and orders share prefixes.
 
-    ``compare`` adds other models (folders or hub ids: a student distilled at some size, a pruned
-    or published model) as one row each, ``order`` ``"model: <folder name>"``, measured on the
+    ``compare`` adds other models (folders, student delta folders or hub ids: a student distilled
+    at some size, a pruned or published model) as one row each, ``order`` ``"model: <folder name>"``, measured on the
     same blocks with the same metrics, so they land on the same curve plot. Each must use the
     pair's tokenizer (else its numbers would not be comparable), checked before any work.
     """
@@ -310,10 +311,34 @@ def compare_rows(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dict[s
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+#: The ``order`` of students distilled directly at one size, one row each at its own depth.
+SAME_SIZE_ORDER = "distilled at this size"
+
+
+def same_size_rows(pair: BoomerangPair, students: dict[int, str | os.PathLike], blocks: torch.Tensor,
+                   metrics: Sequence[str] = ("perplexity",), *, limit: int | float | None = None,
+                   batch_size: int = 8) -> pd.DataFrame:
+    """Students distilled directly at some sizes (``{layers: folder or delta folder}``), measured
+    like :func:`compare_rows` and named :data:`SAME_SIZE_ORDER`: the paper's test of whether an
+    interpolated model matches one trained for its size. A student whose depth is not the one
+    it is filed under is refused, since its point would land at the wrong size."""
+    df = compare_rows(pair, {f"{n} layers": d for n, d in students.items()}, blocks, metrics,
+                      limit=limit, batch_size=batch_size)
+    if df.empty:
+        return df
+    for want, got in zip(students, df["layers"]):
+        if int(got) != int(want):
+            raise BoomerangError(f"The student filed as distilled at {want} layers has {int(got)} layers.")
+    df["order"] = SAME_SIZE_ORDER
+    return df
+
+
 def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dict[str, str | os.PathLike],
                     ) -> list[tuple[str, nn.Module]]:
     """Load each model to compare (on the teacher's device and dtype), refusing one whose
-    tokenizer differs from the pair's; returns ``(order name, model)`` pairs."""
+    tokenizer differs from the pair's; returns ``(order name, model)`` pairs. A student delta
+    folder (:mod:`boomerang.core.delta`) is composed from the pair's own teacher, and refused
+    in one sentence when it was made from another teacher."""
     if isinstance(refs, (str, os.PathLike)):
         refs = [refs]
     if isinstance(refs, dict):
@@ -331,6 +356,10 @@ def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dic
     out: list[tuple[str, nn.Module]] = []
     teacher_param = next(pair.teacher.parameters())
     for label, ref in named.items():
+        if is_delta_folder(ref):  # a student stored as what it adds to this pair's teacher
+            model, _ = apply_delta(pair.teacher, ref)
+            out.append((COMPARE_PREFIX + label, model.to(teacher_param.device).eval()))
+            continue
         model, tok = load_model(ref, device=teacher_param.device, dtype=teacher_param.dtype)
         if tok is None:
             raise BoomerangError(f"Model {str(ref)!r} has no tokenizer, so it cannot be checked to read the "

@@ -32,10 +32,11 @@ from transformers import (
 )
 
 from ..core import LayerMapping, load_pair, read_student_config, save_student
+from ..core.delta import make_delta
 from ..data import load_blocks, load_documents
 from ..data.demo_corpus import corpus_stats
 from ..errors import BoomerangError
-from ..eval import perplexity, perplexity_many
+from ..eval import perplexity, perplexity_many, same_size_rows
 from ..io import atomic_dir, atomic_write
 from ..orders import patch_order, prune_teacher, pruning_order
 from ..paths import demo_assets_dir
@@ -43,6 +44,7 @@ from ..plots import curve_figure, figure_png
 from ..progress import Progress, report, scaled
 from ..train import DistillConfig, alignment_pairs, distill
 from ..zoo import DEMO_STUDENTS
+from ..zoo.demo import SAME_SIZE_FOLDER
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +246,53 @@ def train_students(
     return out
 
 
+#: Depths of the demo's same-size students: every size strictly between the student and the teacher.
+SAME_SIZE_DEPTHS: tuple[int, ...] = (8, 9, 10, 11)
+
+
+def same_size_config(teacher_dir: str | os.PathLike, out_dir: str | os.PathLike, layers: int, steps: int,
+                     seq_len: int = 128, threads: int | None = None) -> Any:
+    """The ``DistillConfig`` of a student distilled directly at ``layers`` layers: the boomerang
+    student's recipe and token budget (:func:`student_config`), with a mapping whose top teacher
+    layers are kept one-to-one. With the 12-layer teacher and pairs below them, ``keep_last =
+    2 * layers - 12`` gives exactly the architecture of the last-to-first interpolated model of
+    that size (8 layers: blocks {0,1} {2,3} {4,5} {6,7}, then teacher layers 8..11), so the two
+    differ only in training: one distilled for this size, the other patched from the 7-layer student.
+    """
+    with open(Path(teacher_dir) / "config.json") as f:
+        n = json.load(f)["num_hidden_layers"]
+    keep_last = 2 * layers - n
+    if not 2 <= keep_last < n:
+        raise BoomerangError(f"A same-size demo student has between {n // 2 + 1} and {n - 1} layers, not {layers}.")
+    cfg = student_config(teacher_dir, out_dir, "boomerang", steps, seq_len, threads)
+    cfg.keep_last = keep_last
+    return cfg
+
+
+def train_same_size_students(
+    teacher_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    steps: int,
+    depths: tuple[int, ...] = SAME_SIZE_DEPTHS,
+    seq_len: int = 128,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Distill one student directly at each depth in ``depths`` (:func:`same_size_config`), one
+    after another; the paper's comparison for an interpolated model of the same size. Returns,
+    per depth, the student directory, steps, tokens and wall time; interrupted runs resume."""
+    out: dict[int, dict[str, Any]] = {}
+    for i, layers in enumerate(depths):
+        cfg = same_size_config(teacher_dir, Path(work_dir) / f"{layers}-layers", layers, steps, seq_len, threads)
+        t0 = time.time()
+        student_dir = distill(cfg, progress=scaled(progress, i * steps, steps, len(depths) * steps, f"{layers} layers"),
+                              show_progress_bar=progress is None)
+        out[layers] = {"dir": str(student_dir), "steps": steps, "tokens": steps * cfg.batch_size * seq_len,
+                       "wall_time_s": round(time.time() - t0, 1), "keep_last": cfg.keep_last,
+                       "loss_weights": effective_loss_weights(cfg), "freeze": list(cfg.freeze)}
+    return out
+
+
 def effective_loss_weights(cfg: Any) -> dict[str, float]:
     """The loss weights a ``DistillConfig`` really trains with (its mode switches terms off)."""
     with open(Path(cfg.teacher) / "config.json") as f:
@@ -423,6 +472,18 @@ def render_model_card(card: dict[str, Any]) -> str:
     for row in res["rows"]:
         lines.append(f"| {row['k']} | {row['layers']} | " + " | ".join(f"{row[m]:.2f}" for m in modes)
                      + f" | {row['naive_pruning']:.2f} |")
+    same = card.get("same_size")
+    if same:
+        info = next(iter(same["students"].values()))
+        lines += ["", "Students distilled directly at each intermediate size (the boomerang student's recipe",
+                  f"and budget: {info['steps']:,} steps = {info['tokens']:,} tokens each; the teacher's top layers",
+                  "kept one-to-one, so each has the architecture of the interpolated model of its depth;",
+                  "shipped as 8-bit deltas over the teacher in `same_size/`), against that interpolated model,",
+                  "with 95% bootstrap intervals over the evaluation blocks:", "",
+                  "| layers | distilled at this size | interpolated (last-to-first) |", "|---:|---:|---:|"]
+        for r in same["results"]["rows"]:
+            lines.append(f"| {r['layers']} | {r['distilled']:.2f} [{r['distilled_lo']:.2f}, {r['distilled_hi']:.2f}] "
+                         f"| {r['interpolated']:.2f} [{r['interpolated_lo']:.2f}, {r['interpolated_hi']:.2f}] |")
     checks = phenomenon_checks(res["rows"])
     lines += ["", "Claims checked on these numbers (see `boomerang.recipes.demo.phenomenon_checks`):", ""]
     lines += [f"- {name}: {'yes' if ok else '**no**'}" for name, ok in checks.items()]
@@ -462,6 +523,63 @@ def ship(teacher_dir: str | os.PathLike, students: dict[str, str | os.PathLike],
                      tokenizer=tokenizer, teacher="../../teacher", extra={"demo_mode": mode})
 
 
+def ship_same_size(teacher_dir: str | os.PathLike, students: dict[int, dict[str, Any]],
+                   out_dir: str | os.PathLike, bits: int = 8) -> dict[int, Path]:
+    """Ship each same-size student (:func:`train_same_size_students`) as a delta folder over the
+    teacher, ``<out_dir>/same_size/<L>-layers``: only its trained layers differ from the teacher's
+    (the one-to-one layers and head stay frozen), so at 8 bits all four take about 1 MB where
+    their float32 folders would take 20. Every figure of them is measured on the composed model."""
+    teacher = AutoModelForCausalLM.from_pretrained(str(teacher_dir), dtype=torch.float32)
+    out: dict[int, Path] = {}
+    for layers, info in sorted(students.items()):
+        student = AutoModelForCausalLM.from_pretrained(info["dir"], dtype=torch.float32)
+        mapping = LayerMapping.from_student_config(read_student_config(info["dir"]))
+        dest = Path(out_dir) / SAME_SIZE_FOLDER / f"{layers}-layers"
+        make_delta(dest, teacher, student, mapping, bits=bits, teacher_name="../../teacher",
+                   extra={"demo_same_size": {k: v for k, v in info.items() if k != "dir"}})
+        out[layers] = dest
+    return out
+
+
+def same_size_report(teacher_dir: str | os.PathLike, student_dir: str | os.PathLike,
+                     deltas: dict[int, Path], blocks: torch.Tensor) -> dict[str, Any]:
+    """Perplexity on ``blocks``, with its 95% interval, of each shipped same-size student and of
+    the boomerang student's last-to-first interpolated model of the same depth, measured on the
+    same blocks: ``{"rows": [{"layers", "distilled", "distilled_lo", "distilled_hi",
+    "interpolated", "interpolated_lo", "interpolated_hi"}]}``."""
+    pair = load_pair(teacher=str(teacher_dir), student=str(student_dir), device="cpu", dtype=torch.float32)
+    points = same_size_rows(pair, deltas, blocks)
+    sets = {pair.mapping.patched_layers(s): s for s in patch_order(pair, "last-to-first")}
+    results, _ = perplexity_many(pair, [sets[n] for n in deltas], blocks)
+    rows = []
+    for (layers, point), res in zip(zip(deltas, points.to_dict("records")), results):
+        lo, hi = res.interval()
+        rows.append({"layers": layers, "distilled": round(point["perplexity"], 3),
+                     "distilled_lo": round(point["perplexity_lo"], 3), "distilled_hi": round(point["perplexity_hi"], 3),
+                     "interpolated": round(res.perplexity, 3), "interpolated_lo": round(lo, 3),
+                     "interpolated_hi": round(hi, 3)})
+    return {"rows": rows}
+
+
+def add_same_size(out_dir: str | os.PathLike, teacher_dir: str | os.PathLike,
+                  students: dict[int, dict[str, Any]], eval_blocks: int = 256) -> dict[str, Any]:
+    """Ship the same-size students into ``out_dir`` (:func:`ship_same_size`), measure them on the
+    test split beside the interpolated models (:func:`same_size_report`) and add both to the
+    demo's model card; returns the card."""
+    out = Path(out_dir)
+    card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    deltas = ship_same_size(teacher_dir, students, out)
+    tokenizer = AutoTokenizer.from_pretrained(str(out / "teacher"))
+    test = load_blocks("demo", tokenizer, card["evaluation"]["seq_len"], split="test", max_blocks=eval_blocks)
+    card["same_size"] = {
+        "students": {str(n): {k: v for k, v in info.items() if k != "dir"} for n, info in sorted(students.items())},
+        "results": same_size_report(out / "teacher", out / "students" / "boomerang", deltas, test),
+        "evaluation": {"split": "test", "blocks": int(len(test)), "seq_len": int(test.shape[1])},
+    }
+    write_card(out, card)
+    return card
+
+
 def build_demo(
     out_dir: str | os.PathLike | None = None,
     work_dir: str | os.PathLike = "runs/demo-build",
@@ -471,7 +589,8 @@ def build_demo(
     threads: int | None = 1,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Rebuild the demo family from scratch: corpus -> tokenizer -> teacher -> students -> card.
+    """Rebuild the demo family from scratch: corpus -> tokenizer -> teacher -> students (and the
+    students distilled directly at each intermediate size) -> card.
 
     Intermediate results (tokenizer, teacher checkpoints, student runs) live in ``work_dir`` and
     an interrupted build resumes from them; the shipped weights and the model card are written
@@ -497,8 +616,10 @@ def build_demo(
     teacher_final = Path(teacher_summary.pop("dir"))
     stage("students", 2)
     students = train_students(teacher_final, work / "students", student_steps, threads=threads)
+    same_size = train_same_size_students(teacher_final, work / "same-size", student_steps, threads=threads)
     stage("evaluation", 3)
-    return finish_demo(teacher_final, teacher_summary, students, out_dir, eval_blocks, progress)
+    finish_demo(teacher_final, teacher_summary, students, out_dir, eval_blocks, progress)
+    return add_same_size(demo_assets_dir() if out_dir is None else out_dir, teacher_final, same_size, eval_blocks)
 
 
 def _check_build_settings(cfg: TeacherConfig, work: Path, out_dir: str | os.PathLike | None,
@@ -574,7 +695,7 @@ def finish_demo(
     tokenizer = AutoTokenizer.from_pretrained(str(teacher_dir))
     seq_len = teacher_summary["config"]["seq_len"]
     test = load_blocks("demo", tokenizer, seq_len, split="test", max_blocks=eval_blocks)
-    report = interpolation_report(teacher_dir, {m: s["dir"] for m, s in students.items()}, test)
+    results = interpolation_report(teacher_dir, {m: s["dir"] for m, s in students.items()}, test)
     report(progress, 4, 5, "ship")
     ship(teacher_dir, {m: s["dir"] for m, s in students.items()}, out_dir)
     stats = corpus_stats()
@@ -599,12 +720,12 @@ def finish_demo(
         "students": {m: {k: v for k, v in s.items() if k != "dir"} | {"parameters": n_params(out / "students" / m)}
                      for m, s in students.items()},
         "evaluation": {"split": "test", "blocks": int(len(test)), "seq_len": seq_len, "tokens": int(test.numel())},
-        "results": report,
+        "results": results,
         "hardware": hardware_info(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_card(out, card)
-    why = interpolation_curve_png(report, out / "interpolation.png")
+    why = interpolation_curve_png(results, out / "interpolation.png")
     if why:
         log.warning(why)
     report(progress, 5, 5, "done")

@@ -6,7 +6,7 @@ import this package as ``ui`` and call only these names.
 """
 
 from ..core import SEQUENTIAL_ORDERS
-from ..eval import latency_ms_per_token, stream_generate
+from ..eval import SAME_SIZE_ORDER, latency_ms_per_token, stream_generate
 from ..orders import needs_calibration
 from ..paths import runs_dir
 from ..threads import configure_threads
@@ -36,6 +36,7 @@ from .compute import (
     order_sets,
     pair_summary,
     perplexity,
+    same_size_points,
     similarity_tables,
     single_layer_gains,
     size_of,
@@ -66,6 +67,7 @@ from .specs import (
     discover_pairs,
     recorded_teacher_refusal,
     release_memory,
+    same_size_students,
     smollm2_converted,
     smollm2_student_info,
     spec_fingerprint,
@@ -73,8 +75,8 @@ from .specs import (
 )
 
 __all__ = [
-    "RESULTS", "SEQUENTIAL_ORDERS", "PairSpec", "Parsed", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
-    "available_metrics", "available_orders", "block_label", "calibration_ids", "comparable_models", "compare_model",
+    "RESULTS", "SAME_SIZE_ORDER", "SEQUENTIAL_ORDERS", "PairSpec", "Parsed", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
+    "available_metrics", "available_orders", "block_label", "calibration_ids", "comparable_models", "compare_model", "same_size_points", "same_size_students",
     "configure_threads", "curve",
     "dashboard_runs", "dashboard_runs_dir", "default_pair", "demo_available", "demo_student_dirs", "devices",
     "discover_pairs", "evaluate_point", "export_patched", "latency_ms_per_token", "latency_profile",

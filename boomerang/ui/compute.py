@@ -215,6 +215,13 @@ def compare_model(pair: BoomerangPair, label: str, folder: str, blocks: torch.Te
     return normalize_sweep(evaluate.compare_rows(pair, {label: folder}, blocks, [metric], limit=limit))
 
 
+def same_size_points(pair: BoomerangPair, students: dict[int, str | os.PathLike], blocks: torch.Tensor,
+                     metric: str = "perplexity", limit: int | None = None) -> pd.DataFrame:
+    """Students distilled directly at some sizes as points beside the curves (``order``
+    ``"distilled at this size"``), measured on the same blocks."""
+    return normalize_sweep(evaluate.same_size_rows(pair, students, blocks, [metric], limit=limit))
+
+
 def single_layer_gains(pair: BoomerangPair, blocks: torch.Tensor,
                        progress: Progress | None = None) -> pd.DataFrame:
     """Perplexity drop from patching each student layer alone (student ppl - patched ppl)."""

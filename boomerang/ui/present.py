@@ -31,6 +31,12 @@ def ppl_label(split: str, shape: Any) -> str:
     return f"{split} perplexity, {rows:,} × {cols:,} tokens"
 
 
+def ppl_source(split: str, shape: Any) -> str:
+    """"64 × 128 tokens of validation text": what a perplexity in a sentence was measured on."""
+    rows, cols = int(shape[0]), int(shape[1])
+    return f"{rows:,} × {cols:,} tokens of {split} text"
+
+
 def repeated_sizes(df: pd.DataFrame, col: str = "layers") -> dict[int, list[int]]:
     """Sizes that several ``k`` of one curve share: ``{layers: [k, ...]}`` (only sizes seen twice or more)."""
     out: dict[int, list[int]] = {}

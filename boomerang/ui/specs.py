@@ -23,6 +23,7 @@ from ..zoo import (
     distilled_smollm2_info,
     load_pair,
     resolve_teacher,
+    same_size_deltas,
     smollm2_available,
     smollm2_paths,
 )
@@ -35,8 +36,8 @@ def dashboard_runs_dir() -> Path:
     return runs_dir() / "dashboard"
 
 
-SMOLLM2_LABEL = "SmolLM2-135M (undistilled student)"
-SMOLLM2_DISTILLED_LABEL = "SmolLM2-135M: block-locally distilled student"
+SMOLLM2_LABEL = "SmolLM2-135M: undistilled"
+SMOLLM2_DISTILLED_LABEL = "SmolLM2-135M: distilled"
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,12 @@ def comparable_models(spec: PairSpec, root: Path | None = None) -> dict[str, str
         if same:
             out[other.label] = str(demo[other.student] if other.kind == "demo" else other.student)
     return out
+
+
+def same_size_students(spec: PairSpec) -> dict[int, Path]:
+    """Layer count -> students of ``spec``'s teacher distilled directly at that size (the demo's
+    shipped ones), drawn as points beside the interpolation curves; empty for other pairs."""
+    return same_size_deltas() if spec.kind == "demo" else {}
 
 
 def _teacher_folder(spec: PairSpec) -> str:

@@ -15,7 +15,7 @@ import torch
 from ..core import BoomerangPair
 from ..core import load_pair as load_pair_from
 from ..errors import BoomerangError
-from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs
+from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs, same_size_deltas
 from .published import PUBLISHED_STUDENTS, published_student, published_teacher
 from .smollm2 import (
     SMOLLM2_STUDENTS,
@@ -82,6 +82,7 @@ def load_pair(
 
 __all__ = [
     "DEMO_STUDENTS", "NAMED_PAIRS", "PUBLISHED_STUDENTS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
+    "same_size_deltas",
     "published_student", "published_teacher", "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
     "SMOLLM2_STUDENTS", "built_smollm2_student", "distilled_smollm2_info", "distilled_smollm2_run",
     "distilled_smollm2_student", "shipped_delta", "shipped_smollm2_report", "shipped_smollm2_student",
