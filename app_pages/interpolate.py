@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from app_pages._accuracy import accuracy_choice, in_background
+from app_pages._axes import latency_title, x_axis_choice
 from app_pages._live_chart import live_plotly_chart
 from app_pages._sidebar import (
     bind,
@@ -35,11 +37,12 @@ order = st.segmented_control("Patch order", orders, key="order", wrap=True, help
     "Which student layers are replaced first as the model grows. last-to-first patches from the "
     "output end, first-to-last from the input end; the others are chosen from data."))
 order = order or orders[0]
-bind("x", "layers", lambda raw: ui.query.parse_choice("?x", raw, ["params", "layers"], "layers"))
-x_axis = st.segmented_control("x axis", ["params", "layers"], key="x", wrap=True,
-                              format_func=plots.X_TITLES.get) or "layers"
+c1, c2 = st.columns([1, 1], vertical_alignment="top")
+with c1:
+    x_axis, lat_batch = x_axis_choice("x")
+with c2:
+    task = accuracy_choice("acc")
 keep("order", order)
-keep("x", x_axis)
 
 try:
     blocks = eval_blocks(ctx)
@@ -47,16 +50,27 @@ try:
     df = computed(("curve", ctx.pair_key, ctx.data_key, order), f"Evaluating the {order} curve",
                   lambda progress: ui.curve(pair, order, blocks, calib, progress))
     sets = [frozenset(p) for p in df["patched"]]
-    timed_sizes = ui.RESULTS.get_or_compute(("latency", ctx.pair_key), dict)  # layer count -> ms
-    lat = computed(("latency", ctx.pair_key, order), "Timing generation at every size",
-                   lambda progress: ui.latency_profile(pair, sets, timed_sizes))
+    timed_sizes = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
+    lat = computed(("latency", ctx.pair_key, order, lat_batch), "Timing generation at every size",
+                   lambda progress: ui.latency_profile(pair, sets, timed_sizes, lat_batch))
     same_size = ui.same_size_students(ctx.spec)
     points = computed(("same-size", ctx.pair_key, ctx.data_key, "perplexity", None),
                       "Evaluating the students distilled at each size",
                       lambda progress: ui.same_size_points(pair, same_size, blocks)) if same_size else None
+    if x_axis == "latency":
+        df = df.assign(latency=lat)
+        if points is not None:
+            points = computed(("same-size latency", ctx.pair_key, ctx.data_key, lat_batch), "Timing the same-size students",
+                              lambda progress: ui.with_latency(pair, points, timed_sizes, lat_batch, progress))
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
+acc = None
+acc_what = ui.present.accuracy_label(task, ui.ACCURACY_EXAMPLES) if task else ""
+if task is not None:
+    acc = in_background(("curve", ctx.pair_key, ctx.data_key, order, task, ui.ACCURACY_EXAMPLES),
+                        f"Accuracy on {task} at every size of {order}",
+                        lambda progress: ui.accuracy_curve(pair, order, task, blocks, calib, progress))
 
 ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
 st.caption(f"**{order}** optimises {ui.order_caption(order)}"
@@ -81,8 +95,9 @@ if st.session_state.get("_k_labels") != size_labels:
     st.session_state["k"] = st.session_state["k"]
     st.session_state["_k_labels"] = size_labels
 
+x_title = latency_title(lat_batch) if x_axis == "latency" else None
 traces = ui.RESULTS.get_or_compute(
-    ("traces", ctx.pair_key, ctx.data_key, order, x_axis, points is not None),
+    ("traces", ctx.pair_key, ctx.data_key, order, x_axis, lat_batch, points is not None),
     lambda: plots.curve_traces(df, x_axis) + (plots.curve_traces(points, x_axis) if points is not None else []))
 
 
@@ -99,7 +114,7 @@ def _size_view() -> None:
     keep("k", k)
     row = df.iloc[k]
     base, top = df.iloc[0], df.iloc[-1]
-    m1, m2, m3, m4 = st.columns(4)
+    m1, m2, m3, m4, *m5 = st.columns(5 if acc is not None else 4)
     change = row["perplexity"] - base["perplexity"]
     m1.metric("Perplexity", ui.present.fmt_num(row["perplexity"]), help=ppl_what,
               delta=None if k == 0 else f"{change:+,.2f} vs student",
@@ -109,16 +124,27 @@ def _size_view() -> None:
               delta=f"{100 * row['params'] / top['params']:.0f}% of teacher", delta_color="off", delta_arrow="off")
     m3.metric("Decoder layers", f"{int(row['layers'])}",
               delta=f"{k} of {n} patched", delta_color="off", delta_arrow="off")
-    m4.metric("Latency", f"{lat[k]:,.1f} ms", delta="per token", delta_color="off", delta_arrow="off")
+    m4.metric("Latency", f"{lat[k]:,.1f} ms", delta="per token" + (f", batch {lat_batch}" if lat_batch > 1 else ""),
+              delta_color="off", delta_arrow="off")
+    if acc is not None:
+        a = acc.iloc[k]
+        m5[0].metric(f"Accuracy: {task}", f"{100 * a[task]:.0f}%", help=acc_what,
+                     delta=f"95% interval {100 * a[f'{task}_lo']:.0f}-{100 * a[f'{task}_hi']:.0f}%",
+                     delta_color="off", delta_arrow="off")
     st.caption(f"Perplexity: {ppl_what}. "
                + (f"Orange diamonds: students distilled directly at {', '.join(map(str, same_size))} "
                   "layers with the student's recipe and token budget, for comparison. " if same_size else "")
-               + f"Latency: median of 3 runs, greedy decoding, batch 1, "
+               + f"Latency: median of 3 runs, greedy decoding, batch {lat_batch}, "
                f"on {ctx.device}, timed once per layer count (every layer has the teacher's shapes, "
                "so models with as many layers do the same work); noisy on a busy machine.")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
     live_plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces,
-                                         y_title=f"{ppl_what} (lower is better)"), key="curve")
+                                         y_title=f"{ppl_what} (lower is better)", x_title=x_title), key="curve")
+    if acc is not None:
+        acc_x = acc.assign(latency=lat) if x_axis == "latency" else acc
+        live_plotly_chart(plots.curve_figure(acc_x, x=x_axis, y=task, current=acc_x.iloc[k].to_dict(), height=300,
+                                             log_y=False, y_title=acc_what, x_title=x_title),
+                          key="acc_curve")
 
 
 size_view()

@@ -37,7 +37,8 @@ ORDER_COLORS = {
     "distilled at this size": "#F58518",
 }
 EXTRA_COLORS = ["#4C78A8", "#E45756", "#9D755D", "#72B7B2", "#54A24B", "#B279A2", "#FF9DA6"]
-X_TITLES = {"params": "parameters", "layers": "decoder layers", "k": "student layers patched"}
+X_TITLES = {"params": "parameters", "layers": "decoder layers", "k": "student layers patched",
+            "latency": "latency (ms per token, measured)"}
 Y_TITLES = {"perplexity": "perplexity (lower is better)", "nll": "NLL (nats/token)"}
 
 
@@ -178,7 +179,8 @@ def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> 
 def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
                  current: dict[str, Any] | None = None, extra: Sequence[dict[str, Any]] = (),
                  log_y: bool = True, title: str | None = None, height: int = 420,
-                 traces: list[dict[str, Any]] | None = None, y_title: str | None = None) -> go.Figure:
+                 traces: list[dict[str, Any]] | None = None, y_title: str | None = None,
+                 x_title: str | None = None) -> go.Figure:
     """Curves of ``y`` against ``x``, one per ``order`` in ``df``; ``current`` is marked with a star.
 
     ``extra`` are further marked points: dicts with x, y keys named like the axes and a ``name``.
@@ -198,7 +200,7 @@ def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
                                      line=dict(width=1.5, color="black"))))
         shapes.append(dict(type="line", xref="x", yref="paper", x0=_num(current[x]), x1=_num(current[x]),
                            y0=0, y1=1, line=dict(color="#888", width=1, dash="dash")))
-    xaxis: dict[str, Any] = dict(title=dict(text=X_TITLES.get(x, x)))
+    xaxis: dict[str, Any] = dict(title=dict(text=x_title or X_TITLES.get(x, x)))
     if x == "params":
         xaxis["tickformat"] = "~s"
     elif x in ("layers", "k"):

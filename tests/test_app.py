@@ -137,7 +137,7 @@ def test_smollm2_is_not_called_distilled_unless_it_is():
     spec = dash.PairSpec.from_query({"pair": "smollm2:undistilled"})
     assert "undistilled" in spec.title and not spec.distilled and spec.key == "smollm2:undistilled"
     built = dash.PairSpec.from_query({"pair": "smollm2"})
-    assert built.distilled and "block-locally distilled" in built.title and built.key == "smollm2"
+    assert built.distilled and built.title == "SmolLM2-135M: distilled" and built.key == "smollm2"
     assert dash.PairSpec.from_query({"pair": "demo"}).distilled
 
 
@@ -689,3 +689,56 @@ def test_students_distilled_at_each_size_are_points_on_the_demo_curves(tiny):
     table = at.dataframe[0].value
     same = table[table.order == "distilled at this size"]
     assert list(same.layers) == [8, 9, 10, 11] and list(same.perplexity) == pytest.approx(want, rel=1e-4)
+
+
+def _wait_for(at: AppTest, found, rounds: int = 120) -> None:
+    """Rerun the page until ``found(at)`` (a result computed in the background has arrived)."""
+    import time
+
+    for _ in range(rounds):
+        if found(at):
+            return
+        time.sleep(0.5)
+        at.run()
+        ok(at)
+    raise AssertionError("the background result never arrived")
+
+
+def test_interpolate_shows_accuracy_beside_perplexity_computed_in_the_background(tiny):
+    """?acc=demo_cloze: the page first shows its perplexity and a progress bar, then the accuracy at
+    the chosen size (lm-eval's own score of that model) and the accuracy curve with its intervals."""
+    import boomerang as bm
+    from boomerang.zoo import load_pair
+
+    at = app(tiny, acc="demo_cloze", k="2")
+    assert "Perplexity" in metrics(at)
+
+    def has_acc(a: AppTest) -> bool:
+        return "Accuracy: demo_cloze" in metrics(a)
+
+    _wait_for(at, has_acc)
+    pair = load_pair(student=tiny[0])
+    model = pair.build(patched=pair.sequential("last-to-first", 2))
+    want = bm.eval.accuracy(model, pair.tokenizer, ["demo_cloze"], limit=100)["demo_cloze"]
+    assert metrics(at)["Accuracy: demo_cloze"] == f"{100 * want:.0f}%"
+    figs = live_figures(at)
+    assert len(figs) == 2
+    acc_fig = figs[1]
+    curve = next(t for t in acc_fig["data"] if t["name"] == "last-to-first")
+    assert curve["y"][2] == pytest.approx(want) and "error_y" in curve
+    assert "zero-shot accuracy on demo_cloze (100 examples" in acc_fig["layout"]["yaxis"]["title"]["text"]
+
+
+def test_curves_can_be_drawn_against_measured_latency(tiny):
+    """x=latency: the curve's points sit at the latency the page reports for each size, timed at the
+    chosen batch, and the axis says so."""
+    at = app(tiny, x="latency", k="1")
+    (fig,) = live_figures(at)
+    assert fig["layout"]["xaxis"]["title"]["text"] == "latency (ms per token, measured), batch 1"
+    star = next(t for t in fig["data"] if t["name"] == "current")
+    assert metrics(at)["Latency"] == f"{star['x'][0]:,.1f} ms"
+    at.segmented_control(key="x_batch").set_value(8).run()
+    ok(at)
+    (fig,) = live_figures(at)
+    assert fig["layout"]["xaxis"]["title"]["text"].endswith("batch 8")
+    assert any("batch 8" in c.value for c in at.caption)

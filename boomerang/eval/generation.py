@@ -98,12 +98,16 @@ def stream_generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int
 
 
 @torch.inference_mode()
-def latency_ms_per_token(model: Any, new_tokens: int = 16, prompt_len: int = 8, repeats: int = 3) -> float:
-    """Milliseconds per generated token (greedy, KV cache, batch 1): the median of ``repeats`` runs."""
+def latency_ms_per_token(model: Any, new_tokens: int = 16, prompt_len: int = 8, repeats: int = 3,
+                         batch: int = 1) -> float:
+    """Milliseconds per generated token of each sequence (greedy, KV cache) while decoding
+    ``batch`` sequences at once: one decoding step's time, the median of ``repeats`` runs."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise BoomerangError(f"The latency batch must be a whole number of at least 1, not {batch!r}.")
     device = model_device(model)
     vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
         else model.config.vocab_size
-    ids = torch.arange(prompt_len, device=device).remainder(vocab).unsqueeze(0)
+    ids = torch.arange(prompt_len, device=device).remainder(vocab).unsqueeze(0).expand(batch, -1).contiguous()
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()

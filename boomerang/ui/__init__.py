@@ -13,9 +13,12 @@ from ..threads import configure_threads
 from ..train.curves import read_curves
 from ..recipes.smollm2 import report_figure as smollm2_report_figure
 from ..zoo import demo_student_dirs, distilled_smollm2_student, shipped_smollm2_report, smollm2_available
-from . import present, query, tour
+from . import background, present, query, tour
 from .compute import (
+    ACCURACY_EXAMPLES,
     RESULTS,
+    accuracy_curve,
+    accuracy_point,
     available_baselines,
     available_metrics,
     available_orders,
@@ -25,7 +28,9 @@ from .compute import (
     curve,
     evaluate_point,
     export_patched,
+    LATENCY_BATCHES,
     latency_profile,
+    with_latency,
     layer_labels,
     load_eval_blocks,
     mapping_cells,
@@ -75,11 +80,11 @@ from .specs import (
 )
 
 __all__ = [
-    "RESULTS", "SAME_SIZE_ORDER", "SEQUENTIAL_ORDERS", "PairSpec", "Parsed", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
+    "ACCURACY_EXAMPLES", "RESULTS", "SAME_SIZE_ORDER", "accuracy_curve", "accuracy_point", "background", "SEQUENTIAL_ORDERS", "PairSpec", "Parsed", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
     "available_metrics", "available_orders", "block_label", "calibration_ids", "comparable_models", "compare_model", "same_size_points", "same_size_students",
     "configure_threads", "curve",
     "dashboard_runs", "dashboard_runs_dir", "default_pair", "demo_available", "demo_student_dirs", "devices",
-    "discover_pairs", "evaluate_point", "export_patched", "latency_ms_per_token", "latency_profile",
+    "discover_pairs", "evaluate_point", "export_patched", "LATENCY_BATCHES", "latency_ms_per_token", "latency_profile", "with_latency",
     "layer_labels", "load_eval_blocks", "log_is_live", "mapping_cells", "mean_ratio_at_intermediate_sizes",
     "missing_orders_note",
     "needs_calibration", "normalize_sweep", "order_caption", "order_sets", "pair_summary", "perplexity",

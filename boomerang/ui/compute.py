@@ -195,6 +195,30 @@ def available_metrics() -> list[str]:
     return ["perplexity", *evaluate.OFFLINE_TASKS]
 
 
+#: Examples per size behind an accuracy drawn beside perplexity (Interpolate, Layer picker): enough
+#: for a 95% interval of about +-10 points, few enough for half a minute per demo curve.
+ACCURACY_EXAMPLES = 100
+
+
+def accuracy_curve(pair: BoomerangPair, order: str, task: str, blocks: torch.Tensor,
+                   calib: torch.Tensor | None = None, progress: Progress | None = None) -> pd.DataFrame:
+    """Zero-shot accuracy on ``task`` at every size of ``order`` (:data:`ACCURACY_EXAMPLES`
+    examples each), with its Wilson interval: a sweep frame with columns ``task``,
+    ``task_lo``, ``task_hi``, cached on disk like the perplexity curves."""
+    return sweep(pair, [order], blocks, calib, progress, task, ACCURACY_EXAMPLES)
+
+
+def accuracy_point(pair: BoomerangPair, patched: Iterable[int], task: str,
+                   progress: Progress | None = None) -> dict[str, float]:
+    """Zero-shot accuracy on ``task`` of the model with ``patched`` student layers replaced
+    (:data:`ACCURACY_EXAMPLES` examples): ``{"accuracy", "lo", "hi"}`` (95% Wilson interval)."""
+    got = evaluate.accuracy_intervals(pair.build(patched=patched), pair.tokenizer, [task],
+                                      limit=ACCURACY_EXAMPLES, progress=progress).get(task)
+    if got is None:
+        raise BoomerangError(f"Task {task!r} reports no accuracy, so it cannot be drawn beside perplexity.")
+    return {"accuracy": got["accuracy"], "lo": got["lo"], "hi": got["hi"]}
+
+
 def sweep(pair: BoomerangPair, orders: list[str], blocks: torch.Tensor, calib: torch.Tensor | None = None,
           progress: Progress | None = None, metric: str = "perplexity",
           limit: int | None = None) -> pd.DataFrame:
@@ -254,8 +278,9 @@ def mapping_cells(pair: BoomerangPair) -> list[tuple[str, str]]:
 
 
 def latency_profile(pair: BoomerangPair, sets: list[frozenset],
-                    measured: dict[int, float] | None = None) -> list[float]:
-    """Latency per token (ms, median of 3 runs) of each patched set, timed once per layer count.
+                    measured: dict[int, float] | None = None, batch: int = 1) -> list[float]:
+    """Latency per token (ms, median of 3 runs, decoding ``batch`` sequences) of each patched
+    set, timed once per layer count.
 
     Every decoder layer of a pair has the teacher's shapes, so two patched models with the same
     number of layers do the same work whichever layers they patch. ``measured`` (layer count ->
@@ -266,11 +291,34 @@ def latency_profile(pair: BoomerangPair, sets: list[frozenset],
     for s in sets:
         layers = pair.mapping.patched_layers(s)
         if layers not in measured:
-            measured[layers] = evaluate.latency_ms_per_token(pair.build(patched=s))
+            measured[layers] = evaluate.latency_ms_per_token(pair.build(patched=s), batch=batch)
         out.append(measured[layers])
     return out
 
 
+#: Batches the latency x axis can be timed at (sequences decoded at once).
+LATENCY_BATCHES = (1, 8, 32)
+
+
+def with_latency(pair: BoomerangPair, frames: pd.DataFrame, measured: dict[int, float], batch: int = 1,
+                 progress: Progress | None = None) -> pd.DataFrame:
+    """``frames`` with a ``latency`` column: ms per token at ``batch`` of a model of each row's
+    layer count, timed once per count on a model of the pair of that depth (patched
+    last-to-first: every layer has the teacher's shapes, so any model of as many layers of this
+    pair, pruned or distilled at that size, does the same work). ``measured`` keeps the timings."""
+    out = frames.copy()
+    n = pair.mapping.num_student_layers
+    by_layers = {pair.mapping.patched_layers(pair.sequential("last-to-first", k)): k for k in range(n + 1)}
+    todo = sorted({int(v) for v in out["layers"]} - set(measured))
+    for i, layers in enumerate(todo):
+        report(progress, i, len(todo), f"timing {layers} layers")
+        if layers in by_layers:
+            model = pair.build(patched=pair.sequential("last-to-first", by_layers[layers]))
+        else:  # fewer layers than the student (a pruning baseline): the teacher cut to that depth
+            model = orders.prune_teacher(pair, list(range(layers)))
+        measured[layers] = evaluate.latency_ms_per_token(model, batch=batch)
+    out["latency"] = [measured[int(v)] for v in out["layers"]]
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ def ppl_label(split: str, shape: Any) -> str:
     return f"{split} perplexity, {rows:,} × {cols:,} tokens"
 
 
+def accuracy_label(task: str, examples: int) -> str:
+    """"zero-shot accuracy on demo_cloze (100 examples, 95% interval)" for an axis or a tooltip."""
+    return f"zero-shot accuracy on {task} ({examples:,} examples, 95% interval)"
+
+
 def ppl_source(split: str, shape: Any) -> str:
     """"64 × 128 tokens of validation text": what a perplexity in a sentence was measured on."""
     rows, cols = int(shape[0]), int(shape[1])

@@ -1,0 +1,46 @@
+"""Task accuracy beside perplexity (Interpolate, Layer picker): the choice, and results computed
+in the background while the page stays usable."""
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from app_pages._sidebar import bind, keep, show_error
+from boomerang import ui
+from boomerang.progress import Progress
+
+OFF = "off"
+
+
+def accuracy_choice(key: str) -> str | None:
+    """The task whose accuracy to show beside perplexity (a selectbox kept in the URL as ``?acc=``),
+    or None when off."""
+    options = [OFF, *ui.available_metrics()[1:]]
+    bind(key, OFF, lambda raw: ui.query.parse_choice("?acc", raw, options, OFF))
+    task = st.selectbox("Accuracy beside perplexity", options, key=key,
+                        format_func=lambda o: "off" if o == OFF else f"zero-shot accuracy: {o}",
+                        help=f"Zero-shot accuracy on an offline lm-eval task, {ui.ACCURACY_EXAMPLES} examples "
+                             "per model, with its 95% interval; computed in the background and cached.")
+    keep(key, task)
+    return None if task == OFF else task
+
+
+def in_background(key: tuple, label: str, fn: Callable[[Progress], Any]) -> Any | None:
+    """``fn(progress)``'s value once computed (cached under ``key``); while it runs, a progress bar
+    that polls each second and reruns the page when the value is there (None until then)."""
+    task = ui.background.start(key, fn)
+    if task.finished:
+        if task.error is not None:
+            show_error(task.error)
+            return None
+        return task.value
+
+    @st.fragment(run_every=1.0)
+    def _wait() -> None:
+        if task.finished:
+            st.rerun()
+        st.progress(task.fraction, text=f"{label}… {task.update.note}".rstrip())
+
+    _wait()
+    return None
