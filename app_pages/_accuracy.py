@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages._sidebar import bind, keep, show_error
+from app_pages._sidebar import keep, show_error, url_default
 from boomerang import ui
 from boomerang.progress import Progress
 
@@ -14,15 +14,19 @@ OFF = "off"
 
 
 def accuracy_choice(key: str) -> str | None:
-    """The task whose accuracy to show beside perplexity (a selectbox kept in the URL as ``?acc=``),
-    or None when off."""
+    """The task whose accuracy to show beside perplexity, or None when off: a selectbox (widget
+    ``key``, one per page) whose choice is kept across pages and in the URL as ``?acc=``."""
     options = [OFF, *ui.available_metrics()[1:]]
-    bind(key, OFF, lambda raw: ui.query.parse_choice("?acc", raw, options, OFF))
+    # Each page has its own widget key: a key shared by two pages still holds the page left
+    # behind's widget during the next page's first run, and Streamlit gives the new widget its
+    # default instead. The choice travels in the kept value.
+    if key not in st.session_state:
+        st.session_state[key] = url_default("acc", OFF, lambda raw: ui.query.parse_choice("?acc", raw, options, OFF))
     task = st.selectbox("Accuracy beside perplexity", options, key=key,
                         format_func=lambda o: "off" if o == OFF else f"zero-shot accuracy: {o}",
                         help=f"Zero-shot accuracy on an offline lm-eval task, {ui.ACCURACY_EXAMPLES} examples "
                              "per model, with its 95% interval; computed in the background and cached.")
-    keep(key, task)
+    keep("acc", task)
     return None if task == OFF else task
 
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app_pages._axes import latency_title, x_axis_choice
 from app_pages._sidebar import (
     bind,
     calib_ids,
@@ -40,8 +41,8 @@ shown_models = st.multiselect(
          "page), each drawn as one point at its own size, measured on the same blocks.")
 c2, c3 = st.columns([1, 1])
 keep("orders", ",".join(picked))
-x_axis = c2.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
-                              format_func=plots.X_TITLES.get, key="compare_x") or "layers"
+with c2:
+    x_axis, lat_batch = x_axis_choice("compare_x")
 metrics = ui.available_metrics()
 bind("metric", "perplexity", lambda raw: ui.query.parse_choice("?metric", raw, metrics, "perplexity"))
 metric = c3.selectbox("Metric", metrics, key="metric", format_func=lambda m: m if m == "perplexity"
@@ -83,7 +84,14 @@ if metric not in df:
 ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
 y_title = (f"{ppl_what} (lower is better)" if metric == "perplexity"
            else f"accuracy on {metric} ({limit} examples per size)")
-fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity", y_title=y_title)
+x_title = None
+if x_axis == "latency":
+    timed = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
+    df = computed(("latency x", ctx.pair_key, ctx.data_key, tuple(picked), tuple(shown_models), metric, limit,
+                   lat_batch), "Timing every size", lambda progress: ui.with_latency(pair, df, timed, lat_batch, progress))
+    x_title = latency_title(lat_batch)
+fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity", y_title=y_title,
+                         x_title=x_title)
 st.plotly_chart(fig, width="stretch", key="compare_curve")
 calib_note = (f" Calibration text: {calib.shape[0]} × {calib.shape[1]} tokens of the *{ctx.data}* train "
               "split, never the evaluation blocks." if calib is not None else "")

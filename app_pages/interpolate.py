@@ -41,7 +41,7 @@ c1, c2 = st.columns([1, 1], vertical_alignment="top")
 with c1:
     x_axis, lat_batch = x_axis_choice("x")
 with c2:
-    task = accuracy_choice("acc")
+    task = accuracy_choice("interpolate_acc")
 keep("order", order)
 
 try:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages._accuracy import accuracy_choice, in_background
+from app_pages._axes import latency_title, x_axis_choice
 from app_pages._live_chart import live_plotly_chart
 from app_pages._sidebar import (
     calib_ids,
@@ -88,9 +90,26 @@ except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
 
+c1, c2 = st.columns([1, 1], vertical_alignment="top")
+with c1:
+    x_axis, lat_batch = x_axis_choice("layers_x")
+with c2:
+    task = accuracy_choice("layers_acc")
+acc_point, acc_curves = None, []
+if task is not None:
+    acc_point = in_background(("accuracy point", ctx.pair_key, task, tuple(sorted(patched)), ui.ACCURACY_EXAMPLES),
+                              f"Accuracy of your pick on {task}",
+                              lambda progress: ui.accuracy_point(pair, patched, task, progress))
+    for o in ui.SEQUENTIAL_ORDERS:
+        got = in_background(("curve", ctx.pair_key, ctx.data_key, o, task, ui.ACCURACY_EXAMPLES),
+                            f"Accuracy on {task} at every size of {o}",
+                            lambda progress, o=o: ui.accuracy_curve(pair, o, task, blocks, None, progress))
+        if got is not None:
+            acc_curves.append(got)
+
 student = curves[0].iloc[0]
 ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
-m1, m2, m3 = st.columns(3)
+m1, m2, m3, *m4 = st.columns(4 if acc_point is not None else 3)
 change = point["perplexity"] - student["perplexity"]
 m1.metric("Perplexity", ui.present.fmt_num(point["perplexity"]), help=ppl_what,
           delta=f"{change:+,.2f} vs student" if patched else None,
@@ -99,7 +118,12 @@ m1.metric("Perplexity", ui.present.fmt_num(point["perplexity"]), help=ppl_what,
 m2.metric("Parameters", f"{point['params'] / 1e6:,.2f} M")
 m3.metric("Decoder layers", f"{point['layers']}", delta=f"{len(patched)} of {n} patched",
           delta_color="off", delta_arrow="off")
-st.caption(f"Perplexity: {ppl_what}.")
+acc_what = ui.present.accuracy_label(task, ui.ACCURACY_EXAMPLES) if task else ""
+if acc_point is not None:
+    m4[0].metric(f"Accuracy: {task}", f"{100 * acc_point['accuracy']:.0f}%", help=acc_what,
+                 delta=f"95% interval {100 * acc_point['lo']:.0f}-{100 * acc_point['hi']:.0f}%",
+                 delta_color="off", delta_arrow="off")
+st.caption(f"Perplexity: {ppl_what}." + (f" Accuracy: {acc_what}." if task else ""))
 
 import pandas as pd  # noqa: E402
 
@@ -113,11 +137,24 @@ if show_opt:
                                lambda progress: ui.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
     except Exception as e:  # noqa: BLE001
         show_error(e)
-x_axis = st.segmented_control("x axis", ["layers", "params"], default="layers", wrap=True,
-                              format_func=plots.X_TITLES.get, key="layers_x") or "layers"
 all_curves = pd.concat(frames, ignore_index=True)
-live_plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[{**point, "name": "your pick"}],
+x_title = None
+pick = {**point, "name": "your pick"}
+if x_axis == "latency":
+    timed = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
+    all_curves = computed(("latency x", ctx.pair_key, ctx.data_key, show_opt, lat_batch), "Timing every size",
+                          lambda progress: ui.with_latency(pair, all_curves, timed, lat_batch, progress))
+    pick["latency"] = timed[int(point["layers"])]
+    x_title = latency_title(lat_batch)
+live_plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[pick], x_title=x_title,
                                      y_title=f"{ppl_what} (lower is better)"), key="curve")
+if acc_curves:
+    acc_frame = pd.concat(acc_curves, ignore_index=True)
+    if x_axis == "latency":
+        acc_frame = acc_frame.assign(latency=[timed[int(v)] for v in acc_frame["layers"]])
+    extra = [] if acc_point is None else [{**pick, task: acc_point["accuracy"]}]
+    live_plotly_chart(plots.curve_figure(acc_frame, x=x_axis, y=task, extra=extra, height=300, log_y=False,
+                                         y_title=acc_what, x_title=x_title), key="acc_curve")
 st.caption(" · ".join(f"**{o}** optimises {ui.order_caption(o)}" for o in all_curves["order"].unique()))
 repeat_note = ui.present.repeated_size_note(pair, curves[0])
 if repeat_note:

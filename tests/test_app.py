@@ -742,3 +742,31 @@ def test_curves_can_be_drawn_against_measured_latency(tiny):
     (fig,) = live_figures(at)
     assert fig["layout"]["xaxis"]["title"]["text"].endswith("batch 8")
     assert any("batch 8" in c.value for c in at.caption)
+
+
+def test_layer_picker_and_compare_draw_accuracy_and_latency(tiny):
+    """Layer picker: the pick's accuracy (lm-eval's score of that model) and both sequential
+    orders' accuracy curves arrive from the background; Compare orders draws against latency."""
+    import boomerang as bm
+    from boomerang.zoo import load_pair
+
+    at = app(tiny, page="layers", acc="demo_cloze", patched="1,3")  # the choice made on Interpolate is kept
+
+    def arrived(a: AppTest) -> bool:
+        figs = live_figures(a)  # strip, curve, accuracy
+        return "Accuracy: demo_cloze" in metrics(a) and len(figs) == 3 and \
+            {"last-to-first", "first-to-last"} <= {t["name"] for t in figs[2]["data"]}
+
+    _wait_for(at, arrived)
+    pair = load_pair(student=tiny[0])
+    want = bm.eval.accuracy(pair.build(patched=[1, 3]), pair.tokenizer, ["demo_cloze"], limit=100)["demo_cloze"]
+    assert metrics(at)["Accuracy: demo_cloze"] == f"{100 * want:.0f}%"
+    acc_fig = live_figures(at)[2]
+    assert "your pick" in {t["name"] for t in acc_fig["data"]}
+    pick = next(t for t in acc_fig["data"] if t["name"] == "your pick")
+    assert pick["y"] == [pytest.approx(want)] and pick["x"] == [pair.mapping.patched_layers({1, 3})]
+
+    at = app(tiny, page="compare", compare_x="latency")
+    (fig,) = at.get("plotly_chart")
+    layout = json.loads(fig.proto.spec)["layout"]
+    assert layout["xaxis"]["title"]["text"] == "latency (ms per token, measured), batch 1"
