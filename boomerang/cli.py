@@ -26,7 +26,7 @@ from .core import BoomerangPair, export_model
 from .errors import BoomerangError
 from .eval import block_similarity, evaluate_sizes, similarity_matrix, sweep
 from .io import atomic_write
-from .orders import ORDER_NAMES, ORDERS, calibration_ids, needs_calibration
+from .orders import BASELINES, ORDER_NAMES, ORDERS, calibration_ids, needs_calibration, prune_teacher, pruning_order
 from .paths import demo_assets_dir
 from .progress import tqdm_progress
 from .recipes.demo import TeacherConfig, build_demo
@@ -145,6 +145,34 @@ def _patch(args: argparse.Namespace) -> int:
 
 
 # ---- distill -------------------------------------------------------------------------------
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    add_pair_arguments(p)
+    p.add_argument("--method", required=True,
+                   help=f"pruning baseline ({', '.join(BASELINES)}): which teacher layers to drop (laco: to collapse)")
+    p.add_argument("--layers", type=int, required=True, help="decoder layers of the pruned teacher")
+    _calib_arguments(p)
+    p.add_argument("--out", required=True, help="folder for the standalone checkpoint")
+
+
+@command("prune", "build a pruning baseline of the teacher at one size and save it as a standalone HF checkpoint",
+         _prune_args)
+def _prune(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BoomerangError(f"--out {args.out} is a file; give a new folder for the checkpoint.")
+    if args.method not in BASELINES:
+        raise BoomerangError(f"Unknown pruning baseline {args.method!r}; choose one of {', '.join(BASELINES)}.")
+    pair = pair_from_args(args)
+    calib = _calib_from_args(pair, args) if needs_calibration(args.method) else None
+    method = "naive" if args.method == "naive-pruning" else args.method
+    keep = pruning_order(pair, method, calib, sizes=[args.layers])[args.layers]
+    model = prune_teacher(pair, keep)
+    out = export_model(model, args.out, tokenizer=pair.tokenizer)
+    what = "collapsed groups" if method == "laco" else "kept teacher layers"
+    print(f"wrote {args.layers}-layer {args.method} model ({model.num_parameters():,} params, {what} {keep}) to {out}")
+    return 0
 
 
 def _distill_args(p: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ ORDER_COLORS = {
     "block-influence": "#BAB0AC",
     "angular": "#FF9DA6",
     "sleb": "#79706E",
+    "laco": "#D67195",
     "custom": "#EECA3B",
     "distilled at this size": "#F58518",
 }
@@ -95,6 +96,7 @@ ORDER_STYLES = {
     "block-influence": ("square-open", "dot"),
     "angular": ("diamond-open", "dot"),
     "sleb": ("triangle-down-open", "dot"),
+    "laco": ("hexagon-open", "dot"),
     "custom": ("star-triangle-up", "longdash"),
     "distilled at this size": ("diamond", None),  # separate models: points, no line between them
 }

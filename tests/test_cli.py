@@ -180,3 +180,37 @@ def test_a_write_with_no_room_left_is_one_sentence_and_leaves_no_partial_result(
         assert not out.exists()  # an export is written whole or not at all
     else:
         assert not list(out.rglob("*.safetensors"))  # no checkpoint or student half-written
+
+
+def test_prune_exports_a_baseline_of_one_size(saved_pair, tmp_path, capsys, monkeypatch):
+    """`prune` saves the teacher pruned by a baseline: naive pruning keeps the layers the student
+    copied (checked against the teacher cut by hand), LaCo the merged model of its cached groups."""
+    import copy
+    import json
+    import re
+
+    root, pair = saved_pair
+    n = pair.num_student_layers
+    code, out, err = run(["prune", "--teacher", root / "teacher", "--student", root / "student",
+                          "--method", "naive-pruning", "--layers", n, "--out", tmp_path / "naive"], capsys)
+    assert code == 0, err
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "naive", attn_implementation="eager").eval()
+    by_hand = copy.deepcopy(pair.teacher)
+    by_hand.model.layers = torch.nn.ModuleList(by_hand.model.layers[t] for t in pair.mapping.kept)
+    by_hand.config.num_hidden_layers = n
+    x = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, by_hand(x, use_cache=False).logits, rtol=0, atol=1e-6)
+
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(["prune", "--pair", "demo", "--method", "laco", "--layers", 11,
+                          "--out", tmp_path / "laco"], capsys)
+    assert code == 0, err
+    groups = json.loads(re.search(r"collapsed groups (\[.*\])\) to", out).group(1))
+    assert len(groups) == 11 and [t for g in groups for t in g] == list(range(12))
+    demo = bm.load_pair("demo")
+    want = bm.orders.prune_teacher(demo, groups)
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "laco").eval()
+    ids = torch.randint(0, 2048, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, want(ids).logits, rtol=0, atol=1e-5)

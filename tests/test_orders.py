@@ -285,3 +285,49 @@ def test_the_dashboard_says_why_the_exhaustive_optimum_is_not_offered():
     note = ui.missing_orders_note(big)
     assert "optimal" not in ui.available_orders(big)
     assert note.startswith("Not offered here: optimal,") and "at most 12 layers (this one has 16: 2^16" in note
+
+
+def test_laco_is_a_baseline_whose_models_are_built_from_cached_groups(pair, calib, tmp_path, monkeypatch):
+    """pruning_order(..., "laco") gives LaCo's groups per size, searched once and then read from
+    the cache; prune_teacher builds each size's merged model from them; a damaged cache entry is
+    searched again."""
+    from boomerang.orders import laco
+
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path))
+    N, n = pair.mapping.num_teacher_layers, pair.num_student_layers
+    assert od.get_order("laco").is_baseline and od.needs_calibration("laco") and "laco" in od.BASELINES
+    got = od.pruning_order(pair, "laco", calib)
+    assert got == {L: [list(g) for g in gs] for L, gs in laco.laco_merges(pair, calib).items()}
+    assert sorted(got) == list(range(n, N + 1)) and all(len(got[L]) == L for L in got)
+    for L, groups in got.items():
+        model = od.prune_teacher(pair, groups)
+        assert model.config.num_hidden_layers == L and model.boomerang_groups == tuple(map(tuple, groups))
+        with torch.no_grad():
+            want = od.build_laco(pair, groups)(input_ids=calib).logits
+            assert torch.equal(model(input_ids=calib).logits, want)
+
+    (entry,) = (tmp_path / "laco").glob("*.json")
+
+    def no_search(*a, **k):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(laco, "laco_merges", no_search)
+    assert od.pruning_order(pair, "laco", calib) == got  # from the cache
+    entry.write_text('{"7": [[0, 1, 2]]}')  # damaged: groups that do not cover the teacher
+    monkeypatch.undo()
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path))
+    assert od.pruning_order(pair, "laco", calib) == got
+    with pytest.raises(BoomerangError, match="calibration"):
+        od.pruning_order(pair, "laco", None)
+
+
+def test_a_sweep_draws_laco_at_every_size_with_its_groups(pair, calib, tmp_path):
+    df = bm.sweep(pair, ["laco"], data=random_ids(3, 12, seed=4), calib_ids=calib, cache_dir=tmp_path)
+    N, n = pair.mapping.num_teacher_layers, pair.num_student_layers
+    assert list(df.layers) == list(range(n, N + 1))
+    import json
+
+    groups = [json.loads(k) for k in df.kept]
+    assert all(len(g) == L for g, L in zip(groups, df.layers))
+    assert df.perplexity.iloc[-1] == pytest.approx(
+        bm.sweep(pair, ["naive-pruning"], data=random_ids(3, 12, seed=4), cache_dir=tmp_path).perplexity.iloc[-1])

@@ -8,6 +8,7 @@ baselines an interpolated model is compared with. Importing this package also te
 
 from ..core.pair import install_order_resolver
 from .calibration import calib_batches, calibration_ids, kl_to_teacher
+from .laco import build_laco, laco_merges
 from .pruning import PRUNING_METHODS, block_influence, prune_teacher, pruning_order
 from .registry import (
                        BASELINES,
@@ -34,8 +35,8 @@ install_order_resolver(lambda pair, name, calib_ids: patch_order(pair, name, cal
 
 __all__ = [
     "BASELINES", "MAX_EXHAUSTIVE_LAYERS", "ORDERS", "ORDER_NAMES", "PRUNING_METHODS", "Order",
-    "all_subset_kls", "available_orders", "block_influence", "calib_batches", "calibration_ids",
-    "get_order", "kl_to_teacher", "layer_cosines", "local_run_costs", "needs_calibration",
+    "all_subset_kls", "available_orders", "block_influence", "build_laco", "calib_batches", "calibration_ids",
+    "get_order", "kl_to_teacher", "laco_merges", "layer_cosines", "local_run_costs", "needs_calibration",
     "nested_from_sequence", "patch_order", "prune_teacher", "pruning_order", "recordings",
     "run_costs", "shortest_path_subsets",
 ]

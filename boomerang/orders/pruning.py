@@ -6,7 +6,9 @@ which layers each size keeps (``naive``: drop the layers the student dropped, re
 last-to-first; ``block-influence``: drop the layers whose output is most similar to their input,
 ShortGPT's *block influence*; ``angular``: drop the run of consecutive layers across which the
 last token's hidden state turns least, Gromov et al.'s angular distance; ``sleb``: drop one layer
-at a time, each time the one whose removal hurts calibration perplexity least, Song et al.'s SLEB).
+at a time, each time the one whose removal hurts calibration perplexity least, Song et al.'s SLEB;
+``laco``: collapse runs of consecutive layers into one by adding their differences, Yang et al.'s
+LaCo, :mod:`boomerang.orders.laco`, whose models have new weights rather than fewer of the old).
 """
 
 from __future__ import annotations
@@ -24,18 +26,23 @@ from ..core.arch import check_token_ids, config_for_layers
 from ..errors import BoomerangError
 from ..progress import Progress, report
 from .calibration import calib_batches
+from .laco import build_laco, cached_laco_merges
 
 #: Methods of :func:`pruning_order`.
-PRUNING_METHODS = ("naive", "block-influence", "angular", "sleb")
+PRUNING_METHODS = ("naive", "block-influence", "angular", "sleb", "laco")
 
 
-def prune_teacher(pair: BoomerangPair, keep: Sequence[int]) -> PreTrainedModel:
+def prune_teacher(pair: BoomerangPair, keep: Sequence[int] | Sequence[Sequence[int]]) -> PreTrainedModel:
     """The teacher with only the decoder layers ``keep`` (in order), zero-copy.
 
     Like :meth:`BoomerangPair.build`, every module is a shallow clone sharing the teacher's
     parameters; the config's per-layer lists follow the kept layers and ``layer_idx`` is
-    renumbered so that generation with a KV cache works.
+    renumbered so that generation with a KV cache works. ``keep`` may also be LaCo's groups of
+    consecutive layers (what :func:`pruning_order` gives for ``laco``): each group collapses into
+    one layer (:func:`~boomerang.orders.laco.build_laco`).
     """
+    if any(isinstance(k, (list, tuple)) for k in keep):
+        return build_laco(pair, keep)
     teacher = pair.teacher
     N = pair.mapping.num_teacher_layers
     keep = [int(k) for k in keep]
@@ -108,6 +115,10 @@ def pruning_order(
     * ``sleb``: drop layers one at a time, each time the one whose removal gives the lowest
       perplexity on ``calib_ids`` (:func:`sleb_removals`, Song et al. 2024). Sizes are nested:
       each keeps the layers of the next larger one but one. Any size ``1..N``.
+    * ``laco``: collapse runs of consecutive layers into one while the output stays similar to
+      the teacher's on ``calib_ids`` (:func:`~boomerang.orders.laco.laco_merges`, Yang et al.
+      2024). Each size is a list of *groups* of consecutive teacher layers (``[[0], [1, 2, 3],
+      [4], ...]``), one per layer of the merged model; searched once and cached. Any size ``1..N``.
     """
     n, N = pair.num_student_layers, pair.mapping.num_teacher_layers
     sizes = sorted(set(int(s) for s in (range(n, N + 1) if sizes is None else sizes)))
@@ -139,6 +150,8 @@ def pruning_order(
             best = min(range(N - d), key=lambda l: (dist[(l, l + d)], l))  # noqa: E741
             out[L] = [t for t in range(N) if not best <= t < best + d]
         return out
+    if method == "laco":
+        return {L: [list(g) for g in groups] for L, groups in cached_laco_merges(pair, calib_ids, sizes, progress).items()}
     if method == "sleb":
         removed = sleb_removals(pair, calib_ids, N - min(sizes), progress=progress)
         for L in sizes:

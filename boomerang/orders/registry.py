@@ -96,6 +96,9 @@ _ORDERS = (
           "across which the last token's state turns least"),
     Order("sleb", "pruning", False, True,
           "SLEB on calibration text: drops one layer at a time, the one whose removal raises perplexity least"),
+    Order("laco", "pruning", False, True,
+          "LaCo on calibration text: collapses runs of consecutive layers into one (their differences added) "
+          "while the output stays similar to the teacher's"),
 )
 
 #: Every order and baseline by name, in display order.
