@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import math
 import os
 import re
@@ -400,6 +401,8 @@ def _smollm2_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", type=int, default=32, help="report: test blocks of 256 tokens (default 32)")
     p.add_argument("--acc-items", type=int, default=ACC_ITEMS,
                    help=f"report: items per zero-shot task scored at every size (default {ACC_ITEMS}; 0: none)")
+    p.add_argument("--reuse-accuracy", default=None, metavar="REPORT",
+                   help="report: take the accuracies from this earlier report of the same student and items")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="build: stop training after this many minutes (the student then says it stopped early)")
@@ -432,6 +435,14 @@ def _smollm2(args: argparse.Namespace) -> int:
         print(f"wrote the distilled SmolLM2 student to {student} and its delta to {student.parent / 'delta'}"
               + (" (now the shipped student)" if args.ship else ""))
         return 0
+    previous = None
+    if args.reuse_accuracy:
+        try:
+            previous = json.loads(Path(args.reuse_accuracy).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BoomerangError(f"--reuse-accuracy {args.reuse_accuracy!r} is not a readable report: {e}.") from None
+        if not isinstance(previous, dict):
+            raise BoomerangError(f"--reuse-accuracy {args.reuse_accuracy!r} does not hold a report.")
     student = args.student or smollm2_dirs("distilled")[1]
     out = _output_file(args.out or "smollm2_report.json")
     png = _output_file(args.png) if args.png else None
@@ -439,7 +450,7 @@ def _smollm2(args: argparse.Namespace) -> int:
     progress, close = tqdm_progress("smollm2 report")
     try:
         rep = smollm2_report(student, max_blocks=args.blocks, threads=args.threads, progress=progress,
-                             acc_items=args.acc_items)
+                             acc_items=args.acc_items, previous=previous)
     finally:
         close()
     why = write_report(rep, out, png, card)

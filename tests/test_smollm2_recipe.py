@@ -49,6 +49,30 @@ def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp
     assert f"| {N} | " in text and f"{100 * a['accuracy']:.1f} [{100 * a['lo']:.1f}-{100 * a['hi']:.1f}]" in text
     printed = capsys.readouterr().out
     assert f"teacher {rep['teacher']:,.2f}" in printed and "first-to-last" in printed and "95% interval" in printed
+    # Every baseline at every size, every perplexity with its interval (in the card too).
+    for r in rep["rows"]:
+        for key in ("last_to_first", "first_to_last", "naive_pruning", "block_influence", "angular", "sleb", "laco"):
+            assert r[f"{key}_lo"] <= r[key] <= r[f"{key}_hi"], (r["layers"], key)
+    assert rep["rows"][-1]["laco"] == pytest.approx(rep["teacher"], rel=1e-6)  # nothing merged
+    r0 = rep["rows"][0]
+    assert "SLEB pruning | LaCo merging |" in text
+    assert f"{r0['sleb']:,.2f} [{r0['sleb_lo']:,.2f}-{r0['sleb_hi']:,.2f}]" in text
+
+    # A second report of the same student takes the accuracies from the first instead of scoring again.
+    from boomerang.recipes import smollm2 as recipe
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(recipe, "size_accuracy", no_scoring)
+    again = tmp_path / "again.json"
+    assert main(["smollm2", "report", "--student", str(tiny_student), "--out", str(again), "--blocks", "2",
+                 "--threads", "1", "--acc-items", "3", "--reuse-accuracy", str(out)]) == 0
+    assert [r["accuracy"] for r in json.loads(again.read_text())["rows"]] == [r["accuracy"] for r in rep["rows"]]
+    # Another number of items cannot be lent: it is scored (and here refused by the stand-in).
+    with pytest.raises(AssertionError, match="scored again"):
+        main(["smollm2", "report", "--student", str(tiny_student), "--out", str(again), "--blocks", "2",
+              "--threads", "1", "--acc-items", "4", "--reuse-accuracy", str(out)])
 
 
 def test_interpolation_checks_read_the_rows():

@@ -32,8 +32,9 @@ stored as 4-bit groups (:mod:`boomerang.core.delta`) in the package (``assets/sm
 ``smollm2 build --ship`` replaces the shipped delta with a new build's, only when asked.
 
 :func:`smollm2_report` measures, on the held-out ``test`` split, the teacher, the student, every
-last-to-first and first-to-last interpolated model, naive, block-influence and angular-distance
-pruning of every size (perplexity) and both orders' zero-shot accuracy with 95% intervals, and checks the
+last-to-first and first-to-last interpolated model, naive, block-influence, angular-distance, SLEB
+and LaCo pruning of every size (perplexity, each with its 95% bootstrap interval) and both orders'
+zero-shot accuracy with 95% intervals, and checks the
 targets of a useful student (:func:`interpolation_checks`). Every choice of the recipe was made
 on the ``validation`` split.
 
@@ -92,7 +93,14 @@ REPORT_BLOCKS = 32
 CALIB_BLOCKS = 16
 #: The pruning baselines measured at every size (method of :func:`boomerang.orders.pruning_order`
 #: -> their key in a report's rows).
-PRUNING = {"naive": "naive_pruning", "block-influence": "block_influence", "angular": "angular"}
+PRUNING = {"naive": "naive_pruning", "block-influence": "block_influence", "angular": "angular", "sleb": "sleb",
+           "laco": "laco"}
+#: How the report names each baseline (its key in a report's rows -> words).
+PRUNING_LABELS = {"naive_pruning": "naive pruning", "block_influence": "block-influence pruning",
+                  "angular": "angular-distance pruning", "sleb": "SLEB pruning", "laco": "LaCo merging"}
+#: SLEB measures one calibration perplexity per remaining layer per removal (294 on SmolLM2), so
+#: it decides on the first 4 calibration blocks (1,024 tokens) rather than all 16.
+SLEB_CALIB_BLOCKS = 4
 #: Zero-shot tasks measured at every size of both orders, and the items scored per task (evenly
 #: spread over the task, whose items are stored grouped by label).
 ACC_TASKS = ("demo_cloze", "bbc_news")
@@ -191,6 +199,8 @@ def smollm2_report(
     threads: int = 2,
     progress: Progress | None = None,
     acc_items: int | None = ACC_ITEMS,
+    previous: dict[str, Any] | None = None,
+    baselines: tuple[str, ...] = tuple(PRUNING),
 ) -> dict[str, Any]:
     """Perplexity on ``split`` of the teacher, the student, every interpolated model and the pruning baselines.
 
@@ -204,6 +214,10 @@ def smollm2_report(
     evenly spaced 256-token blocks of the split. With ``acc_items`` (0 or None: none), every
     size of both orders is also scored zero-shot on :data:`ACC_TASKS`, ``acc_items`` evenly
     spread items per task, each accuracy with its 95% Wilson interval (``rows[i]["accuracy"]``).
+    Every perplexity has its 95% bootstrap interval over the blocks (``<key>_lo``, ``<key>_hi``).
+    ``previous``, an earlier report of the same student with the same items per task, lends its
+    accuracies (:func:`reused_accuracy`): they are most of the report's time on 2 cores.
+    ``baselines`` picks methods of :data:`PRUNING` (SLEB alone takes about 15 minutes on 2 cores).
     """
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -221,35 +235,48 @@ def smollm2_report(
         report(progress, j, steps, f"{order}: {len(sets)} models")
         results, _ = perplexity_many(pair, sets, blocks, batch_size=batch_size)
         orders[order] = [
-            {"k": k, "patched": sorted(s), "layers": pair.mapping.patched_layers(s),
-             "perplexity": round(r.perplexity, 3)}
+            {"k": k, "patched": sorted(s), "layers": pair.mapping.patched_layers(s), **_rounded(r)}
             for k, (s, r) in enumerate(zip(sets, results))
         ]
     # The data-driven baselines are calibrated on the validation split, never on the test blocks.
     calib = _subset(load_blocks("demo", pair.tokenizer, 256, split="validation", max_blocks=CALIB_BLOCKS), CALIB_BLOCKS)
-    pruned: dict[str, list[dict[str, Any]]] = {method: [] for method in PRUNING}
+    unknown = [m for m in baselines if m not in PRUNING]
+    if unknown:
+        raise BoomerangError(f"Unknown pruning baselines {unknown}; the report knows {', '.join(PRUNING)}.")
+    pruned: dict[str, list[dict[str, Any]]] = {method: [] for method in baselines}
     j = 0
     for method in pruned:
-        for L, keep in pruning_order(pair, method, calib if method != "naive" else None).items():
-            report(progress, 2 + j // len(PRUNING), steps, f"{method} pruning: {L} layers")
+        decide = None if method == "naive" else calib[:SLEB_CALIB_BLOCKS] if method == "sleb" else calib
+        report(progress, 2 + j // len(baselines), steps, f"{method}: choosing the layers")
+        for L, keep in pruning_order(pair, method, decide).items():
+            report(progress, 2 + j // len(baselines), steps, f"{method} pruning: {L} layers")
             j += 1
-            ppl = perplexity(prune_teacher(pair, keep), blocks, batch_size).perplexity
-            pruned[method].append({"layers": L, "kept": keep, "perplexity": round(ppl, 3)})
+            res = perplexity(prune_teacher(pair, keep), blocks, batch_size)
+            pruned[method].append({"layers": L, "kept": keep, **_rounded(res)})
 
-    def by_size(entries: list[dict[str, Any]]) -> dict[int, float]:
+    def by_size(entries: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         # Several k can give one size (patching a frozen one-to-one layer changes nothing): keep
         # the first, the model with the fewest patches.
-        out: dict[int, float] = {}
+        out: dict[int, dict[str, Any]] = {}
         for e in entries:
-            out.setdefault(e["layers"], e["perplexity"])
+            out.setdefault(e["layers"], e)
         return out
 
-    l2f, f2l = by_size(orders["last-to-first"]), by_size(orders["first-to-last"])
-    base = {PRUNING[m]: by_size(entries) for m, entries in pruned.items()}
-    rows = [{"layers": L, "last_to_first": l2f.get(L), "first_to_last": f2l.get(L),
-             **{key: sizes.get(L) for key, sizes in base.items()}} for L in range(n, N + 1)]
+    curves = {"last_to_first": by_size(orders["last-to-first"]), "first_to_last": by_size(orders["first-to-last"]),
+              **{PRUNING[m]: by_size(entries) for m, entries in pruned.items()}}
+    rows = []
+    for L in range(n, N + 1):
+        row: dict[str, Any] = {"layers": L}
+        for key, sizes in curves.items():
+            e = sizes.get(L)
+            row[key] = e["perplexity"] if e else None
+            row[f"{key}_lo"], row[f"{key}_hi"] = (e["perplexity_lo"], e["perplexity_hi"]) if e else (None, None)
+        rows.append(row)
     if acc_items:
-        scored = size_accuracy(pair, orders, acc_items, batch_size, progress, offset=2 + (N - n + 1), total=steps)
+        scored = reused_accuracy(previous, acc_items, json.loads((Path(student_dir) / STUDENT_CONFIG).read_text()))
+        if scored is None:
+            scored = size_accuracy(pair, orders, acc_items, batch_size, progress, offset=2 + (N - n + 1),
+                                   total=steps)
         for r in rows:
             r["accuracy"] = {key: scored[key].get(r["layers"]) for key in ("last_to_first", "first_to_last")}
     teacher = orders["last-to-first"][-1]["perplexity"]
@@ -260,11 +287,35 @@ def smollm2_report(
         "student_over_teacher": round(student / teacher, 3),
         "rows": rows, "last_to_first": orders["last-to-first"],
         "first_to_last": orders["first-to-last"], **{PRUNING[m]: entries for m, entries in pruned.items()},
-        "calibration_blocks": len(calib),
+        "calibration_blocks": len(calib), "sleb_calibration_blocks": min(SLEB_CALIB_BLOCKS, len(calib)),
+        "acc_items": acc_items or 0,
         "checks": interpolation_checks(rows, teacher, student),
         "student_config": json.loads((Path(student_dir) / STUDENT_CONFIG).read_text()),
         "eval_seconds": round(time.perf_counter() - t0, 1), "threads": threads,
     }
+
+
+def _rounded(res: Any) -> dict[str, float]:
+    """A perplexity result as a report stores it: the value and its 95% interval, 3 decimals."""
+    lo, hi = res.interval()
+    return {"perplexity": round(res.perplexity, 3), "perplexity_lo": round(lo, 3), "perplexity_hi": round(hi, 3)}
+
+
+def reused_accuracy(previous: dict[str, Any] | None, items: int, student_config: dict[str, Any],
+                    ) -> dict[str, dict[int, dict[str, dict[str, float]]]] | None:
+    """The accuracies of ``previous`` in :func:`size_accuracy`'s shape, when it measured this same
+    student (its ``student_config``) on as many items per task as ``items`` picks; else None."""
+    if not previous or previous.get("student_config") != student_config:
+        return None
+    want = {t: len(_spread(len(task_dataset(t)["test"]), items)) for t in ACC_TASKS}
+    out: dict[str, dict[int, dict[str, dict[str, float]]]] = {"last_to_first": {}, "first_to_last": {}}
+    for r in previous.get("rows", []):
+        for key in out:
+            got = (r.get("accuracy") or {}).get(key)
+            if not got or any((got.get(t) or {}).get("n") != n for t, n in want.items()):
+                return None
+            out[key][r["layers"]] = got
+    return out if out["last_to_first"] else None
 
 
 def size_accuracy(
@@ -306,8 +357,8 @@ def interpolation_checks(rows: list[dict[str, Any]], teacher: float, student: fl
     - ``between_<order>``: every intermediate size strictly between teacher and student;
     - ``monotone_<order>``: adding layers never makes perplexity more than 1% worse
       (``worst_rise_<order>``: the largest rise, as a fraction);
-    - ``beats_pruning_<order>``: every intermediate size beats every pruning baseline (naive,
-      block-influence, angular) of that size (``sizes_losing_to_pruning_<order>`` lists those that do not).
+    - ``beats_pruning_<order>``: every intermediate size beats every pruning baseline of
+      :data:`PRUNING` of that size (``sizes_losing_to_pruning_<order>`` lists those that do not).
     """
     middle = [r for r in rows if rows[0]["layers"] < r["layers"] < rows[-1]["layers"]]
     checks: dict[str, Any] = {"student_within_2.5x": student <= 2.5 * teacher}
@@ -329,11 +380,12 @@ def report_figure(rep: dict[str, Any]) -> Any:
     """The report's perplexity-vs-depth curves (both orders, the pruning baselines) as a plotly
     figure (log scale: naive pruning of a 30-layer model reaches the hundreds of thousands)."""
     rows = []
-    for key, name in (("last_to_first", "distilled student, last-to-first"),
-                      ("first_to_last", "distilled student, first-to-last"), ("naive_pruning", "naive pruning"),
-                      ("block_influence", "block-influence pruning"), ("angular", "angular-distance pruning")):
-        rows += [{"order": name, "layers": r["layers"], "perplexity": r[key]} for r in rep["rows"]
-                 if r.get(key) is not None]
+    names = {"last_to_first": "distilled student, last-to-first",
+             "first_to_last": "distilled student, first-to-last", **PRUNING_LABELS}
+    for key, name in names.items():
+        rows += [{"order": name, "layers": r["layers"], "perplexity": r[key],
+                  "perplexity_lo": r.get(f"{key}_lo"), "perplexity_hi": r.get(f"{key}_hi")}
+                 for r in rep["rows"] if r.get(key) is not None]
     title = (f"SmolLM2-135M, test split ({rep['blocks']} x {rep['seq_len']} tokens): teacher {rep['teacher']:,.1f}, "
              f"distilled student {rep['student']:,.1f}")
     return curve_figure(pd.DataFrame(rows), x="layers", y="perplexity", log_y=True, title=title,
@@ -390,13 +442,14 @@ def render_model_card(rep: dict[str, Any]) -> str:
         f"Teacher perplexity **{rep['teacher']:,.2f}**, student **{rep['student']:,.2f}** "
         f"({rep['student_over_teacher']:.2f}x the teacher).",
         "",
-        "| layers | last-to-first | first-to-last | naive pruning | block-influence pruning | angular-distance pruning |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "Perplexity, with its 95% bootstrap interval over the blocks where the report has one:",
+        "",
     ]
-    fmt = lambda v: f"{v:,.2f}" if v is not None else ""  # noqa: E731
+    keys = ["last_to_first", "first_to_last", *[k for k in PRUNING_LABELS if any(k in r for r in rep["rows"])]]
+    names = {"last_to_first": "last-to-first", "first_to_last": "first-to-last", **PRUNING_LABELS}
+    lines += ["| layers | " + " | ".join(names[k] for k in keys) + " |", "|---:|" + "---:|" * len(keys)]
     for r in rep["rows"]:
-        lines.append(f"| {r['layers']} | {fmt(r['last_to_first'])} | {fmt(r['first_to_last'])} | "
-                     f"{fmt(r['naive_pruning'])} | {fmt(r.get('block_influence'))} | {fmt(r.get('angular'))} |")
+        lines.append(f"| {r['layers']} | " + " | ".join(format_perplexity(r, k) for k in keys) + " |")
     if any(r.get("accuracy") for r in rep["rows"]):
         lines += ["", f"Zero-shot accuracy (%, with its 95% Wilson interval over items), {ACC_ITEMS} evenly spread "
                   "items per task:", "", "| layers | " + " | ".join(
@@ -408,6 +461,15 @@ def render_model_card(rep: dict[str, Any]) -> str:
             lines.append(f"| {r['layers']} | " + " | ".join(cells) + " |")
     lines += ["", "Checks:", ""] + [f"- {k}: {v}" for k, v in checks.items()] + [""]
     return "\n".join(lines)
+
+
+def format_perplexity(row: dict[str, Any], key: str) -> str:
+    """A report row's perplexity ``key`` as ``"54.49 [51.20-58.02]"`` (with its interval when the
+    row has one), or "" when missing."""
+    v, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if v is None:
+        return ""
+    return f"{v:,.2f}" + (f" [{lo:,.2f}-{hi:,.2f}]" if lo is not None and hi is not None else "")
 
 
 def format_accuracy(a: dict[str, float] | None) -> str:

@@ -94,7 +94,7 @@ def _acc(a: dict[str, float]) -> str:
 
 #: The pruning baselines a report's rows may hold, and how the tour names them.
 PRUNING_NAMES = (("naive_pruning", "naive pruning"), ("block_influence", "block-influence pruning"),
-                 ("angular", "angular-distance pruning"))
+                 ("angular", "angular-distance pruning"), ("sleb", "SLEB pruning"), ("laco", "LaCo merging"))
 
 
 def real_model_lesson(rep: dict[str, Any]) -> list[str]:
