@@ -115,11 +115,52 @@ def test_a_global_batch_that_changes_on_resume_is_refused(tiny, tmp_path, monkey
     assert (one / "log.jsonl").read_bytes() == before
 
 
-def test_block_local_distillation_in_several_processes_is_refused_in_one_sentence(tiny, tmp_path):
-    r = _launch(TORCHRUN, tiny, "--mode", "local", "--batch-size", "2", "--out", str(tmp_path / "local"))
-    assert r.returncode != 0
-    assert "error: Block-local distillation (--mode local) runs in one process; start it without torchrun" in r.stderr
-    assert not (tmp_path / "local" / "log.jsonl").exists()
+def test_block_local_distillation_in_two_processes_trains_like_one_and_resumes_across(tiny, tmp_path, monkeypatch):
+    """--mode local data-parallel: 2 processes x 2 sequences give a 1-process run's per-layer losses
+    at a batch of 4, step by step (the input choices drawn for the whole batch, the sink threshold
+    from the whole batch's norms, each process's loss its share), and the same student; a
+    1-process checkpoint resumes in 2 processes to that student too."""
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tiny["root"] / "cache"))
+    local = {"mode": "local", "teacher_input_prob": 0.5, "sink_weight": 4.0, "steps": 4}
+    flags = ["--mode", "local", "--teacher-input-prob", "0.5", "--sink-weight", "4", "--steps", "4",
+             "--batch-size", "2"]
+    ref = tmp_path / "ref"
+    _one_process(tiny, ref, **local)
+    want = _log(ref)
+
+    def same(log: list[dict]) -> None:
+        assert [x["tokens"] for x in log] == [x["tokens"] for x in want]
+        for a, b in zip(log, want, strict=True):
+            assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+            assert a["layer_losses"] == pytest.approx(b["layer_losses"], abs=1e-5)
+
+    def same_student(folder: Path) -> None:
+        a = load_pair(teacher=tiny["teacher"], student=folder, device="cpu").student.state_dict()
+        b = load_pair(teacher=tiny["teacher"], student=ref / "student", device="cpu").student.state_dict()
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+    two = tmp_path / "two"
+    r = _launch(TORCHRUN, tiny, *flags, "--out", str(two))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("wrote student to") == 1  # only the main process speaks
+    assert [x["world_size"] for x in _log(two)] == [2] * 4
+    same(_log(two))
+    same_student(two / "student")
+
+    # One process stops after step 2 (its checkpoint), two processes finish the run.
+    one = tmp_path / "one"
+    steps: list[int] = []
+    cfg = DistillConfig.from_dict({**SETTINGS, **local, "teacher": tiny["teacher"], "data": tiny["data"],
+                                   "out": str(one), "batch_size": 4})
+    # The stop is asked after step 1's report, so the run stops (and saves) at the end of step 2.
+    distill(cfg, progress=lambda e: steps.append(e.step), should_stop=lambda: 1 in steps)
+    state = json.loads((one / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and state["world_size"] == 1 and state["global_batch"] == 4
+    r = _launch(TORCHRUN, tiny, *flags, "--resume", "--out", str(one))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [x["world_size"] for x in _log(one)] == [1, 1, 2, 2]
+    same(_log(one))
+    same_student(one / "student")
 
 
 def test_an_fsdp_launch_on_cpus_is_refused_rather_than_run_as_plain_data_parallel(tiny, tmp_path):

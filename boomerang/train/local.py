@@ -48,7 +48,11 @@ The MSE is relative per token because residual-stream norms grow with depth and 
 between tokens ("massive activations"); a plain MSE would be dominated by a few of them.
 
 **Training run.** It runs on the device Accelerate gives this process (a GPU when there is one,
-unless told to use the CPU; see :mod:`.processes`), in one process. :func:`local_distill` loads
+unless told to use the CPU; see :mod:`.processes`), in one process or data-parallel in several
+(``torchrun`` / ``accelerate launch``): each of ``W`` processes takes its ``batch_size`` rows of a
+step's ``W * batch_size`` sequences, the gradients are summed across them by hand (each
+process's loss is its share of the whole batch's), and a run gives the same losses and student
+as one process with ``W`` times the batch; only the main process writes. :func:`local_distill` loads
 the teacher, builds the student with
 :func:`boomerang.init_student` (layers not trained stay exact teacher copies; by default the
 one-to-one layers, whose block is a single teacher layer, are frozen), and trains with AdamW
@@ -80,6 +84,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,7 +114,7 @@ from .batches import BlockOrder, training_blocks
 from .checkpoints import trim_log
 from .config import LOCAL_LOSSES, DistillConfig, RunConfig
 from .events import DistillProgress, progress_event
-from .processes import process_state
+from .processes import Peers, process_state
 from .schedule import lr_multiplier
 
 LOSSES = LOCAL_LOSSES
@@ -148,7 +153,9 @@ class LocalDistillConfig(RunConfig):
     NOUN: ClassVar[str] = "local-distillation"
     # The lr schedule follows ``steps``, so (unlike a DistillConfig run) they may not change on
     # resume; a time limit may (a resumed build gets another budget).
-    RESUME_FREE: ClassVar[frozenset[str]] = RunConfig.RESUME_FREE | {"time_limit_s"}
+    # The batch size may change on resume so that a run can move between numbers of processes: the
+    # checkpoint's global batch (batch size x processes) must stay the same (checked on resume).
+    RESUME_FREE: ClassVar[frozenset[str]] = RunConfig.RESUME_FREE | {"time_limit_s", "batch_size"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -298,17 +305,22 @@ def call_layer(layer: nn.Module, hidden: torch.Tensor, io: BlockIO) -> torch.Ten
 SINK_RATIO = 5.0
 
 
-def sink_tokens(target: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+def sink_tokens(target: torch.Tensor, real: torch.Tensor | None = None, peers: Peers | None = None) -> torch.Tensor:
     """``[B, T]`` bool: the tokens of ``target`` (``[B, T, H]``) whose norm exceeds
-    :data:`SINK_RATIO` times the median norm of the batch's real tokens."""
+    :data:`SINK_RATIO` times the median norm of the batch's real tokens (of the whole batch
+    across ``peers``, when several processes each hold a part of it)."""
     norms = target.float().norm(dim=-1)  # [B, T]
-    ref = norms[real.bool()] if real is not None else norms.flatten()
+    mask = real.bool() if real is not None else torch.ones_like(norms, dtype=torch.bool)
+    if peers is not None and peers.world > 1:
+        ref = peers.gather(norms)[peers.gather(mask)]
+    else:
+        ref = norms[mask]
     return norms > SINK_RATIO * ref.median()
 
 
 def local_loss(
     pred: torch.Tensor, target: torch.Tensor, real: torch.Tensor | None, kind: str = "cosine+mse",
-    sink_weight: float = 1.0,
+    sink_weight: float = 1.0, peers: Peers | None = None,
 ) -> torch.Tensor:
     """Weighted mean over real tokens of the per-token loss between ``pred`` and ``target``
     (``[B, T, H]``).
@@ -317,6 +329,9 @@ def local_loss(
     (``1 - cos``), ``mse`` (``|pred - target|^2 / |target|^2`` per token), or their sum.
     ``sink_weight`` is the weight of the :func:`sink_tokens` (the rest weigh 1): a per-token mean
     gives a sink at one position of 256 a 1/256 share, although every later layer reads it.
+    With ``peers`` (several processes, each with a part of the batch) this process's share: its
+    tokens' weighted sum over the whole batch's total weight, so the shares (and their
+    gradients) sum to the loss of the whole batch.
     """
     if kind not in LOSSES:
         raise BoomerangError(f"Unknown loss {kind!r}; choose one of {', '.join(LOSSES)}.")
@@ -328,8 +343,11 @@ def local_loss(
         per_tok = per_tok + (p - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-8)
     w = real.to(per_tok.dtype) if real is not None else torch.ones_like(per_tok)
     if sink_weight != 1.0:
-        w = w * torch.where(sink_tokens(t, real), sink_weight, 1.0)
-    return (per_tok * w).sum() / w.sum().clamp_min(1.0)
+        w = w * torch.where(sink_tokens(t, real, peers), sink_weight, 1.0)
+    total_w = w.sum()
+    if peers is not None:
+        total_w = peers.sum(total_w.detach().clone())
+    return (per_tok * w).sum() / total_w.clamp_min(1.0)
 
 
 def _student_inputs(
@@ -359,6 +377,7 @@ def student_losses(
     generator: torch.Generator | None = None,
     grad: bool = False,
     sink_weight: float = 1.0,
+    peers: Peers | None = None,
 ) -> dict[int, torch.Tensor]:
     """The local loss of every student layer in ``layers`` against the teacher's block ends ``ios``.
 
@@ -366,7 +385,9 @@ def student_losses(
     Student layers run in order; layer ``i`` gets, per sequence, the teacher's block input with
     probability ``teacher_input_prob`` (drawn from ``generator``) and otherwise the previous
     student layer's detached output. With ``grad=True`` the losses keep their graphs (each
-    reaches only its own layer's weights). Returns ``{i: scalar loss}``.
+    reaches only its own layer's weights). Returns ``{i: scalar loss}``. With ``peers``, this
+    process holds rows ``rank * B .. (rank + 1) * B`` of the whole batch: the input choices are
+    drawn for the whole batch and the losses are this process's shares (:func:`local_loss`).
     """
     layers = sorted(set(layers))
     s_layers = find_parts(student).layer_list(student)
@@ -378,13 +399,16 @@ def student_losses(
         x_t = ios[i].x  # [B, T, H]
         use_teacher = None
         if chain and running is not None:
-            use_teacher = torch.rand(x_t.shape[0], generator=generator) < teacher_input_prob  # [B]
-            use_teacher = use_teacher.to(x_t.device)
+            b = x_t.shape[0]
+            world, rank = (peers.world, peers.rank) if peers is not None else (1, 0)
+            # Drawn for the whole batch, so the choices do not depend on how many processes share it.
+            draws = torch.rand(b * world, generator=generator)[rank * b:(rank + 1) * b]
+            use_teacher = (draws < teacher_input_prob).to(x_t.device)  # [B]
         x = _student_inputs(x_t, running, use_teacher)
         with torch.set_grad_enabled(grad and i in layers):
             y = call_layer(s_layers[i], x, ios[i])  # [B, T, H]
         if i in layers:
-            out[i] = local_loss(y, ios[i].y, real, loss, sink_weight)
+            out[i] = local_loss(y, ios[i].y, real, loss, sink_weight, peers)
         running = y.detach()
     return out
 
@@ -508,6 +532,9 @@ def local_distill(
     """
     config.validate()
     configure_threads(config.threads)  # None: the same default as the dashboard and the CLI
+    peers = Peers()
+    if not peers.main:
+        progress = None  # only the main process speaks and writes
     out = Path(config.out)
     log_path = out / "log.jsonl"
     ckpt = out / CHECKPOINT
@@ -542,6 +569,7 @@ def local_distill(
     opt = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
     # ---- resume ---------------------------------------------------------------------------
+    per_step = config.batch_size * peers.world  # sequences per step, over every process
     step, elapsed_before = 0, 0.0
     if config.resume and (ckpt / "state.json").is_file():
         state = json.loads((ckpt / "state.json").read_text())
@@ -552,18 +580,30 @@ def local_distill(
                 f"The checkpoint in {str(out)!r} was made with other settings: {changed}; "
                 "resume with the run's own settings or choose another out folder."
             )
+        saved_batch = state.get("global_batch", saved.get("batch_size", per_step))
+        if saved_batch != per_step:
+            raise BoomerangError(
+                f"The checkpoint in {str(out)!r} was trained with {saved_batch} sequences per step (batch size x "
+                f"{state.get('world_size', 1)} process(es)), but these settings give {per_step}; choose a batch "
+                f"size that keeps {saved_batch} sequences per step.")
         _load_checkpoint(ckpt, s_layers, trained, opt, state)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
-        trim_log(log_path, step)
-    else:
+        if peers.main:
+            trim_log(log_path, step)
+    elif peers.main:
         out.mkdir(parents=True, exist_ok=True)
         if log_path.exists():
             log_path.unlink()  # a run killed before its first checkpoint starts over
-    atomic_write(out / "config.json", json.dumps(run_config or config.to_dict(), indent=2) + "\n")
+    if peers.main:
+        atomic_write(out / "config.json", json.dumps(run_config or config.to_dict(), indent=2) + "\n")
+    peers.barrier()
+
+    def tokens_after(at_step: int) -> int:
+        return config.tokens_after(at_step) * peers.world
 
     def state_record(at_step: int, elapsed: float) -> dict[str, Any]:
-        return {"step": at_step, "tokens": config.tokens_after(at_step), "elapsed_s": elapsed,
-                "config": config.to_dict()}
+        return {"step": at_step, "tokens": tokens_after(at_step), "elapsed_s": elapsed,
+                "config": config.to_dict(), "global_batch": per_step, "world_size": peers.world}
 
     needs = block_needs(mapping, trained, config.teacher_input_prob)
     cached: tuple[int, dict[int, BlockIO]] | None = None  # (batch number, its block ends)
@@ -573,10 +613,11 @@ def local_distill(
     start_step = step
     last: dict[str, Any] = {}
     stopped_early = False
-    with open(log_path, "a", encoding="utf-8") as log_f:
+    with open(log_path if peers.main else os.devnull, "a", encoding="utf-8") as log_f:
         while step < config.steps:
             batch_no = step // config.updates_per_batch
-            ids = blocks[order.indices(batch_no * config.batch_size, config.batch_size)].to(device)  # [B, T]
+            rows = order.indices(batch_no * per_step, per_step)[peers.rank * config.batch_size:]
+            ids = blocks[rows[:config.batch_size]].to(device)  # [B, T]: this process's part of the batch
             mask = torch.ones_like(ids)  # packed blocks: no padding
             if cached is None or cached[0] != batch_no:
                 cached = (batch_no, teacher_block_io(teacher, mapping, ids, mask, students=needs,
@@ -587,10 +628,17 @@ def local_distill(
             g = torch.Generator().manual_seed(config.seed * 7_919 + step)  # input choices
             losses = student_losses(student, cached[1], mask, trained, loss=config.loss,
                                     teacher_input_prob=config.teacher_input_prob, generator=g,
-                                    grad=True, sink_weight=config.sink_weight)
+                                    grad=True, sink_weight=config.sink_weight, peers=peers)
             total = torch.stack(list(losses.values())).sum()
             opt.zero_grad(set_to_none=True)
             total.backward()  # inputs are detached: each loss reaches only its own layer
+            if peers.world > 1:  # each process's share: their sum is the whole batch's gradient
+                for p in params:
+                    if p.grad is not None:
+                        peers.sum(p.grad)
+                shares = peers.sum(torch.stack([v.detach() for v in losses.values()]))
+                losses = dict(zip(losses, shares))
+                total = shares.sum()
             if config.grad_clip > 0:
                 for i in trained:
                     torch.nn.utils.clip_grad_norm_(s_layers[i].parameters(), config.grad_clip)
@@ -598,21 +646,25 @@ def local_distill(
             step += 1
 
             elapsed = time.perf_counter() - t0
-            tok_s = (config.tokens_after(step) - config.tokens_after(start_step)) / max(elapsed, 1e-9)
+            tok_s = (tokens_after(step) - tokens_after(start_step)) / max(elapsed, 1e-9)
             last = {"loss": float(total.detach()) / len(trained),
                     "layer_losses": {str(i): round(float(v.detach()), 6) for i, v in losses.items()},
-                    "lr": lr, "tokens": config.tokens_after(step), "tokens_per_s": round(tok_s, 1),
+                    "lr": lr, "tokens": tokens_after(step), "tokens_per_s": round(tok_s, 1),
+                    "world_size": peers.world,
                     "elapsed_s": round(elapsed_before + elapsed, 2),
                     "eta_s": round((config.steps - step) * elapsed / max(1, step - start_step), 1)}
             if step % config.log_every == 0 or step == config.steps:
                 log_f.write(json.dumps({"step": step, **last}) + "\n")
                 log_f.flush()
-            over_time = (config.time_limit_s is not None
-                         and elapsed_before + elapsed >= config.time_limit_s and step < config.steps)
-            stop = stop_requested(should_stop) and step < config.steps
+            # Collective: every process stops at the same step (the main one's clock and signals).
+            over_time = peers.any(peers.main and config.time_limit_s is not None
+                                  and elapsed_before + elapsed >= config.time_limit_s and step < config.steps)
+            stop = peers.any(peers.main and stop_requested(should_stop) and step < config.steps)
             event = "step"
             if step % config.save_every == 0 or stop:
-                _save_checkpoint(out, s_layers, trained, opt, state_record(step, elapsed_before + elapsed))
+                if peers.main:
+                    _save_checkpoint(out, s_layers, trained, opt, state_record(step, elapsed_before + elapsed))
+                peers.barrier()
                 event = "checkpoint"
             if progress is not None:
                 progress(_event(step, config.steps, last, event, out / CHECKPOINT if event == "checkpoint" else None))
@@ -633,17 +685,20 @@ def local_distill(
         "method": "block-local distillation",
         "teacher_input_prob": config.teacher_input_prob, "loss": config.loss,
         "steps": step, "planned_steps": config.steps, "stopped_early": stopped_early,
-        "tokens": config.tokens_after(step), "updates_per_batch": config.updates_per_batch,
+        "tokens": tokens_after(step), "updates_per_batch": config.updates_per_batch,
         "data": config.data, "split": config.split,
         "seq_len": config.seq_len, "batch_size": config.batch_size, "lr": config.lr,
         "trained_layers": trained, "frozen_one_to_one": config.freeze_one_to_one,
         "seed": config.seed, "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(),
-        "device": str(device),
+        "device": str(device), "world_size": peers.world,
         "sink_weight": config.sink_weight,
         **(extra or {}),
     }
-    student_dir = save_student(student.to("cpu"), mapping, out / "student", tokenizer=tokenizer,
-                               teacher=teacher_ref, extra={"distilled": True, "local_distill": record})
+    student_dir = out / "student"
+    if peers.main:
+        save_student(student.to("cpu"), mapping, student_dir, tokenizer=tokenizer,
+                     teacher=teacher_ref, extra={"distilled": True, "local_distill": record})
+    peers.barrier()
     if progress is not None:
         progress(_event(step, config.steps, {**last, "elapsed_s": round(wall, 2), "eta_s": 0.0}, "done"))
     return student_dir

@@ -199,9 +199,6 @@ def _distill(
     _check_out(config, out, result_dir)
     with _run_lock(out):
         if config.mode == "local":
-            if process_state().num_processes > 1:
-                raise BoomerangError("Block-local distillation (--mode local) runs in one process; start it "
-                                     "without torchrun or accelerate launch.")
             return local_distill(from_distill_config(config), progress, should_stop, blocks=blocks,
                                  run_config=config.to_dict())
         return _train(config, progress, should_stop, blocks, val_blocks, show_progress_bar, out, log_path,
