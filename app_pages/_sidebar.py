@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
@@ -21,23 +21,40 @@ SEQ_LEN_RANGE = (16, 4096)
 BLOCKS_RANGE = (1, 1024)
 
 
+def sidebar_eval(data: str = DEFAULT_DATA, split: str = "validation", seq_len: int = 128,
+                 blocks: int = 16) -> ui.EvalConfig:
+    """The evaluation config the sidebar's fields make: the CLI's dataclass, with fewer blocks
+    (the pages stay quick) and calibration on the train split of the same text, in blocks as
+    long as the evaluation's."""
+    return ui.EvalConfig(data=data, split=split, seq_len=seq_len, blocks=blocks, calib_data=data, calib_len=seq_len)
+
+
 @dataclass
 class Context:
-    """What every page gets: the loaded pair, its evaluation blocks and the cache keys."""
+    """What every page gets: the loaded pair, what it is measured on (``eval``) and the cache keys."""
 
     spec: ui.PairSpec | None = None
     pair: BoomerangPair | None = None
     device: str = "cpu"
-    data: str = DEFAULT_DATA
-    seq_len: int = 128
-    n_blocks: int = 16
-    split: str = "validation"
+    eval: ui.EvalConfig = field(default_factory=sidebar_eval)
     pair_key: str = ""
     error: str | None = None
 
     @property
+    def data(self) -> str:
+        return self.eval.data
+
+    @property
+    def split(self) -> str:
+        return self.eval.split
+
+    @property
+    def seq_len(self) -> int:
+        return self.eval.seq_len
+
+    @property
     def data_key(self) -> str:
-        return f"{self.data}|{self.split}|{self.seq_len}|{self.n_blocks}"
+        return self.eval.key
 
 
 # ---- URL <-> session state -------------------------------------------------------------------
@@ -108,23 +125,21 @@ def _load_pair(key: str, _spec: ui.PairSpec, device: str) -> BoomerangPair:
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _eval_blocks(pair_key: str, data_key: str, _pair: BoomerangPair, source: str, seq_len: int,
-                 n: int, split: str) -> torch.Tensor:
-    return ui.load_eval_blocks(_pair, source, seq_len, n, split)
+def _eval_blocks(pair_key: str, data_key: str, _pair: BoomerangPair, _cfg: ui.EvalConfig) -> torch.Tensor:
+    return _cfg.eval_blocks(_pair)
 
 
 def eval_blocks(ctx: Context, pair: BoomerangPair | None = None, pair_key: str | None = None) -> torch.Tensor:
     """The evaluation blocks of the sidebar's data for ``pair`` (default: the sidebar's), cached."""
     with st.spinner(f"Tokenizing {ctx.data} ({ctx.split})…"):
-        return _eval_blocks(pair_key or ctx.pair_key, ctx.data_key, pair or ctx.pair, ctx.data, ctx.seq_len,
-                            ctx.n_blocks, ctx.split)
+        return _eval_blocks(pair_key or ctx.pair_key, ctx.data_key, pair or ctx.pair, ctx.eval)
 
 
 def calib_ids(ctx: Context) -> torch.Tensor:
     """Training blocks to choose data-driven orders on (cached)."""
-    key = ("calib", ctx.pair_key, ctx.data, ctx.seq_len)
-    return ui.RESULTS.get_or_compute(
-        key, lambda: ui.calibration_ids(ctx.pair, ctx.data, ctx.seq_len))
+    cfg = ctx.eval
+    key = ("calib", ctx.pair_key, cfg.calib_data, cfg.calib_n, cfg.calib_len)
+    return ui.RESULTS.get_or_compute(key, lambda: cfg.calibration(ctx.pair))
 
 
 def computed(key: tuple, label: str, fn: Callable[[Progress], Any]) -> Any:
@@ -245,15 +260,16 @@ def sidebar() -> Context:
             typed = st.text_input("Text source", key="data",
                                   help="'demo' (the bundled corpus), a .txt file or folder under the runs "
                                        "folder, or a Hugging Face dataset id ('name' or 'name:config').")
-            ctx.split = st.selectbox("Split", SPLITS, key="split")
+            split = st.selectbox("Split", SPLITS, key="split")
             c1, c2 = st.columns(2)
-            ctx.seq_len = int(c1.number_input("Tokens per block", *SEQ_LEN_RANGE, step=16, key="seq_len"))
-            ctx.n_blocks = int(c2.number_input("Blocks", *BLOCKS_RANGE, key="blocks"))
+            seq_len = int(c1.number_input("Tokens per block", *SEQ_LEN_RANGE, step=16, key="seq_len"))
+            n_blocks = int(c2.number_input("Blocks", *BLOCKS_RANGE, key="blocks"))
         st.checkbox("Allow paths outside the runs folder", key="allow_outside",
                     help=f"Off: typed folders and text files must lie under the runs folder ({ui.runs_dir()}) "
                          "or the bundled demo. On (this session only): any path this server can read; "
                          "such paths are kept out of the page's URL, so a shared link never names them.")
-    ctx.data = _checked_ref("data", typed, DEFAULT_DATA, hub="dataset") or DEFAULT_DATA
+    ctx.eval = sidebar_eval(_checked_ref("data", typed, DEFAULT_DATA, hub="dataset") or DEFAULT_DATA,
+                            split, seq_len, n_blocks)
 
     spec = _spec_from_choice(choice, st.session_state.get("teacher_ref", ""),
                              st.session_state.get("student_ref", ""))

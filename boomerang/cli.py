@@ -26,8 +26,9 @@ from safetensors import SafetensorError
 from .core import BoomerangPair, export_model
 from .errors import BoomerangError
 from .eval import block_similarity, evaluate_sizes, similarity_matrix, sweep
+from .eval.config import EvalConfig, check_limit
 from .io import atomic_write
-from .orders import BASELINES, ORDER_NAMES, ORDERS, calibration_ids, needs_calibration, prune_teacher, pruning_order
+from .orders import BASELINES, ORDER_NAMES, ORDERS, needs_calibration, prune_teacher, pruning_order
 from .paths import demo_assets_dir
 from .progress import tqdm_progress
 from .recipes.demo import TeacherConfig, build_demo
@@ -229,26 +230,18 @@ def _write_csv(frame: pd.DataFrame, out: Path, index: bool = False) -> None:
 
 
 def _calib_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--calib-data", default="demo",
-                   help="text source for calibration ids (training split; default demo)")
-    p.add_argument("--calib-n", type=int, default=8, help="calibration sequences (default 8)")
-    p.add_argument("--calib-len", type=int, default=128, help="calibration sequence length (default 128)")
+    EvalConfig.add_cli_arguments(p, only=EvalConfig.CALIBRATION)
 
 
 def _calib_from_args(pair: BoomerangPair, args: argparse.Namespace):
-    if args.calib_n < 1 or args.calib_len < 2:
-        raise BoomerangError("--calib-n must be at least 1 and --calib-len at least 2.")
-    return calibration_ids(pair, n=args.calib_n, seq_len=args.calib_len, source=args.calib_data)
+    return EvalConfig.from_cli_args(args).calibration(pair)
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     add_pair_arguments(p)
     p.add_argument("--orders", default="last-to-first", help="comma-separated: " + ", ".join(ORDERS))
     p.add_argument("--custom", help="with --orders custom: the patching sequence, e.g. 6,5,0,1,2,3,4")
-    p.add_argument("--data", default="demo", help="text source: demo, a .txt file, a folder or a dataset id")
-    p.add_argument("--split", default="validation", choices=["train", "validation", "test", "all"])
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--max-blocks", type=int, default=64)
+    EvalConfig.add_cli_arguments(p)  # --data, --split, --seq-len, --max-blocks and the calibration text
     p.add_argument("--metrics", default="perplexity",
                    help="comma-separated: perplexity and/or lm-eval tasks (bbc_news, demo_cloze, ...)")
     p.add_argument("--limit", type=float, help="examples per lm-eval task (an int, or a fraction < 1)")
@@ -257,7 +250,6 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
                    help="other models (folders or hub ids) of the same tokenizer, one row each, e.g. a student "
                         "distilled at another size")
-    _calib_arguments(p)
     p.add_argument("--out", required=True, help="CSV file for the results")
 
 
@@ -268,24 +260,16 @@ def _sweep(args: argparse.Namespace) -> int:
     custom = parse_layers(args.custom) if args.custom else None
     if "custom" in orders and not custom:
         raise BoomerangError("--orders custom needs --custom, the patching sequence, e.g. 6,5,0,1,2,3,4.")
-    limit = args.limit
-    if limit is not None and not 0 < limit < math.inf:
-        raise BoomerangError(f"--limit must be a positive number of examples (or a fraction below 1), not {limit:g}.")
-    if limit is not None and limit >= 1:
-        if limit != int(limit):
-            raise BoomerangError(f"--limit above 1 counts examples and must be whole, not {limit:g}.")
-        limit = int(limit)
-    for name, value in (("--max-blocks", args.max_blocks), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise BoomerangError(f"{name} must be at least 1, not {value}.")
-    if args.seq_len < 2:
-        raise BoomerangError(f"--seq-len must be at least 2 tokens, not {args.seq_len}.")
+    limit = check_limit(args.limit)
+    if args.batch_size < 1:
+        raise BoomerangError(f"--batch-size must be at least 1, not {args.batch_size}.")
+    cfg = EvalConfig.from_cli_args(args)
     pair = pair_from_args(args)
-    calib = _calib_from_args(pair, args) if any(needs_calibration(o) for o in orders) else None
+    calib = cfg.calibration(pair) if any(needs_calibration(o) for o in orders) else None
     progress, close = tqdm_progress("sweep")
     try:
-        frame = sweep(pair, orders, data=args.data, metrics=args.metrics, split=args.split,
-                      seq_len=args.seq_len, max_blocks=args.max_blocks, calib_ids=calib,
+        frame = sweep(pair, orders, data=cfg.data, metrics=args.metrics, split=cfg.split,
+                      seq_len=cfg.seq_len, max_blocks=cfg.blocks, calib_ids=calib,
                       progress=progress, custom=custom, limit=limit, batch_size=args.batch_size,
                       use_cache=not args.no_cache, compare=args.compare)
     finally:
@@ -342,14 +326,11 @@ def _paper_eval_args(p: argparse.ArgumentParser) -> None:
 @command("paper-eval", "the paper's lm-eval suite at every size of an order, one JSON per size",
          _paper_eval_args)
 def _paper_eval(args: argparse.Namespace) -> int:
-    limit = args.limit
-    if limit is not None and (not 0 < limit < math.inf or (limit >= 1 and limit != int(limit))):
-        raise BoomerangError(f"--limit must be a whole number of examples or a fraction below 1, not {limit:g}.")
+    limit = check_limit(args.limit)
     if args.batch_size < 1:
         raise BoomerangError(f"--batch-size must be at least 1, not {args.batch_size}.")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise BoomerangError(f"--out {args.out} is a file; give a folder for the result files.")
-    limit = int(limit) if limit is not None and limit >= 1 else limit
     sizes = parse_layers(args.k) if args.k else None
     progress, close = tqdm_progress("paper-eval")
     try:

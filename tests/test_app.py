@@ -770,3 +770,30 @@ def test_layer_picker_and_compare_draw_accuracy_and_latency(tiny):
     (fig,) = at.get("plotly_chart")
     layout = json.loads(fig.proto.spec)["layout"]
     assert layout["xaxis"]["title"]["text"] == "latency (ms per token, measured), batch 1"
+
+
+def test_the_page_and_the_cli_measure_the_same_text_through_one_eval_config(tiny, tmp_path):
+    """The sidebar's evaluation data and `sweep`'s flags are one dataclass (EvalConfig): the same
+    settings give the page's student perplexity and the CLI's, to the digit shown."""
+    import argparse
+    import csv
+    import dataclasses
+
+    from boomerang.cli import main
+    from boomerang.eval import EvalConfig
+
+    at = app(tiny, k="0")
+    shown = metrics(at)["Perplexity"]
+    out = tmp_path / "r.csv"
+    assert main(["sweep", "--student", tiny[0], "--data", tiny[1], "--seq-len", "32", "--max-blocks", "4",
+                 "--out", str(out)]) == 0
+    row = next(csv.DictReader(out.open()))
+    assert shown == f"{float(row['perplexity']):,.2f}"
+    # Every field has its flag, with the field's default.
+    p = argparse.ArgumentParser()
+    EvalConfig.add_cli_arguments(p)
+    assert EvalConfig.from_cli_args(p.parse_args([])) == EvalConfig()
+    flags = {a.dest: a for a in p._actions}
+    assert {f.name for f in dataclasses.fields(EvalConfig)} <= set(flags)
+    assert flags["blocks"].option_strings == ["--max-blocks"] and flags["split"].choices == ("train", "validation",
+                                                                                              "test", "all")

@@ -3,10 +3,12 @@
 :func:`perplexity` and :func:`perplexity_many` score token blocks; :func:`accuracy` runs
 lm-evaluation-harness tasks on a model object; :func:`sweep` measures every size of patch orders
 and pruning baselines (cached on disk); :mod:`.similarity` compares student and teacher hidden
-states; :mod:`.generation` produces text and times it.
+states; :mod:`.generation` produces text and times it; :class:`EvalConfig` says what text a
+model is measured on, for the CLI and the dashboard alike.
 """
 
 from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, accuracy_intervals, task_manager
+from .config import EvalConfig
 from .generation import generate_text, latency_ms_per_token, stream_generate
 from .intervals import wilson_interval
 from .paper import (
@@ -42,7 +44,7 @@ from .sweep import (
 __all__ = [
     "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "accuracy_intervals",
     "block_similarity",
-    "SAME_SIZE_ORDER", "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
+    "EvalConfig", "SAME_SIZE_ORDER", "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
     "generate_text", "latency_ms_per_token", "model_device", "parameter_counts", "parse_patched", "perplexity",
     "perplexity_many", "preset_tasks", "similarity_matrix",
     "same_size_rows", "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "wilson_interval", "windows",

@@ -7,7 +7,7 @@ bad one in one sentence; ``resume_conflict()`` names a setting a resumed run may
 distillation run; :class:`~boomerang.train.local.LocalDistillConfig` adds what block-local
 distillation needs. The CLI, the dashboard's Train page and config files all build the same
 object: defaults < ``--config`` file < flags given on the command line. Each setting is declared
-once, with its help text (:func:`setting`); the ``distill`` flags are generated from those fields,
+once, with its help text (:func:`boomerang.settings.setting`); the ``distill`` flags are generated from those fields,
 so the CLI reaches every setting and cannot disagree with Python about a default.
 """
 
@@ -19,14 +19,14 @@ import json
 import math
 import numbers
 import os
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import yaml
 
 from ..errors import BoomerangError
+from ..settings import add_flag, field_kinds, setting
 
 MODES = ("boomerang", "no-align", "ce-only", "random-init", "pretrain", "local")
 #: Losses of block-local distillation (mode "local"): on each student layer's output hidden state.
@@ -38,16 +38,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 #: Experiment trackers ``DistillConfig.log_with`` accepts (Accelerate's names; "all": every installed one).
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab",
             "trackio", "all")
-
-
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
-            flag: str | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A config field with what its command-line flag says about it: ``help``, the allowed
-    ``choices`` and the ``flag`` (default: ``--`` and the name with dashes)."""
-    meta = {"help": help, "choices": choices, "flag": flag}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -123,7 +113,7 @@ class RunConfig:
         if not self.teacher:
             raise BoomerangError("No teacher given: set teacher (--teacher) to a model directory, "
                                  "hub id or bundled pair.")
-        for name, (kind, optional) in _field_kinds(type(self)).items():
+        for name, (kind, optional) in field_kinds(type(self)).items():
             value = getattr(self, name)
             if value is None and optional:
                 continue
@@ -186,7 +176,7 @@ class RunConfig:
             raise BoomerangError(f"Unknown {cls.NOUN} setting(s) {', '.join(unknown)}; known are "
                                  f"{', '.join(sorted(names))}.")
         d = dict(d)
-        for name, (kind, _) in _field_kinds(cls).items():
+        for name, (kind, _) in field_kinds(cls).items():
             if name in d and d[name] is not None and kind in (int, float):
                 d[name] = _number_from_text(name, d[name], kind)
         return cls(**d)
@@ -233,21 +223,6 @@ def _check_mapping(d: Any, what: str) -> None:
     bad = [k for k in d if not isinstance(k, str)]
     if bad:
         raise BoomerangError(f"The {what} must be named by text, not {bad[0]!r}.")
-
-
-def _field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
-    """{field: (int | float | bool | str, may it be None)} for the settings of those types;
-    other fields (tuples, nested dataclasses) are checked by their class's ``validate``."""
-    hints = typing.get_type_hints(cls)
-    kinds = {}
-    for f in dataclasses.fields(cls):
-        hint, args = hints[f.name], set(typing.get_args(hints[f.name]))
-        optional = type(None) in args and len(args) == 2
-        if optional:
-            hint = next(a for a in args if a is not type(None))
-        if hint in (int, float, bool, str):
-            kinds[f.name] = (hint, optional)
-    return kinds
 
 
 def _number_from_text(name: str, value: Any, kind: type) -> Any:
@@ -394,21 +369,10 @@ class DistillConfig(RunConfig):
         """Add a flag for every setting to ``parser``, generated from the fields (name, type,
         choices, help, default); every flag defaults to None (= config file or default)."""
         parser.add_argument("--config", help="JSON or YAML file with settings; flags given here override it")
-        kinds = {**_field_kinds(cls), **{f"w.{k}": v for k, v in _field_kinds(LossWeights).items()}}
+        kinds = {**field_kinds(cls), **{f"w.{k}": v for k, v in field_kinds(LossWeights).items()}}
         for f, dest in _cli_fields(cls):
-            meta, default = f.metadata, _default(f)
             kind, _ = kinds.get(dest, (str, False))  # tuples of names or numbers are typed as text
-            flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-            shown = "" if default in (None, "") else f" (default: {_shown(default)})"
-            kw: dict[str, Any] = {"dest": dest, "default": None, "help": meta["help"] + shown}
-            if kind is bool:
-                kw["action"] = argparse.BooleanOptionalAction
-            else:
-                kw["type"] = kind
-                kw["metavar"] = "{" + ",".join(meta["choices"]) + "}" if meta.get("choices") else flag[2:].upper()
-                if meta.get("choices"):
-                    kw["choices"] = meta["choices"]
-            parser.add_argument(flag, **kw)
+            add_flag(parser, f, dest, kind)
 
     @classmethod
     def from_cli_args(cls, ns: argparse.Namespace) -> Self:
@@ -432,12 +396,3 @@ def _cli_fields(cls: type) -> list[tuple[dataclasses.Field, str]]:
     return out
 
 
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-
-
-def _shown(value: Any) -> str:
-    """A default as it is typed on the command line."""
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) if value else "none"
-    return str(value)

@@ -23,8 +23,7 @@ from .. import eval as evaluate
 from .. import orders
 from ..cache import Memo
 from ..core import BoomerangPair, export_model
-from ..data import load_blocks
-from ..errors import BoomerangError, DataError
+from ..errors import BoomerangError
 from ..progress import Progress, report
 
 #: Results the pages computed, shared by sessions (values are treated as read-only).
@@ -86,21 +85,14 @@ def pair_summary(pair: BoomerangPair) -> dict[str, Any]:
 
 def load_eval_blocks(pair: BoomerangPair, source: str, seq_len: int, max_blocks: int,
                      split: str = "validation") -> torch.Tensor:
-    """Held-out token blocks of ``source`` for evaluation, on the pair's device."""
-    if pair.tokenizer is None:
-        raise BoomerangError("This pair has no tokenizer; save one with the student or teacher.")
-    try:
-        blocks = load_blocks(source, pair.tokenizer, seq_len, split=split, max_blocks=max_blocks)
-    except DataError:
-        raise
-    except (OSError, ValueError) as e:
-        raise BoomerangError(f"Could not read evaluation data '{source}': {e}".split("\n")[0]) from None
-    return blocks
+    """Held-out token blocks of ``source`` for evaluation (:meth:`EvalConfig.eval_blocks`)."""
+    return evaluate.EvalConfig(data=source, split=split, seq_len=seq_len, blocks=max_blocks).eval_blocks(pair)
 
 
 def calibration_ids(pair: BoomerangPair, source: str, seq_len: int, n: int = 8) -> torch.Tensor:
-    """A few training blocks to choose data-driven orders on (never the evaluation blocks)."""
-    return orders.calibration_ids(pair, n=n, seq_len=seq_len, source=source)
+    """A few training blocks to choose data-driven orders on, never the evaluation blocks
+    (:meth:`EvalConfig.calibration`)."""
+    return evaluate.EvalConfig(calib_data=source, calib_len=seq_len, calib_n=n).calibration(pair)
 
 
 # --------------------------------------------------------------------------------------------
