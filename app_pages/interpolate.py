@@ -131,7 +131,7 @@ def _size_view() -> None:
         m5[0].metric(f"Accuracy: {task}", f"{100 * a[task]:.0f}%", help=acc_what,
                      delta=f"95% interval {100 * a[f'{task}_lo']:.0f}-{100 * a[f'{task}_hi']:.0f}%",
                      delta_color="off", delta_arrow="off")
-    st.caption(f"Perplexity: {ppl_what}. "
+    st.caption(f"Perplexity: {ppl_what}. " + (f"Accuracy: {acc_what}. " if acc is not None else "")
                + (f"Orange diamonds: students distilled directly at {', '.join(map(str, same_size))} "
                   "layers with the student's recipe and token budget, for comparison. " if same_size else "")
                + f"Latency: median of 3 runs, greedy decoding, batch {lat_batch}, "
@@ -143,7 +143,7 @@ def _size_view() -> None:
     if acc is not None:
         acc_x = acc.assign(latency=lat) if x_axis == "latency" else acc
         live_plotly_chart(plots.curve_figure(acc_x, x=x_axis, y=task, current=acc_x.iloc[k].to_dict(), height=300,
-                                             log_y=False, y_title=acc_what, x_title=x_title),
+                                             log_y=False, y_title=f"{task} accuracy", x_title=x_title),
                           key="acc_curve")
 
 

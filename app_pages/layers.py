@@ -154,7 +154,7 @@ if acc_curves:
         acc_frame = acc_frame.assign(latency=[timed[int(v)] for v in acc_frame["layers"]])
     extra = [] if acc_point is None else [{**pick, task: acc_point["accuracy"]}]
     live_plotly_chart(plots.curve_figure(acc_frame, x=x_axis, y=task, extra=extra, height=300, log_y=False,
-                                         y_title=acc_what, x_title=x_title), key="acc_curve")
+                                         y_title=f"{task} accuracy", x_title=x_title), key="acc_curve")
 st.caption(" · ".join(f"**{o}** optimises {ui.order_caption(o)}" for o in all_curves["order"].unique()))
 repeat_note = ui.present.repeated_size_note(pair, curves[0])
 if repeat_note:

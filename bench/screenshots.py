@@ -61,9 +61,10 @@ def main() -> None:
         env["BOOMERANG_RUNS"] = str(tmp / "runs")
 
     shots = [
-        ("interpolate", "", {"k": "3", "order": "last-to-first"}, 1),
-        ("layers", "layers", {"patched": "1,4"}, 2),
-        ("compare", "compare", {"orders": "last-to-first,first-to-last,klpatch,optimal,naive-pruning,block-influence"}, 1),
+        ("interpolate", "", {"k": "3", "order": "last-to-first", "acc": "demo_cloze"}, 2),
+        ("layers", "layers", {"patched": "1,4", "acc": "demo_cloze"}, 3),
+        ("compare", "compare", {"orders": "last-to-first,first-to-last,klpatch,optimal,naive-pruning,block-influence,"
+                                          "sleb,laco"}, 1),
         ("similarity", "similarity", {}, 3),
         ("learn", "learn", {}, 1),
         ("train", "train", {}, 0),

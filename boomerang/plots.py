@@ -10,6 +10,7 @@ builder's output once instead.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -178,6 +179,34 @@ def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> 
     return traces
 
 
+#: A perplexity axis reaches at most this many times the best model's perplexity at its worst
+#: size; higher points (a pruning baseline that breaks the model) are named, not drawn to scale.
+OFF_SCALE = 30.0
+
+
+def _cap_off_scale(data: list[dict[str, Any]], yaxis: dict[str, Any]) -> list[dict[str, Any]]:
+    """Limit a log perplexity axis so that one broken curve (hundreds of thousands) does not flatten
+    the rest into a line: the top is :data:`OFF_SCALE` times the highest of the per-size best
+    values; a note names each curve that goes above it, with its highest value."""
+    best: dict[float, float] = {}
+    for t in data:
+        for xv, yv in zip(t.get("x", []), t.get("y", [])):
+            if xv is not None and yv is not None and yv > 0:
+                best[xv] = min(best.get(xv, math.inf), yv)
+    if not best:
+        return []
+    top = OFF_SCALE * max(best.values())
+    off = [(str(t.get("name", "")), max(v for v in t["y"] if v is not None)) for t in data
+           if any(v is not None and v > top for v in t.get("y", []))]
+    if not off:
+        return []
+    low = min(v for t in data for v in t.get("y", []) if v is not None and v > 0)
+    yaxis["range"] = [math.log10(low * 0.8), math.log10(top)]
+    text = "off scale: " + "; ".join(f"{name} (up to {peak:,.0f})" for name, peak in off)
+    return [dict(xref="paper", yref="paper", x=1, y=1, xanchor="right", yanchor="top", showarrow=False,
+                 font=dict(size=12), text=text)]
+
+
 def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
                  current: dict[str, Any] | None = None, extra: Sequence[dict[str, Any]] = (),
                  log_y: bool = True, title: str | None = None, height: int = 420,
@@ -208,10 +237,13 @@ def curve_figure(df: pd.DataFrame, x: str = "params", y: str = "perplexity",
     elif x in ("layers", "k"):
         xaxis["dtick"] = 1  # whole layers only
     yaxis: dict[str, Any] = dict(title=dict(text=y_title or Y_TITLES.get(y, "accuracy" if y not in df else y)))
+    annotations = []
     if log_y and y == "perplexity":
         yaxis["type"] = "log"
         yaxis["tickformat"] = ",.4~r"  # 20, 50, 100, 2,000, 514.5: no bare "2" and "5" minor labels
-    layout = _layout(height=height + 60, xaxis=xaxis, yaxis=yaxis, shapes=shapes, **_legend_below(title))
+        annotations = _cap_off_scale(data, yaxis)
+    layout = _layout(height=height + 60, xaxis=xaxis, yaxis=yaxis, shapes=shapes, annotations=annotations,
+                     **_legend_below(title))
     if title:
         layout["title"] = dict(text=title)
     return figure(dict(data=data, layout=layout))

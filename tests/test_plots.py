@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import plotly.graph_objects as go
 
 from boomerang import plots
@@ -133,3 +134,16 @@ def test_repeated_size_labels_sit_on_the_side_the_curve_does_not_come_from():
     assert ppl["textposition"][0] == "top right" and ppl["textposition"][4] == "bottom left"
     acc = plots.curve_traces(df, "layers", "acc")[0]
     assert acc["textposition"][0] == "bottom right" and acc["textposition"][4] == "top left"
+
+
+def test_a_curve_that_breaks_the_model_is_named_off_scale_instead_of_flattening_the_rest():
+    df = pd.DataFrame({"order": ["last-to-first"] * 3 + ["laco"] * 3, "k": [0, 1, 2] * 2, "layers": [7, 8, 9] * 2,
+                       "params": [1, 2, 3] * 2, "perplexity": [40.0, 35.0, 30.0, 250_000.0, 900.0, 33.0]})
+    fig = plots.curve_figure(df, x="layers")
+    _valid(fig)
+    lo, hi = fig.layout.yaxis.range
+    assert 10 ** hi == pytest.approx(30 * 40.0) and 10 ** lo < 30.0  # up to 30x the best at its worst size
+    (note,) = fig.layout.annotations
+    assert note.text == "off scale: laco (up to 250,000)"
+    # Nothing off scale: the axis is left to plotly.
+    assert plots.curve_figure(df[df.order == "last-to-first"], x="layers").layout.yaxis.range is None
