@@ -81,7 +81,8 @@ class Recorded:
 
     ``inputs[i]`` / ``outputs[i]`` are layer ``i``'s hidden states in and out (``[B, T, H]``),
     ``calls[i]`` the other ``(args, kwargs)`` it was called with (masks, rotary embeddings...),
-    so a layer can be run again by hand on another input; ``logits`` the model's output.
+    so a layer can be run again by hand on another input; ``logits`` the model's output, or, for
+    a base model without a head, ``final`` its last hidden state.
     """
 
     def __init__(self, model: nn.Module, layers: nn.ModuleList, input_ids: torch.Tensor) -> None:
@@ -93,7 +94,9 @@ class Recorded:
             handles.append(layer.register_forward_pre_hook(self._pre(i), with_kwargs=True))
             handles.append(layer.register_forward_hook(self._post(i)))
         try:
-            self.logits = model(input_ids=input_ids, use_cache=False).logits  # [B, T, V]
+            out = model(input_ids=input_ids, use_cache=False)
+            self.logits = getattr(out, "logits", None)  # [B, T, V]
+            self.final = getattr(out, "last_hidden_state", None)  # [B, T, H] (a base model)
         finally:
             for h in handles:
                 h.remove()

@@ -83,10 +83,10 @@ from transformers import PreTrainedModel
 from ..cache import pair_fingerprint, tensor_fingerprint
 from ..core import (
     BoomerangPair,
+    Recorded,
     autocast_context,
     clone_module,
     output_tensor,
-    split_layer_call,
 )
 from ..core.arch import check_token_ids, config_for_layers
 from ..errors import BoomerangError
@@ -206,28 +206,6 @@ class _State:
     best: tuple[float, Groups] | None = None  # best candidate of a scan that kept nothing
 
 
-class _Recording:
-    """One batch through a model: each decoder layer's input and call arguments."""
-
-    def __init__(self, base: nn.Module, layers: nn.ModuleList, ids: torch.Tensor) -> None:
-        self.inputs: list[torch.Tensor] = [None] * len(layers)  # type: ignore[list-item]
-        self.calls: list[tuple[tuple, dict]] = [((), {})] * len(layers)
-        handles = [layer.register_forward_pre_hook(self._pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
-        try:
-            self.final = base(input_ids=ids, use_cache=False).last_hidden_state
-        finally:
-            for h in handles:
-                h.remove()
-
-    def _pre(self, i: int):
-        def hook(_m, args, kwargs):
-            h, rest, kw = split_layer_call(args, kwargs)
-            self.inputs[i] = h
-            self.calls[i] = (rest, kw)
-
-        return hook
-
-
 class _Search:
     """Similarities of merged models to the teacher on the calibration batches, memoised."""
 
@@ -240,7 +218,7 @@ class _Search:
         self.sims: dict[Groups, float] = {}
         self.merged: dict[tuple[int, ...], nn.Module] = {}  # merged layers of the live models
         self.live: list[_State] = []
-        self.recordings: dict[Groups, tuple[PreTrainedModel, list[_Recording]]] = {}
+        self.recordings: dict[Groups, tuple[PreTrainedModel, list[Recorded]]] = {}
         self.progress, self.total, self.done = progress, total, 0
         N = pair.mapping.num_teacher_layers
         teacher = _build(pair, tuple((t,) for t in range(N))).eval()  # a clone: hooks stay off the teacher
@@ -248,18 +226,18 @@ class _Search:
         self.reference = [r.final for r in self._record(tuple((t,) for t in range(N)), teacher)[1]]
 
     def _record(self, groups: Groups, model: PreTrainedModel | None = None
-                ) -> tuple[PreTrainedModel, list[_Recording]]:
+                ) -> tuple[PreTrainedModel, list[Recorded]]:
         if groups not in self.recordings:
             model = model if model is not None else _build(self.pair, groups, self.merged).eval()
             base, layers = self.parts.base_module(model), self.parts.layer_list(model)
             with autocast_context(model):
-                recs = [_Recording(base, layers, ids) for ids in self.batches]
+                recs = [Recorded(base, layers, ids) for ids in self.batches]
             if self.exact is None:
                 self.exact = self._check_exact(model, recs[0])
             self.recordings[groups] = (model, recs)
         return self.recordings[groups]
 
-    def _check_exact(self, model: PreTrainedModel, rec: _Recording) -> bool:
+    def _check_exact(self, model: PreTrainedModel, rec: Recorded) -> bool:
         """Whether running the layers by hand on the recorded arguments gives the model's output
         (otherwise every candidate gets a plain forward)."""
         h = rec.inputs[0]
