@@ -131,6 +131,7 @@ def test_installed_wheel_ships_the_demo_and_runs_outside_the_source_tree(tmp_pat
                    "boomerang/eval/tasks/data/demo_cloze.jsonl", "boomerang/orders/registry.py"):
         assert needed in names
     assert not any(n.startswith(("tests/", "bench/", "app_pages/")) for n in names)
+    _declares_what_it_imports(wheel)
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
@@ -157,3 +158,42 @@ def test_importing_boomerang_bounds_hub_waits():
     env["HF_HUB_ETAG_TIMEOUT"] = "3"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["3", "30"], out.stderr
+
+
+#: Modules boomerang imports only for an optional part, and the extra that declares each.
+OPTIONAL_IMPORTS = {"streamlit": "app", "gguf": "smollm2", "kaleido": "png", "tensorboard": "tensorboard"}
+
+
+def _declares_what_it_imports(wheel: Path) -> None:
+    """Every third-party package the backend imports is a dependency of the wheel (or of the extra
+    its optional part names), so `pip install` of it brings what `import boomerang` needs."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [line.split(":", 1)[1].strip() for line in z.read(meta).decode().splitlines()
+                    if line.startswith("Requires-Dist:")]
+    declared: dict[str, str] = {}  # normalised distribution name -> "" or the extra it belongs to
+    for r in requires:
+        name = re.split(r"[<>=!~; \[]", r, maxsplit=1)[0].lower().replace("_", "-")
+        extra = re.search(r"extra == ['\"]([\w-]+)['\"]", r)
+        declared[name] = extra.group(1) if extra else ""
+    modules = set()
+    for path in (ROOT / "boomerang").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    dists = packages_distributions()
+    missing = []
+    for m in sorted(modules - set(sys.stdlib_module_names) - {"boomerang"}):
+        for dist in dists.get(m, [m]):
+            want = OPTIONAL_IMPORTS.get(m, "")
+            if declared.get(dist.lower().replace("_", "-")) != want:
+                missing.append(f"{m} ({dist}{', extra ' + want if want else ''})")
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+    for core in ("torch", "transformers", "accelerate", "safetensors", "pandas", "plotly"):
+        assert declared.get(core) == "", core
