@@ -29,6 +29,7 @@ from .eval import block_similarity, evaluate_sizes, similarity_matrix, sweep
 from .eval.config import EvalConfig, check_limit
 from .io import atomic_write
 from .orders import BASELINES, ORDER_NAMES, ORDERS, needs_calibration, prune_teacher, pruning_order
+from .orders import build as build_order
 from .paths import demo_assets_dir
 from .progress import tqdm_progress
 from .recipes.demo import TeacherConfig, build_demo
@@ -137,7 +138,7 @@ def _patch(args: argparse.Namespace) -> int:
     pair = pair_from_args(args)
     if args.order is not None:
         calib = _calib_from_args(pair, args) if needs_calibration(args.order) else None
-        model = pair.build(order=args.order, k=args.k, calib_ids=calib)
+        model = build_order(pair, args.order, args.k, calib)
     else:
         model = pair.build(patched=patched)
     out = export_model(model, args.out, tokenizer=pair.tokenizer)

@@ -206,20 +206,27 @@ def test_local_run_costs(calib):
 
 
 def test_build_reuses_a_searched_order_for_the_same_calibration_data(pair, calib, monkeypatch):
-    import boomerang.core.pair as core_pair
+    from boomerang.orders import registry
 
     fresh = bm.BoomerangPair(pair.teacher, pair.student, pair.mapping)
     searches = []
-    real = core_pair._ORDER_RESOLVER[0]
-    monkeypatch.setattr(core_pair, "_ORDER_RESOLVER", [lambda p, o, c: searches.append(o) or real(p, o, c)])
+    real = registry.patch_order
+    monkeypatch.setattr(registry, "patch_order", lambda p, o, c: searches.append(o) or real(p, o, c))
     sets = od.patch_order(fresh, "klpatch", calib)
     for k in range(fresh.num_student_layers + 1):
-        built = fresh.build(order="klpatch", k=k, calib_ids=calib)
+        built = od.build(fresh, "klpatch", k, calib)
         assert built.config.num_hidden_layers == fresh.mapping.patched_layers(sets[k])
+        assert built.boomerang_patched == tuple(sorted(sets[k]))
     assert searches == ["klpatch"]  # one search for every size
-    fresh.build(order="klpatch", k=1, calib_ids=calib.clone())  # equal data: no new search
-    fresh.build(order="klpatch", k=1, calib_ids=calib[:, :-1])  # other data: a new search
+    od.build(fresh, "klpatch", 1, calib.clone())  # equal data: no new search
+    od.build(fresh, "klpatch", 1, calib[:, :-1])  # other data: a new search
     assert searches == ["klpatch", "klpatch"]
+    # The engine builds the rule orders itself and points a search order to boomerang.orders.
+    assert od.build(fresh, "last-to-first", 2).boomerang_patched == fresh.build(order="last-to-first", k=2).boomerang_patched
+    with pytest.raises(BoomerangError, match=r"for 'klpatch' use boomerang.orders.build\(pair, 'klpatch', k, calib_ids\)"):
+        fresh.build(order="klpatch", k=1)
+    with pytest.raises(BoomerangError, match="k must be a whole number from 0 to"):
+        od.build(fresh, "klpatch", fresh.num_student_layers + 1, calib)
 
 
 def test_angular_pruning_drops_the_run_a_hand_computation_picks(pair, calib):

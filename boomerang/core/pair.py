@@ -30,9 +30,8 @@ lm-eval's ``HFLM(pretrained=model)`` and ``save_pretrained`` work as for any loa
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -53,17 +52,6 @@ COMPUTING_FIELDS = (
     "final_logit_softcapping", "attn_logit_softcapping", "query_pre_attn_scalar", "scale_attn_weights",
     "n_inner", "embedding_multiplier", "logits_scaling", "residual_multiplier", "attention_multiplier",
 )
-
-#: ``resolver(pair, order, calib_ids) -> [P_0, ..., P_n]``: how ``build(order=...)`` finds the
-#: patched sets of any registered order. :mod:`boomerang.orders` installs its registry here, so
-#: this module (below the orders layer) needs no import of it.
-OrderResolver = Callable[["BoomerangPair", str, "torch.Tensor | None"], list[frozenset[int]]]
-_ORDER_RESOLVER: list[OrderResolver] = []
-
-
-def install_order_resolver(resolver: OrderResolver) -> None:
-    """Make ``BoomerangPair.build(order=name, k=k)`` accept every order ``resolver`` knows."""
-    _ORDER_RESOLVER[:] = [resolver]
 
 # Per-module dicts that must not be shared between a clone and its original.
 _HOOK_DICTS = (
@@ -125,12 +113,6 @@ def clone_module(
     return new
 
 
-def _tensor_key(t: torch.Tensor) -> tuple:
-    """A key that is equal for tensors of equal dtype, shape and values."""
-    data = t.detach().cpu().contiguous()
-    return (str(data.dtype), tuple(data.shape), hashlib.sha1(data.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest())
-
-
 def _refresh_derived(base: nn.Module, config: PretrainedConfig) -> None:
     # Base models that precompute facts about their layer types at __init__ (Qwen2/3, ...).
     if "has_sliding_layers" in base.__dict__ and hasattr(config, "layer_types"):
@@ -165,7 +147,6 @@ class BoomerangPair:
         self._ends_equal = False
         # Data-driven orders computed for this pair, by (order, calibration data): searches take
         # seconds, and build(order=..., k=...) asks for one size at a time.
-        self._order_cache: dict[tuple[str, tuple | None], list[frozenset[int]]] = {}
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -226,23 +207,6 @@ class BoomerangPair:
             raise BoomerangError(f"k must be a whole number from 0 to {n}, not {k}.")
         return k
 
-    def order_sets(self, order: str, calib_ids: torch.Tensor | None = None) -> list[frozenset[int]]:
-        """``[P_0, ..., P_n]``: the patched set at every size of ``order`` (see :mod:`boomerang.orders`).
-
-        A data-driven order is searched once per pair and calibration data and then reused (a pair
-        whose weights are changed in place needs a new :class:`BoomerangPair`)."""
-        if order in SEQUENTIAL_ORDERS:
-            return [self.sequential(order, k) for k in range(self.num_student_layers + 1)]
-        if not _ORDER_RESOLVER:
-            raise BoomerangError(
-                f"Unknown order '{order}'; choose one of {', '.join(SEQUENTIAL_ORDERS)} "
-                "(import boomerang for the data-driven orders)."
-            )
-        key = (order, None if calib_ids is None else _tensor_key(calib_ids))
-        if key not in self._order_cache:
-            self._order_cache[key] = list(_ORDER_RESOLVER[0](self, order, calib_ids))
-        return list(self._order_cache[key])
-
     def layer_sources(self, patched: Iterable[int]) -> list[tuple[str, int]]:
         """``[("teacher"|"student", index), ...]``: where each layer of the built model comes from."""
         patched = self.mapping.check_patched(patched)
@@ -285,21 +249,25 @@ class BoomerangPair:
         *,
         order: str | None = None,
         k: int | None = None,
-        calib_ids: torch.Tensor | None = None,
     ) -> PreTrainedModel:
         """The model with the ``patched`` student layers replaced by their teacher blocks.
 
         Zero-copy and side-effect free: see the module docstring. Give either ``patched`` (an
-        iterable of student layer indices) or ``order`` and ``k`` (the ``k``-th size of any
-        registered order; data-driven ones such as ``klpatch`` use ``calib_ids``).
+        iterable of student layer indices) or ``order`` and ``k`` (the ``k``-th size of a
+        sequential order, :data:`SEQUENTIAL_ORDERS`). An order chosen from calibration text
+        (``klpatch``, ``optimal`` ...) is a search, which lives above this engine:
+        :func:`boomerang.orders.build` runs it (once per pair and text) and builds its sizes.
         """
         if order is not None or k is not None:
             if patched is not None:
                 raise BoomerangError("Give either 'patched' or 'order' and 'k', not both.")
             if order is None or k is None:
                 raise BoomerangError("Give both 'order' and 'k' (the number of student layers to patch).")
-            k = self._check_k(k)
-            patched = self.order_sets(order, calib_ids)[k]
+            if order not in SEQUENTIAL_ORDERS:
+                raise BoomerangError(
+                    f"BoomerangPair.build knows the sequential orders ({', '.join(SEQUENTIAL_ORDERS)}); for "
+                    f"'{order}' use boomerang.orders.build(pair, {order!r}, k, calib_ids).")
+            patched = self.sequential(order, k)
         patched = self.mapping.check_patched(() if patched is None else patched)
         n = self.num_student_layers
         parts = self.parts

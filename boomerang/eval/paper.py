@@ -29,6 +29,7 @@ from ..core import BoomerangPair
 from ..core.arch import text_config
 from ..errors import BoomerangError
 from ..io import atomic_write
+from ..orders import order_sets
 from ..progress import Progress, report
 from .accuracy import known_tasks
 from .perplexity import model_device
@@ -174,7 +175,7 @@ def evaluate_sizes(
         raise BoomerangError("The paper's evaluation needs a tokenizer; this pair has none.")
     names = preset_tasks(tasks)
     order = order or default_order(pair)
-    sets = pair.order_sets(order)
+    sets = order_sets(pair, order)
     sizes = list(range(len(sets))) if sizes is None else list(sizes)
     bad = [k for k in sizes if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(sets)]
     if bad:

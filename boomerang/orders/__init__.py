@@ -2,11 +2,11 @@
 
 :data:`ORDERS` lists every order (see :mod:`.registry` for what each one optimises);
 :func:`patch_order` computes one; :func:`pruning_order` and :func:`prune_teacher` build the
-baselines an interpolated model is compared with. Importing this package also teaches
-``BoomerangPair.build(order=..., k=...)`` every registered order.
+baselines an interpolated model is compared with; :func:`build` gives any order's model of one
+size (``BoomerangPair.build`` itself knows only the sequential orders: the engine never calls up
+into the searches).
 """
 
-from ..core.pair import install_order_resolver
 from .calibration import calib_batches, calibration_ids, kl_to_teacher
 from .laco import build_laco, laco_merges
 from .pruning import PRUNING_METHODS, block_influence, prune_teacher, pruning_order
@@ -16,8 +16,10 @@ from .registry import (
                        ORDERS,
                        Order,
                        available_orders,
+                       build,
                        get_order,
                        needs_calibration,
+                       order_sets,
                        patch_order,
 )
 from .search import (
@@ -31,12 +33,10 @@ from .search import (
                        shortest_path_subsets,
 )
 
-install_order_resolver(lambda pair, name, calib_ids: patch_order(pair, name, calib_ids))
-
 __all__ = [
     "BASELINES", "MAX_EXHAUSTIVE_LAYERS", "ORDERS", "ORDER_NAMES", "PRUNING_METHODS", "Order",
-    "all_subset_kls", "available_orders", "block_influence", "build_laco", "calib_batches", "calibration_ids",
+    "all_subset_kls", "available_orders", "block_influence", "build", "build_laco", "calib_batches", "calibration_ids",
     "get_order", "kl_to_teacher", "laco_merges", "layer_cosines", "local_run_costs", "needs_calibration",
-    "nested_from_sequence", "patch_order", "prune_teacher", "pruning_order", "recordings",
+    "nested_from_sequence", "order_sets", "patch_order", "prune_teacher", "pruning_order", "recordings",
     "run_costs", "shortest_path_subsets",
 ]

@@ -8,18 +8,21 @@ student's to the teacher's.
 
 Each :class:`Order` says what it is: how it is chosen (``kind``), whether its sets grow one layer
 at a time (``nested``), whether it needs calibration text, and what it optimises, on which data.
-The CLI, the dashboard and ``BoomerangPair.build(order=...)`` all read :data:`ORDERS`, so a new
-order is added here once.
+The CLI, the dashboard and :func:`build` (any order's model of one size) all read :data:`ORDERS`,
+so a new order is added here once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedModel
 
-from ..core import BoomerangPair
+from ..core import SEQUENTIAL_ORDERS, BoomerangPair
 from ..core.arch import check_token_ids
 from ..errors import BoomerangError
 from ..progress import Progress
@@ -153,3 +156,35 @@ def patch_order(
         check_token_ids(calib_ids, pair.teacher, "Calibration ids")
     assert order.sets is not None
     return check_full(order.sets(pair, calib_ids, custom, progress), pair.num_student_layers)
+
+
+# Searched orders, per pair (dropped with it) and calibration text: a search runs once.
+_SEARCHED: weakref.WeakKeyDictionary[BoomerangPair, dict[tuple, list[frozenset[int]]]] = weakref.WeakKeyDictionary()
+
+
+def _tensor_key(t: torch.Tensor) -> tuple:
+    """A key that is equal for tensors of equal dtype, shape and values."""
+    data = t.detach().cpu().contiguous()
+    return (str(data.dtype), tuple(data.shape), hashlib.sha1(data.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest())
+
+
+def order_sets(pair: BoomerangPair, name: str, calib_ids: torch.Tensor | None = None) -> list[frozenset[int]]:
+    """:func:`patch_order`, searched once per pair and calibration text and then reused (a pair
+    whose weights change in place needs a new :class:`~boomerang.core.BoomerangPair`)."""
+    key = (name, None if calib_ids is None else _tensor_key(calib_ids))
+    cache = _SEARCHED.setdefault(pair, {})
+    if key not in cache:
+        cache[key] = patch_order(pair, name, calib_ids)
+    return list(cache[key])
+
+
+def build(pair: BoomerangPair, name: str, k: int, calib_ids: torch.Tensor | None = None) -> PreTrainedModel:
+    """The model of size ``k`` (student layers patched) of any registered patch order: a
+    sequential one by its rule, one chosen from ``calib_ids`` by its search (:func:`order_sets`,
+    so building every size searches once)."""
+    if name in SEQUENTIAL_ORDERS:
+        return pair.build(order=name, k=k)
+    sets = order_sets(pair, name, calib_ids)
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(sets):
+        raise BoomerangError(f"k must be a whole number from 0 to {len(sets) - 1}, not {k!r}.")
+    return pair.build(patched=sets[k])
