@@ -1,8 +1,10 @@
 """boomerang dashboard: `streamlit run app.py`.
 
-Pages live in app_pages/ (not pages/: a pages/ folder makes Streamlit 1.67 bypass
-st.navigation and run the files directly); the shared sidebar (pair, data, device) is in
-app_pages/_sidebar.py; all computation in boomerang/ (see boomerang/ui/).
+Pages live in app_pages/, not pages/: with a pages/ folder, a real Streamlit 1.67 server still
+follows st.navigation, but its AppTest reruns a page file alone, without this script and the
+sidebar it builds, and the test suite drives every page through AppTest (shown by
+tests/test_layout.py::test_why_the_pages_are_not_in_a_folder_named_pages). The shared sidebar
+(pair, data, device) is in app_pages/_sidebar.py; all computation in boomerang/ (see boomerang/ui/).
 """
 
 import streamlit as st
