@@ -56,6 +56,12 @@ class Context:
     def data_key(self) -> str:
         return self.eval.key
 
+    def key(self, kind: str, *parts: object, pair_key: str | None = None) -> tuple:
+        """The results cache's key of ``kind`` ("curve", "point", "same-size" ...) of this pair
+        (or the pair of ``pair_key``) on this evaluation text, with ``parts`` (order, metric ...):
+        every page spells a result's key this way, so pages share what they computed."""
+        return (kind, pair_key or self.pair_key, self.data_key, *parts)
+
 
 # ---- URL <-> session state -------------------------------------------------------------------
 

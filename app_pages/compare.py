@@ -60,15 +60,15 @@ if not picked:
 try:
     blocks = eval_blocks(ctx)
     calib = calib_ids(ctx) if any(ui.needs_calibration(o) for o in picked) else None
-    frames = [computed(("sweep", ctx.pair_key, ctx.data_key, o, metric, limit), f"Evaluating {o}",
+    frames = [computed(ctx.key("sweep", o, metric, limit), f"Evaluating {o}",
                        lambda progress, o=o: ui.sweep(pair, [o], blocks, calib, progress, metric, limit))
               for o in picked]
-    frames += [computed(("compare", ctx.pair_key, ctx.data_key, others[m], metric, limit), f"Evaluating {m}",
+    frames += [computed(ctx.key("compare", others[m], metric, limit), f"Evaluating {m}",
                         lambda progress, m=m: ui.compare_model(pair, m, others[m], blocks, metric, limit))
                for m in shown_models]
     same_size = ui.same_size_students(ctx.spec)
     if same_size:
-        frames.append(computed(("same-size", ctx.pair_key, ctx.data_key, metric, limit),
+        frames.append(computed(ctx.key("same-size", metric, limit),
                                "Evaluating the students distilled at each size",
                                lambda progress: ui.same_size_points(pair, same_size, blocks, metric, limit)))
 except Exception as e:  # noqa: BLE001
@@ -87,8 +87,8 @@ y_title = (f"{ppl_what} (lower is better)" if metric == "perplexity"
 x_title = None
 if x_axis == "latency":
     timed = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
-    df = computed(("latency x", ctx.pair_key, ctx.data_key, tuple(picked), tuple(shown_models), metric, limit,
-                   lat_batch), "Timing every size", lambda progress: ui.with_latency(pair, df, timed, lat_batch, progress))
+    df = computed(ctx.key("latency x", tuple(picked), tuple(shown_models), metric, limit, lat_batch),
+                  "Timing every size", lambda progress: ui.with_latency(pair, df, timed, lat_batch, progress))
     x_title = latency_title(lat_batch)
 fig = plots.curve_figure(df, x=x_axis, y=metric, height=480, log_y=metric == "perplexity", y_title=y_title,
                          x_title=x_title)

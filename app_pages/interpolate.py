@@ -47,20 +47,20 @@ keep("order", order)
 try:
     blocks = eval_blocks(ctx)
     calib = calib_ids(ctx) if order not in ui.SEQUENTIAL_ORDERS else None
-    df = computed(("curve", ctx.pair_key, ctx.data_key, order), f"Evaluating the {order} curve",
+    df = computed(ctx.key("curve", order), f"Evaluating the {order} curve",
                   lambda progress: ui.curve(pair, order, blocks, calib, progress))
     sets = [frozenset(p) for p in df["patched"]]
     timed_sizes = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
     lat = computed(("latency", ctx.pair_key, order, lat_batch), "Timing generation at every size",
                    lambda progress: ui.latency_profile(pair, sets, timed_sizes, lat_batch))
     same_size = ui.same_size_students(ctx.spec)
-    points = computed(("same-size", ctx.pair_key, ctx.data_key, "perplexity", None),
+    points = computed(ctx.key("same-size", "perplexity", None),
                       "Evaluating the students distilled at each size",
                       lambda progress: ui.same_size_points(pair, same_size, blocks)) if same_size else None
     if x_axis == "latency":
         df = df.assign(latency=lat)
         if points is not None:
-            points = computed(("same-size latency", ctx.pair_key, ctx.data_key, lat_batch), "Timing the same-size students",
+            points = computed(ctx.key("same-size latency", lat_batch), "Timing the same-size students",
                               lambda progress: ui.with_latency(pair, points, timed_sizes, lat_batch, progress))
 except Exception as e:  # noqa: BLE001
     show_error(e)
@@ -68,7 +68,7 @@ except Exception as e:  # noqa: BLE001
 acc = None
 acc_what = ui.present.accuracy_label(task, ui.ACCURACY_EXAMPLES) if task else ""
 if task is not None:
-    acc = in_background(("curve", ctx.pair_key, ctx.data_key, order, task, ui.ACCURACY_EXAMPLES),
+    acc = in_background(ctx.key("curve", order, task, ui.ACCURACY_EXAMPLES),
                         f"Accuracy on {task} at every size of {order}",
                         lambda progress: ui.accuracy_curve(pair, order, task, blocks, calib, progress))
 
@@ -97,7 +97,7 @@ if st.session_state.get("_k_labels") != size_labels:
 
 x_title = latency_title(lat_batch) if x_axis == "latency" else None
 traces = ui.RESULTS.get_or_compute(
-    ("traces", ctx.pair_key, ctx.data_key, order, x_axis, lat_batch, points is not None),
+    ctx.key("traces", order, x_axis, lat_batch, points is not None),
     lambda: plots.curve_traces(df, x_axis) + (plots.curve_traces(points, x_axis) if points is not None else []))
 
 

@@ -81,9 +81,9 @@ try:
     blocks = eval_blocks(ctx)
     with st.spinner("Evaluating your model…"):
         point = ui.RESULTS.get_or_compute(
-            ("point", ctx.pair_key, ctx.data_key, tuple(sorted(patched))),
+            ctx.key("point", tuple(sorted(patched))),
             lambda: ui.evaluate_point(pair, patched, blocks))
-    curves = [computed(("curve", ctx.pair_key, ctx.data_key, o), f"Evaluating the {o} curve",
+    curves = [computed(ctx.key("curve", o), f"Evaluating the {o} curve",
                        lambda progress, o=o: ui.curve(pair, o, blocks, None, progress))
               for o in ui.SEQUENTIAL_ORDERS]
 except Exception as e:  # noqa: BLE001
@@ -101,7 +101,7 @@ if task is not None:
                               f"Accuracy of your pick on {task}",
                               lambda progress: ui.accuracy_point(pair, patched, task, progress))
     for o in ui.SEQUENTIAL_ORDERS:
-        got = in_background(("curve", ctx.pair_key, ctx.data_key, o, task, ui.ACCURACY_EXAMPLES),
+        got = in_background(ctx.key("curve", o, task, ui.ACCURACY_EXAMPLES),
                             f"Accuracy on {task} at every size of {o}",
                             lambda progress, o=o: ui.accuracy_curve(pair, o, task, blocks, None, progress))
         if got is not None:
@@ -133,7 +133,7 @@ show_opt = "optimal" in ui.available_orders() and st.toggle(
     key="show_optimal")
 if show_opt:
     try:
-        frames.append(computed(("curve", ctx.pair_key, ctx.data_key, "optimal"), "Searching the optimal subsets",
+        frames.append(computed(ctx.key("curve", "optimal"), "Searching the optimal subsets",
                                lambda progress: ui.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
     except Exception as e:  # noqa: BLE001
         show_error(e)
@@ -142,7 +142,7 @@ x_title = None
 pick = {**point, "name": "your pick"}
 if x_axis == "latency":
     timed = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
-    all_curves = computed(("latency x", ctx.pair_key, ctx.data_key, show_opt, lat_batch), "Timing every size",
+    all_curves = computed(ctx.key("latency x", show_opt, lat_batch), "Timing every size",
                           lambda progress: ui.with_latency(pair, all_curves, timed, lat_batch, progress))
     pick["latency"] = timed[int(point["layers"])]
     x_title = latency_title(lat_batch)

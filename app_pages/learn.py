@@ -38,7 +38,7 @@ summary = ui.RESULTS.get_or_compute(("summary", pair_key), lambda: ui.pair_summa
 
 try:
     blocks = eval_blocks(ctx, pair, pair_key)
-    ltf = computed(("curve", pair_key, ctx.data_key, "last-to-first"), "Evaluating the curve",
+    ltf = computed(ctx.key("curve", "last-to-first", pair_key=pair_key), "Evaluating the curve",
                    lambda progress: ui.curve(pair, "last-to-first", blocks, None, progress))
 except Exception as e:  # noqa: BLE001
     show_error(e)
@@ -84,7 +84,7 @@ elif step == STEPS[1]:
     labels = ui.layer_labels(pair)
     i = st.select_slider("Patch student layer", list(range(n)), value=summ["best"],
                          format_func=lambda i: labels[i], key="learn_layer")
-    point = ui.RESULTS.get_or_compute(("point", pair_key, ctx.data_key, (i,)),
+    point = ui.RESULTS.get_or_compute(ctx.key("point", (i,), pair_key=pair_key),
                                       lambda: ui.evaluate_point(pair, (i,), blocks))
     st.plotly_chart(plots.strip_figure(ui.strip_cells(pair, (i,)), labels),
                     width="stretch", key="learn_strip_p")
@@ -139,7 +139,7 @@ elif step == STEPS[2]:
     frames = [ltf]
     if "naive-pruning" in ui.available_baselines():
         try:
-            frames.append(computed(("sweep", pair_key, ctx.data_key, "naive-pruning", "perplexity", None),
+            frames.append(computed(ctx.key("sweep", "naive-pruning", "perplexity", None, pair_key=pair_key),
                                    "Pruning the teacher", lambda progress: ui.sweep(
                                        pair, ["naive-pruning"], blocks, None, progress)))
             pr = frames[-1]
@@ -168,7 +168,7 @@ elif step == STEPS[2]:
 elif step == STEPS[3]:
     st.header("Which layers you patch first matters", anchor=False)
     try:
-        ftl = computed(("curve", pair_key, ctx.data_key, "first-to-last"), "Evaluating first-to-last",
+        ftl = computed(ctx.key("curve", "first-to-last", pair_key=pair_key), "Evaluating first-to-last",
                        lambda progress: ui.curve(pair, "first-to-last", blocks, None, progress))
     except Exception as e:  # noqa: BLE001
         show_error(e)
@@ -232,7 +232,7 @@ elif step == STEPS[4]:
         try:
             a_pair = load_spec(a_spec, ctx.device)
             a_key = ui.spec_fingerprint(a_spec, ctx.device)
-            a = computed(("curve", a_key, ctx.data_key, "last-to-first"), f"Evaluating the {name} student",
+            a = computed(ctx.key("curve", "last-to-first", pair_key=a_key), f"Evaluating the {name} student",
                          lambda progress, a_pair=a_pair: ui.curve(a_pair, "last-to-first", blocks, None, progress))
         except Exception as e:  # noqa: BLE001
             show_error(e)
