@@ -103,6 +103,37 @@ def test_core_depends_on_nothing_above_it():
             assert above == [], (name, above)
 
 
+#: The backend's rooms from the bottom floor up, as the README's Layout section lists them: a
+#: module may import from its own room and the rooms before it, never from one after it.
+FLOORS = ("errors", "paths", "io", "progress", "threads", "cache", "settings", "plots", "core", "data", "zoo",
+          "orders", "eval", "train", "reference", "recipes", "ui", "cli")
+
+
+def _room(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def test_every_module_imports_only_from_its_floor_and_below():
+    mods = _modules()
+    rooms = {_room(m) for m in mods} - {""}
+    assert rooms == set(FLOORS), f"a room the README's Layout does not place: {sorted(rooms ^ set(FLOORS))}"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    listed = [r for r in FLOORS if f"\n  {r}" in layout]
+    assert sorted(listed, key=lambda r: layout.index(f"\n  {r}")) == list(FLOORS)  # the README's order
+    up = []
+    for name, path in mods.items():
+        room = _room(name)
+        if not room:
+            continue  # the package's __init__ gathers the public API from every floor
+        top, _ = _imports(name, path)
+        for target in top:
+            other = _room(target)
+            if other and FLOORS.index(other) > FLOORS.index(room):
+                up.append(f"{name} -> {target}")
+    assert up == []
+
+
 def test_backend_has_no_ui_test_or_pickle_code():
     for path in PKG.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
