@@ -162,6 +162,7 @@ def test_api_bad_input(case, places, demo_pair, tmp_path, monkeypatch):
     kw = _fill(case["kwargs"], places)
     calls = {
         "build": lambda: demo_pair.build(**kw),
+        "orders.build": lambda: bm.orders.build(demo_pair, **kw),
         "sweep": lambda: bm.sweep(demo_pair, **{"max_blocks": 2, "use_cache": False, **kw}),
         "patch_order": lambda: bm.patch_order(demo_pair, **kw),
         "load_pair": lambda: bm.load_pair(**kw),
