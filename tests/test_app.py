@@ -612,6 +612,17 @@ def test_real_model_lesson_quotes_its_report():
                     "last-to-first scores 60.0% [50.0, 70.0] and first-to-last 55.0% [45.0, 65.0].")
     teacher["bbc_news"]["lo"] = 0.59  # the intervals now overlap
     assert "(within noise of each other)" in dash.tour.real_model_lesson(rep)[3]
+    # With intervals in the report, a win counts as clear only where they are apart.
+    for r, spread in zip(rows, (5.0, 4.0, 3.0, 0.0)):
+        for key in ("last_to_first", "first_to_last", "naive_pruning", "block_influence"):
+            r[f"{key}_lo"], r[f"{key}_hi"] = r[key] - spread, r[key] + spread
+    p = dash.tour.real_model_lesson(rep)
+    # 5 layers: first-to-last 33 [30, 36] against block influence 100 [97, 103]: apart.
+    assert "First-to-last beats every pruning baseline at 1 of the 2 intermediate sizes, every time with the " \
+           "95% intervals apart." in p[1]
+    rows[2]["first_to_last_hi"] = 98.0  # its interval now reaches block influence's
+    assert "First-to-last beats every pruning baseline at 1 of the 2 intermediate sizes, with the 95% intervals " \
+           "apart at 0 of them (the rest within noise)." in dash.tour.real_model_lesson(rep)[1]
 
 
 @pytest.mark.skipif("__import__('boomerang.ui').ui.shipped_smollm2_report() is None",

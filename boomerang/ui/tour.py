@@ -125,16 +125,30 @@ def real_model_lesson(rep: dict[str, Any]) -> list[str]:
     def beaten(r: dict[str, Any], key: str) -> bool:
         return r[key] < min(r[b] for b, _ in baselines if r.get(b) is not None)
 
+    def clearly_beaten(r: dict[str, Any], key: str) -> bool:
+        # Won beyond noise: its 95% interval lies below every baseline's.
+        return all(r[f"{key}_hi"] < r[f"{b}_lo"] for b, _ in baselines if r.get(b) is not None)
+
+    with_intervals = all(r.get(f"{k}_hi") is not None for r in middle for k in ("last_to_first", "first_to_last")) \
+        and all(r.get(f"{b}_lo") is not None for r in middle for b, _ in baselines if r.get(b) is not None)
+
+    def tally(name: str, key: str) -> str:
+        won = sum(beaten(r, key) for r in middle)
+        text = f"{name} beats every pruning baseline at " + (
+            f"every one of the {len(middle)} intermediate sizes" if won == len(middle) else
+            f"{won} of the {len(middle)} intermediate sizes")
+        if with_intervals:
+            clear = sum(clearly_beaten(r, key) for r in middle)
+            text += f", with the 95% intervals apart at {clear} of them (the rest within noise)" if clear < won \
+                else ", every time with the 95% intervals apart"
+        return text + "."
+
     out.append(
         f"Half-way in size, at **{mid['layers']} layers**, patching last-to-first gives **{mid['last_to_first']:,.2f}** "
         f"and first-to-last **{mid['first_to_last']:,.2f}**, with no training. Dropping teacher layers to reach "
         f"the same {mid['layers']} layers gives {listed}: the best of them is "
         f"{prune / best:,.1f}× the better patched model's perplexity. " + " ".join(
-            f"{name} beats every pruning baseline at "
-            + (f"every one of the {len(middle)} intermediate sizes." if won == len(middle) else
-               f"{won} of the {len(middle)} intermediate sizes.")
-            for name, key in (("Last-to-first", "last_to_first"), ("First-to-last", "first_to_last"))
-            for won in [sum(beaten(r, key) for r in middle)]))
+            tally(name, key) for name, key in (("Last-to-first", "last_to_first"), ("First-to-last", "first_to_last"))))
     wins = sum(r["last_to_first"] < r["first_to_last"] for r in middle)
     losses = sum(r["last_to_first"] > r["first_to_last"] for r in middle)
     shape = []
