@@ -181,7 +181,7 @@ def curve_traces(df: pd.DataFrame, x: str = "params", y: str = "perplexity") -> 
 
 #: A perplexity axis reaches at most this many times the best model's perplexity at its worst
 #: size; higher points (a pruning baseline that breaks the model) are named, not drawn to scale.
-OFF_SCALE = 30.0
+OFF_SCALE = 200.0
 
 
 def _cap_off_scale(data: list[dict[str, Any]], yaxis: dict[str, Any]) -> list[dict[str, Any]]:
