@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
