@@ -6,7 +6,8 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages._sidebar import keep, show_error, url_default
+from app_pages._results import show_error
+from app_pages._state import keep, url_default
 from boomerang import ui
 from boomerang.progress import Progress
 

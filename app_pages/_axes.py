@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_pages._sidebar import bind, keep
+from app_pages._state import bind, keep
 from boomerang import plots, ui
 
 AXES = ["layers", "params", "latency"]

@@ -3,16 +3,9 @@
 import streamlit as st
 
 from app_pages._axes import latency_title, x_axis_choice
-from app_pages._sidebar import (
-    bind,
-    calib_ids,
-    computed,
-    context,
-    eval_blocks,
-    keep,
-    show_error,
-    url_default,
-)
+from app_pages._context import context
+from app_pages._results import calib_ids, computed, eval_blocks, show_error
+from app_pages._state import bind, keep, url_default
 from boomerang import plots, ui
 
 ctx = context()

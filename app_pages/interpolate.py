@@ -5,16 +5,9 @@ import streamlit as st
 from app_pages._accuracy import accuracy_choice, in_background
 from app_pages._axes import latency_title, x_axis_choice
 from app_pages._live_chart import live_plotly_chart
-from app_pages._sidebar import (
-    bind,
-    calib_ids,
-    computed,
-    context,
-    eval_blocks,
-    keep,
-    pair_summary,
-    show_error,
-)
+from app_pages._context import context
+from app_pages._results import calib_ids, computed, eval_blocks, pair_summary, show_error
+from app_pages._state import bind, keep
 from app_pages._timing import timed
 from boomerang import plots, ui
 

@@ -7,17 +7,9 @@ import streamlit as st
 from app_pages._accuracy import accuracy_choice, in_background
 from app_pages._axes import latency_title, x_axis_choice
 from app_pages._live_chart import live_plotly_chart
-from app_pages._sidebar import (
-    calib_ids,
-    computed,
-    context,
-    eval_blocks,
-    fmt_layers,
-    keep,
-    show_error,
-    url_default,
-    warn,
-)
+from app_pages._context import context
+from app_pages._results import calib_ids, computed, eval_blocks, show_error
+from app_pages._state import fmt_layers, keep, url_default, warn
 from boomerang import plots, ui
 
 ctx = context()

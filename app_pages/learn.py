@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages._sidebar import computed, context, eval_blocks, load_spec, show_error
+from app_pages._context import context
+from app_pages._results import computed, eval_blocks, load_spec, show_error
 from boomerang import plots, ui
 
 ctx = context()

@@ -3,7 +3,8 @@ where patching helps."""
 
 import streamlit as st
 
-from app_pages._sidebar import calib_ids, computed, context, show_error
+from app_pages._context import context
+from app_pages._results import calib_ids, computed, show_error
 from boomerang import plots, ui
 
 ctx = context()

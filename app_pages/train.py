@@ -5,7 +5,9 @@ import time
 
 import streamlit as st
 
-from app_pages._sidebar import allow_outside, context, show_error
+from app_pages._context import context
+from app_pages._results import show_error
+from app_pages._state import allow_outside
 from boomerang import plots, ui
 from boomerang.core import LayerMapping
 from boomerang.errors import BoomerangError
