@@ -421,3 +421,31 @@ def test_a_student_delta_is_composed_from_the_pairs_teacher_and_drawn_at_its_own
     make_delta(tmp_path / "other", other.teacher, other.student, other.mapping, bits=8)
     with pytest.raises(BoomerangError, match="made from other teacher weights"):
         bm.sweep(pair, ["last-to-first"], data=ids, compare=[tmp_path / "other"], cache_dir=tmp_path / "cache")
+
+
+def test_a_student_delta_is_composed_from_its_recorded_teacher_when_the_pair_holds_other_bits(tmp_path):
+    """A pair loaded in bfloat16 (a GPU session) does not hold the float32 teacher a delta was made
+    from: the delta is composed from the teacher folder it records instead, then cast."""
+    import os
+
+    from boomerang.core.delta import make_delta
+
+    tok = tiny_tokenizer()
+    pair = tiny_pair("llama", 6, keep_last=2, vocab=len(tok))
+    pair.tokenizer = tok
+    five = tiny_pair("llama", 6, keep_last=4, vocab=len(tok), seed=0)
+    five.teacher.save_pretrained(tmp_path / "teacher")
+    tok.save_pretrained(tmp_path / "teacher")
+    delta = tmp_path / "same_size" / "5-layers"
+    composed = make_delta(delta, five.teacher, five.student, five.mapping, bits=8,
+                          teacher_name=os.path.relpath(tmp_path / "teacher", delta))
+    half = bm.BoomerangPair(pair.teacher.to(torch.bfloat16), pair.student.to(torch.bfloat16), pair.mapping)
+    half.tokenizer = tok
+    ids = random_ids(3, 12, seed=5, vocab=len(tok))
+    row = ev.same_size_rows(half, {5: delta}, ids).iloc[0]
+    total, count = direct_nll(composed.to(torch.bfloat16), ids)
+    assert row["layers"] == 5 and row["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-3)
+    # A recorded teacher that reads text otherwise is refused.
+    tiny_tokenizer(vocab_size=280).save_pretrained(tmp_path / "teacher")
+    with pytest.raises(BoomerangError, match="reads text otherwise than this pair"):
+        ev.same_size_rows(half, {5: delta}, ids)

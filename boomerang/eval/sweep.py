@@ -24,7 +24,7 @@ from torch import nn
 from ..cache import pair_fingerprint, tensor_fingerprint
 from ..core import BoomerangPair, load_model
 from ..core.arch import check_token_ids, num_layers
-from ..core.delta import apply_delta, is_delta_folder
+from ..core.delta import apply_delta, is_delta_folder, read_delta_meta
 from ..data import load_blocks, tokenizer_fingerprint
 from ..errors import BoomerangError
 from ..io import atomic_write
@@ -357,8 +357,8 @@ def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dic
     teacher_param = next(pair.teacher.parameters())
     for label, ref in named.items():
         if is_delta_folder(ref):  # a student stored as what it adds to this pair's teacher
-            model, _ = apply_delta(pair.teacher, ref)
-            out.append((COMPARE_PREFIX + label, model.to(teacher_param.device).eval()))
+            model = _delta_student(pair, ref, want)
+            out.append((COMPARE_PREFIX + label, model.to(device=teacher_param.device, dtype=teacher_param.dtype).eval()))
             continue
         model, tok = load_model(ref, device=teacher_param.device, dtype=teacher_param.dtype)
         if tok is None:
@@ -369,6 +369,25 @@ def _compare_models(pair: BoomerangPair, refs: Sequence[str | os.PathLike] | dic
                                  "would not be comparable; compare models of the same tokenizer.")
         out.append((COMPARE_PREFIX + label, model))
     return out
+
+
+def _delta_student(pair: BoomerangPair, ref: str | os.PathLike, tokenizer_fp: str) -> nn.Module:
+    """The student a delta folder describes, composed from the pair's teacher when it holds the
+    very weights the delta was made from, else from the teacher folder the delta records (a pair
+    loaded in bfloat16 on a GPU holds other bits than the float32 teacher), refused in one
+    sentence when neither is that teacher or the recorded one reads text otherwise."""
+    try:
+        return apply_delta(pair.teacher, ref)[0]
+    except BoomerangError:
+        recorded = read_delta_meta(ref).get("teacher")
+        folder = Path(ref) / recorded if isinstance(recorded, str) and recorded else None
+        if folder is None or not (folder / "config.json").is_file():
+            raise
+    teacher, tok = load_model(folder, device="cpu", dtype=torch.float32)
+    if tok is None or tokenizer_fingerprint(tok) != tokenizer_fp:
+        raise BoomerangError(f"The student delta {str(ref)!r} belongs to a teacher that reads text otherwise "
+                             "than this pair, so its perplexity would not be comparable.")
+    return apply_delta(teacher, ref)[0]
 
 
 def _model_row(name: str, model: nn.Module, blocks: torch.Tensor, tokenizer: Any, metrics: Sequence[str],
