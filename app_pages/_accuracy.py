@@ -49,3 +49,10 @@ def in_background(key: tuple, label: str, fn: Callable[[Progress], Any]) -> Any 
 
     _wait()
     return None
+
+
+def accuracy_metric(column, task: str, accuracy: float, lo: float, hi: float) -> None:
+    """The accuracy of one model as a metric in ``column``, its 95% interval under it."""
+    column.metric(f"Accuracy: {task}", f"{100 * accuracy:.0f}%",
+                  help=ui.present.accuracy_label(task, ui.ACCURACY_EXAMPLES),
+                  delta=f"95% interval {100 * lo:.0f}-{100 * hi:.0f}%", delta_color="off", delta_arrow="off")

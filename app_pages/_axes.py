@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app_pages._context import Context
 from app_pages._state import bind, keep
 from boomerang import plots, ui
 
@@ -31,3 +32,9 @@ def _short(axis: str) -> str:
 def latency_title(batch: int) -> str:
     """The latency axis' title at ``batch``."""
     return f"{plots.X_TITLES['latency']}, batch {batch}"
+
+
+def latency_timings(ctx: Context, batch: int) -> dict[int, float]:
+    """Layer count -> ms per token at ``batch`` for the sidebar's pair, shared by every page (a
+    size timed once is timed for all)."""
+    return ui.RESULTS.get_or_compute(("latency", ctx.pair_key, batch), dict)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_pages._axes import latency_title, x_axis_choice
+from app_pages._axes import latency_timings, latency_title, x_axis_choice
 from app_pages._context import context
 from app_pages._results import calib_ids, computed, eval_blocks, show_error
 from app_pages._state import bind, keep, url_default
@@ -79,7 +79,7 @@ y_title = (f"{ppl_what} (lower is better)" if metric == "perplexity"
            else f"accuracy on {metric} ({limit} examples per size)")
 x_title = None
 if x_axis == "latency":
-    timed = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
+    timed = latency_timings(ctx, lat_batch)
     df = computed(ctx.key("latency x", tuple(picked), tuple(shown_models), metric, limit, lat_batch),
                   "Timing every size", lambda progress: ui.with_latency(pair, df, timed, lat_batch, progress))
     x_title = latency_title(lat_batch)

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from app_pages._accuracy import accuracy_choice, in_background
-from app_pages._axes import latency_title, x_axis_choice
+from app_pages._accuracy import accuracy_choice, accuracy_metric, in_background
+from app_pages._axes import latency_timings, latency_title, x_axis_choice
 from app_pages._live_chart import live_plotly_chart
 from app_pages._context import context
 from app_pages._results import calib_ids, computed, eval_blocks, pair_summary, show_error
@@ -43,7 +43,7 @@ try:
     df = computed(ctx.key("curve", order), f"Evaluating the {order} curve",
                   lambda progress: ui.curve(pair, order, blocks, calib, progress))
     sets = [frozenset(p) for p in df["patched"]]
-    timed_sizes = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
+    timed_sizes = latency_timings(ctx, lat_batch)
     lat = computed(("latency", ctx.pair_key, order, lat_batch), "Timing generation at every size",
                    lambda progress: ui.latency_profile(pair, sets, timed_sizes, lat_batch))
     same_size = ui.same_size_students(ctx.spec)
@@ -121,9 +121,7 @@ def _size_view() -> None:
               delta_color="off", delta_arrow="off")
     if acc is not None:
         a = acc.iloc[k]
-        m5[0].metric(f"Accuracy: {task}", f"{100 * a[task]:.0f}%", help=acc_what,
-                     delta=f"95% interval {100 * a[f'{task}_lo']:.0f}-{100 * a[f'{task}_hi']:.0f}%",
-                     delta_color="off", delta_arrow="off")
+        accuracy_metric(m5[0], task, a[task], a[f"{task}_lo"], a[f"{task}_hi"])
     st.caption(f"Perplexity: {ppl_what}. " + (f"Accuracy: {acc_what}. " if acc is not None else "")
                + (f"Orange diamonds: students distilled directly at {', '.join(map(str, same_size))} "
                   "layers with the student's recipe and token budget, for comparison. " if same_size else "")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages._accuracy import accuracy_choice, in_background
-from app_pages._axes import latency_title, x_axis_choice
+from app_pages._accuracy import accuracy_choice, accuracy_metric, in_background
+from app_pages._axes import latency_timings, latency_title, x_axis_choice
 from app_pages._live_chart import live_plotly_chart
 from app_pages._context import context
 from app_pages._results import calib_ids, computed, eval_blocks, show_error
@@ -112,9 +112,7 @@ m3.metric("Decoder layers", f"{point['layers']}", delta=f"{len(patched)} of {n} 
           delta_color="off", delta_arrow="off")
 acc_what = ui.present.accuracy_label(task, ui.ACCURACY_EXAMPLES) if task else ""
 if acc_point is not None:
-    m4[0].metric(f"Accuracy: {task}", f"{100 * acc_point['accuracy']:.0f}%", help=acc_what,
-                 delta=f"95% interval {100 * acc_point['lo']:.0f}-{100 * acc_point['hi']:.0f}%",
-                 delta_color="off", delta_arrow="off")
+    accuracy_metric(m4[0], task, acc_point["accuracy"], acc_point["lo"], acc_point["hi"])
 st.caption(f"Perplexity: {ppl_what}." + (f" Accuracy: {acc_what}." if task else ""))
 
 import pandas as pd  # noqa: E402
@@ -133,7 +131,7 @@ all_curves = pd.concat(frames, ignore_index=True)
 x_title = None
 pick = {**point, "name": "your pick"}
 if x_axis == "latency":
-    timed = ui.RESULTS.get_or_compute(("latency", ctx.pair_key, lat_batch), dict)  # layer count -> ms
+    timed = latency_timings(ctx, lat_batch)
     all_curves = computed(ctx.key("latency x", show_opt, lat_batch), "Timing every size",
                           lambda progress: ui.with_latency(pair, all_curves, timed, lat_batch, progress))
     pick["latency"] = timed[int(point["layers"])]

@@ -28,7 +28,7 @@ from .errors import BoomerangError
 from .eval import block_similarity, evaluate_sizes, similarity_matrix, sweep
 from .eval.config import EvalConfig, check_limit
 from .io import atomic_write
-from .orders import BASELINES, ORDER_NAMES, ORDERS, needs_calibration, prune_teacher, pruning_order
+from .orders import BASELINES, ORDER_NAMES, ORDERS, needs_calibration, prune_teacher, pruning_method, pruning_order
 from .orders import build as build_order
 from .paths import demo_assets_dir
 from .progress import tqdm_progress
@@ -114,6 +114,12 @@ def _info(args: argparse.Namespace) -> int:
 # ---- patch ---------------------------------------------------------------------------------
 
 
+def _check_checkpoint_out(out: str) -> None:
+    """Refuse an ``--out`` for a standalone checkpoint that is a file."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BoomerangError(f"--out {out} is a file; give a new folder for the checkpoint.")
+
+
 def _patch_args(p: argparse.ArgumentParser) -> None:
     add_pair_arguments(p)
     p.add_argument("--patched", help="student layers to patch, e.g. 1,2")
@@ -131,9 +137,7 @@ def _patch(args: argparse.Namespace) -> int:
         raise BoomerangError("--order and --k go together: --order names the order, --k how many layers to patch.")
     if args.patched is None and args.order is None:
         raise BoomerangError("Say what to patch: --patched 1,2 or --order last-to-first --k 3 (--patched '' for the student).")
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BoomerangError(f"--out {args.out} is a file; give a new folder for the checkpoint.")
+    _check_checkpoint_out(args.out)
     patched = parse_layers(args.patched)
     pair = pair_from_args(args)
     if args.order is not None:
@@ -162,14 +166,12 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 @command("prune", "build a pruning baseline of the teacher at one size and save it as a standalone HF checkpoint",
          _prune_args)
 def _prune(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BoomerangError(f"--out {args.out} is a file; give a new folder for the checkpoint.")
+    _check_checkpoint_out(args.out)
     if args.method not in BASELINES:
         raise BoomerangError(f"Unknown pruning baseline {args.method!r}; choose one of {', '.join(BASELINES)}.")
     pair = pair_from_args(args)
     calib = _calib_from_args(pair, args) if needs_calibration(args.method) else None
-    method = "naive" if args.method == "naive-pruning" else args.method
+    method = pruning_method(args.method)
     keep = pruning_order(pair, method, calib, sizes=[args.layers])[args.layers]
     model = prune_teacher(pair, keep)
     out = export_model(model, args.out, tokenizer=pair.tokenizer)

@@ -35,6 +35,7 @@ from ..orders import (
     needs_calibration,
     patch_order,
     prune_teacher,
+    pruning_method,
     pruning_order,
 )
 from ..paths import cache_dir
@@ -100,9 +101,8 @@ def _order_rows(
     """``order``, ``k``, ``patched``, ``layers``, ``params``, ``kept`` for each size of ``order``."""
     rows = []
     if order in BASELINES:
-        method = "naive" if order == "naive-pruning" else order  # the other baselines share their method's name
         n = pair.num_student_layers
-        for layers, keep in pruning_order(pair, method, calib_ids=calib_ids, progress=progress).items():
+        for layers, keep in pruning_order(pair, pruning_method(order), calib_ids=calib_ids, progress=progress).items():
             rows.append(dict(order=order, k=layers - n, patched="", layers=layers,
                              params=_count_params(prune_teacher(pair, keep)), kept=json.dumps(keep)))
         return rows

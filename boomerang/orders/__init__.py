@@ -9,7 +9,7 @@ into the searches).
 
 from .calibration import calib_batches, calibration_ids, kl_to_teacher
 from .laco import build_laco, laco_merges
-from .pruning import PRUNING_METHODS, block_influence, prune_teacher, pruning_order
+from .pruning import PRUNING_METHODS, block_influence, prune_teacher, pruning_method, pruning_order
 from .registry import (
                        BASELINES,
                        ORDER_NAMES,
@@ -37,6 +37,6 @@ __all__ = [
     "BASELINES", "MAX_EXHAUSTIVE_LAYERS", "ORDERS", "ORDER_NAMES", "PRUNING_METHODS", "Order",
     "all_subset_kls", "available_orders", "block_influence", "build", "build_laco", "calib_batches", "calibration_ids",
     "get_order", "kl_to_teacher", "laco_merges", "layer_cosines", "local_run_costs", "needs_calibration",
-    "nested_from_sequence", "order_sets", "patch_order", "prune_teacher", "pruning_order", "recordings",
+    "nested_from_sequence", "order_sets", "patch_order", "prune_teacher", "pruning_method", "pruning_order", "recordings",
     "run_costs", "shortest_path_subsets",
 ]

@@ -32,6 +32,12 @@ from .laco import build_laco, cached_laco_merges
 PRUNING_METHODS = ("naive", "block-influence", "angular", "sleb", "laco")
 
 
+def pruning_method(baseline: str) -> str:
+    """The :func:`pruning_order` method of a registered baseline: ``naive-pruning`` is ``naive``,
+    the others share their method's name."""
+    return "naive" if baseline == "naive-pruning" else baseline
+
+
 def prune_teacher(pair: BoomerangPair, keep: Sequence[int] | Sequence[Sequence[int]]) -> PreTrainedModel:
     """The teacher with only the decoder layers ``keep`` (in order), zero-copy.
 

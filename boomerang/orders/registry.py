@@ -14,7 +14,6 @@ so a new order is added here once.
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from ..cache import tensor_fingerprint
 from ..core import SEQUENTIAL_ORDERS, BoomerangPair
 from ..core.arch import check_token_ids
 from ..errors import BoomerangError
@@ -162,16 +162,10 @@ def patch_order(
 _SEARCHED: weakref.WeakKeyDictionary[BoomerangPair, dict[tuple, list[frozenset[int]]]] = weakref.WeakKeyDictionary()
 
 
-def _tensor_key(t: torch.Tensor) -> tuple:
-    """A key that is equal for tensors of equal dtype, shape and values."""
-    data = t.detach().cpu().contiguous()
-    return (str(data.dtype), tuple(data.shape), hashlib.sha1(data.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest())
-
-
 def order_sets(pair: BoomerangPair, name: str, calib_ids: torch.Tensor | None = None) -> list[frozenset[int]]:
     """:func:`patch_order`, searched once per pair and calibration text and then reused (a pair
     whose weights change in place needs a new :class:`~boomerang.core.BoomerangPair`)."""
-    key = (name, None if calib_ids is None else _tensor_key(calib_ids))
+    key = (name, None if calib_ids is None else tensor_fingerprint(calib_ids))
     cache = _SEARCHED.setdefault(pair, {})
     if key not in cache:
         cache[key] = patch_order(pair, name, calib_ids)

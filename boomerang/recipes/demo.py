@@ -233,17 +233,19 @@ def train_students(
     Returns, per mode, the student directory, steps, tokens and wall time. An interrupted run
     resumes from its last checkpoint when called again.
     """
-    out: dict[str, dict[str, Any]] = {}
-    for i, mode in enumerate(modes):
-        cfg = student_config(teacher_dir, Path(work_dir) / mode, mode, steps, seq_len, threads)
-        t0 = time.time()
+    return {mode: _distill_one(student_config(teacher_dir, Path(work_dir) / mode, mode, steps, seq_len, threads),
+                               scaled(progress, i * steps, steps, len(modes) * steps, mode), progress is None)
+            for i, mode in enumerate(modes)}
 
-        student_dir = distill(cfg, progress=scaled(progress, i * steps, steps, len(modes) * steps, mode),
-                              show_progress_bar=progress is None)
-        out[mode] = {"dir": str(student_dir), "steps": steps, "tokens": steps * cfg.batch_size * seq_len,
-                     "wall_time_s": round(time.time() - t0, 1), "lr": cfg.lr, "batch_size": cfg.batch_size,
-                     "loss_weights": effective_loss_weights(cfg), "freeze": list(cfg.freeze)}
-    return out
+
+def _distill_one(cfg: Any, progress: Progress | None, show_progress_bar: bool) -> dict[str, Any]:
+    """Distill one demo student as ``cfg`` says; its record for the model card: folder, steps,
+    tokens, wall time, learning rate, batch, the loss weights it trained with and what stayed frozen."""
+    t0 = time.time()
+    student_dir = distill(cfg, progress=progress, show_progress_bar=show_progress_bar)
+    return {"dir": str(student_dir), "steps": cfg.steps, "tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
+            "wall_time_s": round(time.time() - t0, 1), "lr": cfg.lr, "batch_size": cfg.batch_size,
+            "loss_weights": effective_loss_weights(cfg), "freeze": list(cfg.freeze)}
 
 
 #: Depths of the demo's same-size students: every size strictly between the student and the teacher.
@@ -284,12 +286,8 @@ def train_same_size_students(
     out: dict[int, dict[str, Any]] = {}
     for i, layers in enumerate(depths):
         cfg = same_size_config(teacher_dir, Path(work_dir) / f"{layers}-layers", layers, steps, seq_len, threads)
-        t0 = time.time()
-        student_dir = distill(cfg, progress=scaled(progress, i * steps, steps, len(depths) * steps, f"{layers} layers"),
-                              show_progress_bar=progress is None)
-        out[layers] = {"dir": str(student_dir), "steps": steps, "tokens": steps * cfg.batch_size * seq_len,
-                       "wall_time_s": round(time.time() - t0, 1), "keep_last": cfg.keep_last,
-                       "loss_weights": effective_loss_weights(cfg), "freeze": list(cfg.freeze)}
+        out[layers] = {**_distill_one(cfg, scaled(progress, i * steps, steps, len(depths) * steps, f"{layers} layers"),
+                                      progress is None), "keep_last": cfg.keep_last}
     return out
 
 

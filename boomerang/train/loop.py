@@ -77,7 +77,7 @@ from .loss import (
     frozen_parameters,
     last_decoder_layer,
 )
-from .processes import process_state, use_cpu
+from .processes import Peers, process_state, use_cpu
 from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -451,6 +451,7 @@ def _train(
 
     # ---- resume -------------------------------------------------------------------------
     world = acc.num_processes
+    peers = Peers()  # the same process group as the Accelerator's
     per_step = config.batch_size * config.grad_accum * world  # sequences per optimizer step
     tokens_per_step = per_step * config.seq_len
     step, tokens_seen, elapsed_before = 0, 0, 0.0
@@ -568,10 +569,8 @@ def _train(
                                 cos=f"{vals['cos']:.3g}", refresh=False)
             bar.update(1)
 
-            stop = stop_requested(should_stop)
-            if world > 1:  # every rank must stop at the same step (the checkpoint is collective)
-                flag = torch.tensor([float(stop)], device=acc.device)
-                stop = bool(acc.reduce(flag, "sum").item() > 0)
+            # Every rank must stop at the same step (the checkpoint is collective).
+            stop = peers.any(stop_requested(should_stop))
             event, ck = "step", None
             if step % config.save_every == 0 or (stop and step < config.steps):
                 ck = save_checkpoint(step, elapsed_before + elapsed)

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..recipes.smollm2 import PRUNING_LABELS
+
 
 def midway_row(curve_df: pd.DataFrame) -> pd.Series:
     """The row of a curve whose layer count is closest to half-way between its first (student)
@@ -93,8 +95,7 @@ def _acc(a: dict[str, float]) -> str:
 
 
 #: The pruning baselines a report's rows may hold, and how the tour names them.
-PRUNING_NAMES = (("naive_pruning", "naive pruning"), ("block_influence", "block-influence pruning"),
-                 ("angular", "angular-distance pruning"), ("sleb", "SLEB pruning"), ("laco", "LaCo merging"))
+PRUNING_NAMES = tuple(PRUNING_LABELS.items())
 
 
 def real_model_lesson(rep: dict[str, Any]) -> list[str]:
