@@ -59,11 +59,6 @@ def allow_outside() -> bool:
     return bool(st.session_state.get("allow_outside", False))
 
 
-def fmt_layers(patched) -> str:
-    """A patched set as the URL writes it: "1,3,4"."""
-    return ",".join(str(i) for i in sorted(patched))
-
-
 def checked_ref(name: str, ref: str, default: str = "", *, hub: str = "repo") -> str:
     """``ref`` when it may be used (a hub id, or a path the session may read), else ``default`` with a warning."""
     parsed = ui.query.check_local_ref(name, ref, default, hub=hub, allow_outside=allow_outside())

@@ -42,7 +42,7 @@ try:
     calib = calib_ids(ctx) if order not in ui.SEQUENTIAL_ORDERS else None
     df = computed(ctx.key("curve", order), f"Evaluating the {order} curve",
                   lambda progress: ui.curve(pair, order, blocks, calib, progress))
-    sets = [frozenset(p) for p in df["patched"]]
+    sets = [ui.Patched(p) for p in df["patched"]]
     timed_sizes = latency_timings(ctx, lat_batch)
     lat = computed(("latency", ctx.pair_key, order, lat_batch), "Timing generation at every size",
                    lambda progress: ui.latency_profile(pair, sets, timed_sizes, lat_batch))

@@ -9,7 +9,7 @@ from app_pages._axes import latency_timings, latency_title, x_axis_choice
 from app_pages._live_chart import live_plotly_chart
 from app_pages._context import context
 from app_pages._results import calib_ids, computed, eval_blocks, show_error
-from app_pages._state import fmt_layers, keep, url_default, warn
+from app_pages._state import keep, url_default, warn
 from boomerang import plots, ui
 
 ctx = context()
@@ -24,7 +24,7 @@ st.caption("Toggle a student layer to replace it by the teacher block it stands 
 # Toggle state: one checkbox per student layer, seeded from the URL (?patched=1,3) or, back from
 # another page, from the kept value.
 if "_picked_init" not in st.session_state or st.session_state.get("_picked_pair") != ctx.pair_key:
-    start = url_default("patched", frozenset(), lambda raw: ui.query.parse_layers("?patched", raw, n))
+    start = url_default("patched", ui.Patched(), lambda raw: ui.query.parse_layers("?patched", raw, n))
     if not isinstance(start, frozenset):  # kept text of another pair: check it again
         parsed = ui.query.parse_layers("patched", start, n)
         if parsed.message:
@@ -64,8 +64,8 @@ for r0 in range(0, n, per_row):
             st.caption(labels[i].split(" → ")[1], help=f"student layer {i} stands for teacher layers "
                        f"{list(pair.mapping.blocks[i])}")
 
-patched = frozenset(i for i in range(n) if st.session_state[f"pick_{i}"])
-keep("patched", fmt_layers(patched))
+patched = ui.Patched(i for i in range(n) if st.session_state[f"pick_{i}"])
+keep("patched", patched.text())
 
 live_plotly_chart(plots.strip_figure(ui.strip_cells(pair, patched), labels), key="strip")
 
@@ -156,7 +156,7 @@ default_dir = ui.runs_dir() / "exports" / (
     f"-patched-{'_'.join(map(str, sorted(patched))) or 'none'}")
 c1, c2 = st.columns([4, 1])
 out_dir = c1.text_input("Folder", value=str(default_dir), label_visibility="collapsed",
-                        key=f"export_dir_{fmt_layers(patched)}",
+                        key=f"export_dir_{patched.text()}",
                         help=f"Relative folders are taken under the runs folder ({ui.runs_dir()}).")
 outside = st.checkbox("Write outside the runs folder", key="export_outside",
                       help="Off: exports can only go under the runs folder. On: any folder this "

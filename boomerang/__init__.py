@@ -17,7 +17,7 @@ import os
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 
-from .core import BoomerangPair, LayerMapping, init_student, load_model, save_student  # noqa: E402
+from .core import BoomerangPair, LayerMapping, Patched, init_student, load_model, save_student  # noqa: E402
 from .errors import BoomerangError  # noqa: E402
 from .eval import sweep  # noqa: E402
 from .orders import patch_order  # noqa: E402
@@ -30,6 +30,7 @@ __all__ = [
     "BoomerangPair",
     "DistillConfig",
     "LayerMapping",
+    "Patched",
     "build_intermediate_model",
     "distill",
     "init_student",

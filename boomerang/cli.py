@@ -23,7 +23,7 @@ import pandas as pd
 import transformers
 from safetensors import SafetensorError
 
-from .core import BoomerangPair, export_model
+from .core import BoomerangPair, Patched, export_model, layer_numbers
 from .errors import BoomerangError
 from .eval import block_similarity, evaluate_sizes, similarity_matrix, sweep
 from .eval.config import EvalConfig, check_limit
@@ -73,18 +73,12 @@ def pair_from_args(args: argparse.Namespace) -> BoomerangPair:
     return load_pair(args.pair, teacher=args.teacher, student=args.student, device=args.device)
 
 
-def parse_layers(text: str | None) -> list[int]:
-    """'1,2, 5' -> [1, 2, 5]; one clear error for anything that is not a list of numbers."""
-    if text is None or not text.strip():
-        return []
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        digits = item[1:] if item.startswith("-") else item
-        if not (digits.isascii() and digits.isdigit()):
-            raise BoomerangError(f"'{item}' is not a layer number; write e.g. --patched 1,2,5.")
-        out.append(int(item))
-    return out
+def parse_numbers(text: str | None, example: str) -> list[int]:
+    """'6,5, 0' -> [6, 5, 0] (a patch sequence, a list of sizes), in one sentence showing ``example`` when bad."""
+    try:
+        return layer_numbers(text)
+    except BoomerangError as e:
+        raise BoomerangError(f"{e}; write e.g. {example}.") from None
 
 
 # ---- info ----------------------------------------------------------------------------------
@@ -138,7 +132,7 @@ def _patch(args: argparse.Namespace) -> int:
     if args.patched is None and args.order is None:
         raise BoomerangError("Say what to patch: --patched 1,2 or --order last-to-first --k 3 (--patched '' for the student).")
     _check_checkpoint_out(args.out)
-    patched = parse_layers(args.patched)
+    patched = Patched.parse(args.patched, example="--patched 1,2,5")
     pair = pair_from_args(args)
     if args.order is not None:
         calib = _calib_from_args(pair, args) if needs_calibration(args.order) else None
@@ -260,7 +254,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     out = _output_file(args.out)
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
-    custom = parse_layers(args.custom) if args.custom else None
+    custom = parse_numbers(args.custom, "--custom 6,5,0,1") if args.custom else None
     if "custom" in orders and not custom:
         raise BoomerangError("--orders custom needs --custom, the patching sequence, e.g. 6,5,0,1,2,3,4.")
     limit = check_limit(args.limit)
@@ -334,7 +328,7 @@ def _paper_eval(args: argparse.Namespace) -> int:
         raise BoomerangError(f"--batch-size must be at least 1, not {args.batch_size}.")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise BoomerangError(f"--out {args.out} is a file; give a folder for the result files.")
-    sizes = parse_layers(args.k) if args.k else None
+    sizes = parse_numbers(args.k, "--k 1,3") if args.k else None
     progress, close = tqdm_progress("paper-eval")
     try:
         paths = evaluate_sizes(pair_from_args(args), args.out, tasks=args.tasks, order=args.order,

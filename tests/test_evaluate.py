@@ -126,7 +126,7 @@ def test_sweep_rows_columns_and_baselines(pair, tmp_path):
     l2f = df[df.order == "last-to-first"]
     assert l2f.k.tolist() == list(range(n + 1))
     for _, row in l2f.iterrows():
-        s = ev.parse_patched(row.patched)
+        s = bm.Patched.from_json(row.patched)
         assert s == pair.sequential("last-to-first", int(row.k))
         assert row.layers == pair.mapping.patched_layers(s)
         assert row.params == pair.build(patched=s).num_parameters()
@@ -272,7 +272,7 @@ def test_sweep_with_an_accuracy_metric(tmp_path):
                                      "demo_cloze_lo", "demo_cloze_hi", "seconds"]
     assert len(df) == pair.num_student_layers + 1
     assert df.demo_cloze.between(0, 1).all()
-    k1 = ev.parse_patched(df.patched[1])
+    k1 = bm.Patched.from_json(df.patched[1])
     assert df.demo_cloze[1] == ev.accuracy(pair.build(patched=k1), tok, ["demo_cloze"], limit=2)["demo_cloze"]
     # The Wilson interval of that accuracy over its 2 items, by the formula.
     z, n, p = 1.959963984540054, 2, df.demo_cloze[1]

@@ -10,6 +10,7 @@ from .arch import ArchParts, find_parts
 from .export import export_model
 from .loading import load_model, load_pair, recorded_teacher_path
 from .mapping import LayerMapping
+from .patched import Patched, layer_numbers
 from .pair import SEQUENTIAL_ORDERS, BoomerangPair, clone_module, shares_storage
 from .runner import (
     PatchRunner,
@@ -21,7 +22,7 @@ from .runner import (
 from .student import STUDENT_CONFIG, init_student, read_student_config, save_student
 
 __all__ = [
-    "STUDENT_CONFIG", "SEQUENTIAL_ORDERS", "ArchParts", "BoomerangPair", "LayerMapping", "PatchRunner",
+    "STUDENT_CONFIG", "SEQUENTIAL_ORDERS", "ArchParts", "BoomerangPair", "LayerMapping", "PatchRunner", "Patched", "layer_numbers",
     "Recorded", "autocast_context", "clone_module", "export_model", "find_parts", "init_student",
     "load_model", "load_pair", "output_tensor", "read_student_config", "recorded_teacher_path", "save_student", "shares_storage", "split_layer_call",
 ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BoomerangError
+from .patched import Patched
 
 FORMAT_VERSION = 1
 
@@ -218,38 +219,10 @@ class LayerMapping:
         patched = self.check_patched(patched)
         return sum(len(self.blocks[i]) if i in patched else 1 for i in range(len(self.blocks)))
 
-    def check_patched(self, patched: Iterable[int]) -> frozenset[int]:
-        """Validate a collection of student-layer indices to patch; one clear error if one is bad.
-
-        Accepts any iterable of integers (Python, numpy or torch integer scalars, or strings of
-        digits as typed in a URL). A bare number or a string such as ``"12"`` is refused rather
-        than read as its digits, so no spelling silently patches the wrong layers.
-        """
-        n = self.num_student_layers
-        if isinstance(patched, (str, bytes)) or not isinstance(patched, Iterable):
-            raise BoomerangError(
-                f"Patched layers must be a collection of student layer indices such as [1, 2], "
-                f"not {patched!r}."
-            )
-        out = set()
-        for p in patched:
-            if isinstance(p, bool):
-                raise BoomerangError(f"Student layer {p!r} is not a number; use indices 0..{n - 1}.")
-            if hasattr(p, "__index__"):
-                p = int(p.__index__())
-            else:
-                text = str(p).strip()
-                if not (text.isascii() and text.isdigit()):
-                    raise BoomerangError(
-                        f"Student layer {p!r} is not a whole number; use indices 0..{n - 1}."
-                    )
-                p = int(text)
-            if not 0 <= p < n:
-                raise BoomerangError(
-                    f"Student layer {p} is out of range: this student has layers 0..{n - 1}."
-                )
-            out.add(p)
-        return frozenset(out)
+    def check_patched(self, patched: Iterable[int]) -> Patched:
+        """``patched`` as a :class:`~boomerang.core.patched.Patched` set of this student's layers;
+        one clear error if an index is bad (see :meth:`Patched.check`)."""
+        return Patched.check(patched, self.num_student_layers)
 
     def to_student_config(self) -> dict[str, Any]:
         """The reference ``student_config.json`` content, plus ``blocks`` and counts."""

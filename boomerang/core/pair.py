@@ -40,6 +40,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from ..errors import BoomerangError, IncompatiblePairError
 from .arch import ArchParts, config_for_layers, find_parts, num_layers, text_config
 from .mapping import LayerMapping
+from .patched import Patched
 
 #: The orders that follow from the mapping alone (no data): patch from the top or the bottom.
 SEQUENTIAL_ORDERS = ("last-to-first", "first-to-last")
@@ -189,14 +190,14 @@ class BoomerangPair:
         """Number of student layers (= number of patchable positions)."""
         return self.mapping.num_student_layers
 
-    def sequential(self, order: str, k: int) -> frozenset[int]:
+    def sequential(self, order: str, k: int) -> Patched:
         """The student layers patched by the first ``k`` steps of a sequential order."""
         n = self.num_student_layers
         if order not in SEQUENTIAL_ORDERS:
             raise BoomerangError(f"Unknown sequential order '{order}'; choose one of {', '.join(SEQUENTIAL_ORDERS)}.")
         k = self._check_k(k)
         idx = range(n - k, n) if order == "last-to-first" else range(k)
-        return frozenset(idx)
+        return Patched(idx)
 
     def _check_k(self, k: object) -> int:
         n = self.num_student_layers

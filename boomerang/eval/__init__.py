@@ -34,8 +34,6 @@ from .sweep import (
     CACHE_VERSION,
     SAME_SIZE_ORDER,
     compare_rows,
-    format_patched,
-    parse_patched,
     same_size_rows,
     sweep,
     sweep_cache_dir,
@@ -44,8 +42,8 @@ from .sweep import (
 __all__ = [
     "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "accuracy_intervals",
     "block_similarity",
-    "EvalConfig", "SAME_SIZE_ORDER", "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes", "format_patched",
-    "generate_text", "latency_ms_per_token", "model_device", "parameter_counts", "parse_patched", "perplexity",
+    "EvalConfig", "SAME_SIZE_ORDER", "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes",
+    "generate_text", "latency_ms_per_token", "model_device", "parameter_counts", "perplexity",
     "perplexity_many", "preset_tasks", "similarity_matrix",
     "same_size_rows", "stream_generate", "sweep", "sweep_cache_dir", "task_manager", "token_nll", "wilson_interval", "windows",
 ]

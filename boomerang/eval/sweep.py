@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..cache import pair_fingerprint, tensor_fingerprint
-from ..core import BoomerangPair, load_model
+from ..core import BoomerangPair, Patched, load_model
 from ..core.arch import check_token_ids, num_layers
 from ..core.delta import apply_delta, is_delta_folder, read_delta_meta
 from ..data import load_blocks, tokenizer_fingerprint
@@ -53,16 +53,6 @@ CACHE_VERSION = 4
 def sweep_cache_dir() -> Path:
     """Where sweep results are cached (``<boomerang cache>/sweeps``)."""
     return cache_dir() / "sweeps"
-
-
-def format_patched(patched: Iterable[int]) -> str:
-    """The ``patched`` column's format: ``"[0, 5, 6]"`` (sorted; JSON-readable)."""
-    return json.dumps(sorted(int(p) for p in patched))
-
-
-def parse_patched(text: str) -> frozenset[int]:
-    """Inverse of :func:`format_patched`."""
-    return frozenset(int(p) for p in json.loads(text)) if text else frozenset()
 
 
 def _count_params(model: nn.Module) -> int:
@@ -108,7 +98,7 @@ def _order_rows(
         return rows
     sets = patch_order(pair, order, calib_ids, custom=custom, progress=progress)
     for k, s in enumerate(sets):
-        rows.append(dict(order=order, k=k, patched=format_patched(s),
+        rows.append(dict(order=order, k=k, patched=Patched(s).to_json(),
                          layers=pair.mapping.patched_layers(s),
                          params=_count_params(pair.build(patched=s)), kept=""))
     return rows
@@ -240,7 +230,7 @@ def sweep(
 
         if sets:
             results, seconds = perplexity_many(
-                pair, [parse_patched(s) for s in sets], blocks, batch_size=batch_size,
+                pair, [Patched.from_json(s) for s in sets], blocks, batch_size=batch_size,
                 progress=scaled(progress, done, len(sets), total, "perplexity"),
             )
             done += len(sets)
@@ -266,7 +256,7 @@ def sweep(
                                seconds=sec)
                 else:
                     if model is None:
-                        model = pair.build(patched=parse_patched(r["patched"]))
+                        model = pair.build(patched=Patched.from_json(r["patched"]))
                     row.update(_task_score(model, tokenizer, m, limit, batch_size))
                     row["seconds"] = time.perf_counter() - t0
                     tick()

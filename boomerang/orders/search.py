@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..core import BoomerangPair, PatchRunner, Recorded, autocast_context, output_tensor
+from ..core import BoomerangPair, Patched, PatchRunner, Recorded, autocast_context, output_tensor
 from ..errors import BoomerangError
 from ..progress import Progress, report
 from .calibration import calib_batches, kl_to_teacher
@@ -44,7 +44,7 @@ def check_full(sets: list[frozenset[int]], n: int) -> list[frozenset[int]]:
 
 def nested_from_sequence(sequence: Sequence[int]) -> list[frozenset[int]]:
     """``[{}, {a}, {a, b}, ...]`` from the order ``[a, b, ...]`` in which layers are patched."""
-    return [frozenset(sequence[:k]) for k in range(len(sequence) + 1)]
+    return [Patched(sequence[:k]) for k in range(len(sequence) + 1)]
 
 
 def custom_sets(pair: BoomerangPair, custom: Sequence[int] | None) -> list[frozenset[int]]:
@@ -108,7 +108,7 @@ def klpatch_sets(pair: BoomerangPair, calib_ids: torch.Tensor, progress: Progres
     """Greedy: grow the patched set one layer at a time, each time by the layer whose patch
     brings the model's KL to the teacher lowest."""
     n = pair.num_student_layers
-    current: frozenset[int] = frozenset()
+    current = Patched()
     out = [current]
     total = n * (n + 1) // 2
     done = 0
@@ -135,7 +135,7 @@ def all_subset_kls(
             f"The optimal order searches all 2^{n} subsets, too many for a {n}-layer student "
             f"(at most {MAX_EXHAUSTIVE_LAYERS}); use the shortest-path order instead."
         )
-    sets = [frozenset(c) for k in range(n + 1) for c in itertools.combinations(range(n), k)]
+    sets = [Patched(c) for k in range(n + 1) for c in itertools.combinations(range(n), k)]
     n_batches = len(calib_batches(calib_ids))
     kls = kl_to_teacher(
         pair, sets, calib_ids,
@@ -167,7 +167,7 @@ def run_costs(
     """
     n = pair.num_student_layers
     runs = [(a, b) for a in range(n) for b in range(a + 1, n + 1)]
-    sets = [frozenset(range(n)) - frozenset(range(a, b)) for a, b in runs]
+    sets = [Patched(set(range(n)) - set(range(a, b))) for a, b in runs]
     kls = kl_to_teacher(pair, sets, calib_ids, progress=progress)
     return dict(zip(runs, kls))
 
@@ -273,6 +273,6 @@ def shortest_path_subsets(
             pj, pm, pf, add = back[state]
             patched.extend(add)
             state = (pj, pm, pf)
-        out.append(frozenset(patched))
+        out.append(Patched(patched))
     return out
 

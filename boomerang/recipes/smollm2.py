@@ -59,7 +59,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..core import STUDENT_CONFIG, load_pair
+from ..core import STUDENT_CONFIG, Patched, load_pair
 from ..core.delta import BITS, DELTA_META, GROUP, load_delta_tensors, make_delta, read_delta_meta
 from ..data import load_blocks
 from ..errors import BoomerangError
@@ -334,7 +334,7 @@ def size_accuracy(
         for e in entries:
             if e["layers"] in out[key]:
                 continue
-            s = frozenset(e["patched"])
+            s = Patched(e["patched"])
             if s not in done:
                 report(progress, offset + len(done), total, f"accuracy: {order}, {e['layers']} layers")
                 done[s] = accuracy_intervals(pair.build(patched=s), pair.tokenizer, list(ACC_TASKS),

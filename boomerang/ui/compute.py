@@ -7,8 +7,6 @@ tables, latency, a zipped export. Pages call these and only lay out the results.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import zipfile
 from collections.abc import Iterable
@@ -22,7 +20,7 @@ import torch
 from .. import eval as evaluate
 from .. import orders
 from ..cache import Memo
-from ..core import BoomerangPair, export_model
+from ..core import BoomerangPair, Patched, export_model
 from ..errors import BoomerangError
 from ..progress import Progress, report
 
@@ -144,20 +142,11 @@ def order_sets(pair: BoomerangPair, order: str, calib: torch.Tensor | None = Non
     return orders.patch_order(pair, order, calib)
 
 
-def _as_tuple(p: Any) -> tuple[int, ...]:
-    """A patched set in any of the backend's spellings ("[0, 5]", "", frozenset, list) as a tuple."""
-    if isinstance(p, str):
-        return tuple(sorted(int(i) for i in json.loads(p))) if p.strip() else ()
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return ()
-    return tuple(sorted(int(i) for i in p))
-
-
 def normalize_sweep(df: pd.DataFrame) -> pd.DataFrame:
     """A sweep frame with ``patched`` as sorted tuples (baseline rows: empty)."""
     df = df.copy()
     if "patched" in df:
-        df["patched"] = df["patched"].map(_as_tuple)
+        df["patched"] = df["patched"].map(lambda p: Patched.coerce(p).as_tuple())
     return df
 
 

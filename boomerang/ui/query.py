@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core import Patched
 from ..paths import demo_assets_dir, runs_dir
 
 #: ``org/name`` (a hub repository id): no leading dot, no ``..`` part, one slash.
@@ -91,25 +92,15 @@ def parse_choices(name: str, raw: str | None, options: Sequence[str], default: S
 
 
 def parse_layers(name: str, raw: str | None, n: int) -> Parsed:
-    """Student layer indices ``'1,3'`` -> ``frozenset({1, 3})``, each in ``0..n-1``.
+    """Student layer indices ``'1,3'`` -> ``Patched({1, 3})``, each in ``0..n-1``.
 
     Anything else (a word, an index out of range) refuses the whole value: the empty set is
     used and the message names the bad parts, so a half-applied link never goes unnoticed.
     """
-    if raw is None or str(raw).strip() == "":
-        return Parsed(frozenset())
-    parts = [t.strip() for t in str(raw).split(",") if t.strip()]
-    bad_words = [t for t in parts if not re.fullmatch(r"\d+", t)]
-    if bad_words:
-        return refused(name, raw, f"{', '.join(map(repr, bad_words))} "
-                                  f"{'is' if len(bad_words) == 1 else 'are'} not a layer number",
-                       frozenset(), "no patched layer (the student)")
-    out_of_range = [t for t in parts if int(t) >= n]
-    if out_of_range:
-        return refused(name, raw, f"the student has layers 0 to {n - 1} only (no "
-                                  f"{', '.join(out_of_range)})", frozenset(),
-                       "no patched layer (the student)")
-    return Parsed(frozenset(int(t) for t in parts))
+    why = Patched.problem(None if raw is None else str(raw), n)
+    if why is not None:
+        return refused(name, raw, why, Patched(), "no patched layer (the student)")
+    return Parsed(Patched.parse(None if raw is None else str(raw), n))
 
 
 # ---- paths -----------------------------------------------------------------------------------
