@@ -129,7 +129,7 @@ elif step == STEPS[1]:
 elif step == STEPS[2]:
     st.header("Every size in between, for free", anchor=False)
     mid = ui.tour.midway_row(ltf)
-    inner_sizes = sorted(set(int(v) for v in ltf["layers"]) - {int(student["layers"]), int(teacher["layers"])})
+    inner_sizes = sorted(ui.Curve.from_frame(ltf).intermediate().by_size())
     st.markdown(
         f"Patching student layers one after another (here from the last to the first) walks from the "
         f"student ({int(student['layers'])} layers, perplexity {student['perplexity']:,.2f}) to the teacher "
@@ -158,7 +158,7 @@ elif step == STEPS[2]:
                     f"**{pruned:,.2f}**, {verdict}.")
         except Exception as e:  # noqa: BLE001
             show_error(e)
-    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers", current=mid.to_dict(),
+    st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers", current=mid,
                                        y_title=f"{ui.present.ppl_label(ctx.split, blocks.shape)} (lower is better)"),
                     width="stretch", key="learn_curve")
     note = ui.present.repeated_size_note(pair, ltf)

@@ -36,7 +36,7 @@ from ..core.delta import make_delta
 from ..data import load_blocks, load_documents
 from ..data.demo_corpus import corpus_stats
 from ..errors import BoomerangError
-from ..eval import perplexity, perplexity_many, same_size_rows
+from ..eval import Curve, perplexity, perplexity_many, same_size_rows
 from ..io import atomic_dir, atomic_write
 from ..orders import patch_order, prune_teacher, pruning_order
 from ..paths import demo_assets_dir
@@ -348,9 +348,8 @@ def phenomenon_checks(rows: list[dict[str, Any]], method: str = "boomerang",
     """
     ppl = [r[method] for r in rows]
     teacher, student = ppl[-1], ppl[0]
-    # Intermediate models are those of a size strictly between student and teacher; patching a
-    # one-to-one layer keeps the size (and with frozen one-to-one layers, the very model).
-    middle = [r for r in rows if rows[0]["layers"] < r["layers"] < rows[-1]["layers"]]
+    # Patching a one-to-one layer keeps the size (with frozen one-to-one layers, the very model).
+    middle = Curve(rows).intermediate().rows
     return {
         "student_gap": student >= 1.15 * teacher,
         "between": all(teacher < r[method] < student for r in middle),

@@ -63,7 +63,7 @@ from ..core import STUDENT_CONFIG, Patched, load_pair
 from ..core.delta import BITS, DELTA_META, GROUP, load_delta_tensors, make_delta, read_delta_meta
 from ..data import load_blocks
 from ..errors import BoomerangError
-from ..eval import accuracy_intervals, perplexity, perplexity_many
+from ..eval import Curve, accuracy_intervals, perplexity, perplexity_many
 from ..eval.task_items import task_dataset
 from ..io import atomic_dir, atomic_write
 from ..orders import patch_order, prune_teacher, pruning_order
@@ -360,7 +360,7 @@ def interpolation_checks(rows: list[dict[str, Any]], teacher: float, student: fl
     - ``beats_pruning_<order>``: every intermediate size beats every pruning baseline of
       :data:`PRUNING` of that size (``sizes_losing_to_pruning_<order>`` lists those that do not).
     """
-    middle = [r for r in rows if rows[0]["layers"] < r["layers"] < rows[-1]["layers"]]
+    middle = Curve(rows).intermediate().rows
     checks: dict[str, Any] = {"student_within_2.5x": student <= 2.5 * teacher}
     for key in ("last_to_first", "first_to_last"):
         curve = [r[key] for r in rows if r[key] is not None]

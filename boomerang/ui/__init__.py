@@ -6,6 +6,7 @@ import this package as ``ui`` and call only these names.
 """
 
 from ..core import SEQUENTIAL_ORDERS, Patched
+from ..eval import Curve
 from ..eval import SAME_SIZE_ORDER, EvalConfig, latency_ms_per_token, stream_generate
 from ..orders import needs_calibration
 from ..paths import runs_dir
@@ -80,7 +81,7 @@ from .specs import (
 )
 
 __all__ = [
-    "ACCURACY_EXAMPLES", "EvalConfig", "RESULTS", "SAME_SIZE_ORDER", "accuracy_curve", "accuracy_point", "background", "SEQUENTIAL_ORDERS", "PairSpec", "Parsed", "Patched", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
+    "ACCURACY_EXAMPLES", "EvalConfig", "RESULTS", "SAME_SIZE_ORDER", "accuracy_curve", "accuracy_point", "background", "SEQUENTIAL_ORDERS", "Curve", "PairSpec", "Parsed", "Patched", "present", "query", "tour", "TrainingJob", "all_runs", "available_baselines",
     "available_metrics", "available_orders", "block_label", "calibration_ids", "comparable_models", "compare_model", "same_size_points", "same_size_students",
     "configure_threads", "curve",
     "dashboard_runs", "dashboard_runs_dir", "default_pair", "demo_available", "demo_student_dirs", "devices",

@@ -21,6 +21,7 @@ from .. import eval as evaluate
 from .. import orders
 from ..cache import Memo
 from ..core import BoomerangPair, Patched, export_model
+from ..eval.curve import Curve, mean_ratio
 from ..errors import BoomerangError
 from ..progress import Progress, report
 
@@ -157,18 +158,13 @@ def curve(pair: BoomerangPair, order: str, blocks: torch.Tensor, calib: torch.Te
 
 
 def mean_ratio_at_intermediate_sizes(curve_df: pd.DataFrame, reference: pd.DataFrame) -> float | None:
-    """Mean of ``curve_df``'s perplexity over ``reference``'s, row by row, over the rows whose size lies
-    strictly between the first row's (the student's) and the last row's (the teacher's).
+    """Mean of ``curve_df``'s perplexity over ``reference``'s, row by row, over the models of
+    intermediate size (:func:`boomerang.eval.curve.mean_ratio`); None when there are none.
 
     Both frames are :func:`curve` results of one order on the same pair shape; rows that only
-    swap one-to-one layers keep the student's size and do not count. None when there are none.
+    swap one-to-one layers keep the student's size and do not count.
     """
-    sizes = reference["layers"].to_numpy()
-    between = (sizes > sizes[0]) & (sizes < sizes[-1])
-    if not between.any():
-        return None
-    ratio = curve_df["perplexity"].to_numpy()[between] / reference["perplexity"].to_numpy()[between]
-    return float(ratio.mean())
+    return mean_ratio(Curve(curve_df.to_dict("records")), Curve(reference.to_dict("records")))
 
 
 def available_metrics() -> list[str]:

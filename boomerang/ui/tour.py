@@ -11,24 +11,13 @@ from typing import Any
 
 import pandas as pd
 
+from ..eval.curve import Curve
 from ..recipes.smollm2 import PRUNING_LABELS
 
 
-def midway_row(curve_df: pd.DataFrame) -> pd.Series:
-    """The row of a curve whose layer count is closest to half-way between its first (student)
-    and last (teacher) rows; among rows of that size, the first reached (smallest k)."""
-    lo, hi = int(curve_df["layers"].iloc[0]), int(curve_df["layers"].iloc[-1])
-    middle = (lo + hi) / 2
-    inner = curve_df[(curve_df["layers"] > lo) & (curve_df["layers"] < hi)]
-    pool = inner if not inner.empty else curve_df
-    dist = (pool["layers"] - middle).abs()
-    best = pool[dist == dist.min()]
-    return best.sort_values(["layers", "k"]).iloc[0]
-
-
-def first_at_each_size(curve_df: pd.DataFrame) -> pd.DataFrame:
-    """One row per layer count: the first (smallest k) model of the curve with that many layers."""
-    return curve_df.sort_values("k").drop_duplicates("layers", keep="first").set_index("layers")
+def midway_row(curve_df: pd.DataFrame) -> dict[str, Any]:
+    """The model of a curve half-way in size between student and teacher (:meth:`Curve.midway`)."""
+    return dict(Curve.from_frame(curve_df).midway())
 
 
 def at_equal_sizes(curves: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -37,12 +26,11 @@ def at_equal_sizes(curves: dict[str, pd.DataFrame]) -> pd.DataFrame:
     ``<name>_lo``, ``<name>_hi`` when the curve has 95% intervals)."""
     parts = []
     for name, df in curves.items():
-        first = first_at_each_size(df)
+        first = Curve.from_frame(df).to_frame_by_size()
         cols = {"perplexity": name, "k": f"k_{name}", "perplexity_lo": f"{name}_lo", "perplexity_hi": f"{name}_hi"}
         parts.append(first[[c for c in cols if c in first]].rename(columns=cols))
     table = pd.concat(parts, axis=1, join="inner").sort_index()
-    any_df = next(iter(curves.values()))
-    lo, hi = int(any_df["layers"].min()), int(any_df["layers"].max())
+    lo, hi = Curve.from_frame(next(iter(curves.values()))).ends
     return table[(table.index > lo) & (table.index < hi)]
 
 
