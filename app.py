@@ -5,8 +5,8 @@ follows st.navigation, but its AppTest reruns a page file alone, without this sc
 sidebar it builds, and the test suite drives every page through AppTest (shown by
 tests/test_layout.py::test_why_the_pages_are_not_in_a_folder_named_pages). The shared sidebar
 (pair, data, device) is in app_pages/_sidebar.py, beside _context.py (what pages get), _state.py
-(URL state), _results.py (cached results) and _smollm2_box.py; all computation in boomerang/
-(see boomerang/ui/).
+(URL state), _results.py (cached results) and _student_box.py (a named pair's student); all
+computation in boomerang/ (see boomerang/ui/).
 """
 
 import streamlit as st

@@ -1,4 +1,4 @@
-"""The shared sidebar: which pair (demo students, SmolLM2, trained runs, any folders), on which
+"""The shared sidebar: which pair (the registry's named pairs, trained runs, any folders), on which
 device, measured on which text; it loads the pair and hands the pages a :class:`Context`."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import streamlit as st
 
 from app_pages._context import BLOCKS_RANGE, DEFAULT_DATA, FOLDERS, SEQ_LEN_RANGE, SPLITS, Context, sidebar_eval
 from app_pages._results import load_pair, pair_summary
-from app_pages._smollm2_box import smollm2_box
 from app_pages._state import Parse, allow_outside, bind, checked_ref, in_url, keep, url_default, warn
+from app_pages._student_box import student_box
 from boomerang import ui
 from boomerang.errors import BoomerangError
 
@@ -126,8 +126,7 @@ def sidebar() -> Context:
         ctx.error = refusal
         return ctx
     ctx.pair_key = ui.spec_fingerprint(spec, ctx.device)
-    slow = (" (the first load converts the GGUF weights and makes the student: about a minute)"
-            if spec.kind == "smollm2" and not ui.smollm2_converted() else "")
+    slow = f" ({spec.first_use()})" if spec.first_use() else ""
     try:
         with st.spinner(f"Loading {spec.title} on {ctx.device}…{slow}"):  # shown only when slow
             ctx.pair = load_pair(ctx.pair_key, spec, ctx.device)
@@ -148,6 +147,5 @@ def sidebar() -> Context:
                        f"({s['teacher_params'] / 1e6:.2f} M)")
         elif ctx.error:
             st.error(ui.present.literal(ctx.error), icon=":material/error:")
-        if spec.kind == "smollm2":
-            smollm2_box()
+        student_box(spec)
     return ctx

@@ -13,9 +13,10 @@ STEPS = ["1 · The student", "2 · Patching", "3 · The curve", "4 · Order matt
          "6 · A real model"]
 
 st.title("Learn", anchor=False)
-on_demo = ui.demo_available()
+lesson, lesson_ablations = ui.registry.lesson()
+on_demo = lesson is not None
 if on_demo:
-    spec = ui.PairSpec("demo", "boomerang", label="demo: boomerang student")
+    spec = ui.PairSpec.named(lesson)
     try:
         pair = load_spec(spec, ctx.device)
     except Exception as e:  # noqa: BLE001
@@ -220,7 +221,7 @@ elif step == STEPS[3]:
 
 elif step == STEPS[4]:
     st.header("What initialisation and alignment buy", anchor=False)
-    ablations = [s for s in ("no-align", "random-init") if s in ui.demo_student_dirs()]
+    ablations = lesson_ablations
     if not on_demo or not ablations:
         st.info("This step compares the demo's ablation students; they are not on disk.",
                 icon=":material/info:")
@@ -228,8 +229,9 @@ elif step == STEPS[4]:
         st.stop()
     frames = [ltf.assign(order="boomerang student")]
     notes = []
-    for name in ablations:
-        a_spec = ui.PairSpec("demo", name, label=f"demo: {name} student")
+    for ablation in ablations:
+        name = ablation.student
+        a_spec = ui.PairSpec.named(ablation)
         try:
             a_pair = load_spec(a_spec, ctx.device)
             a_key = ui.spec_fingerprint(a_spec, ctx.device)
@@ -270,16 +272,20 @@ elif step == STEPS[4]:
     next_button(4)
 
 else:
-    st.header("The same on a real model: SmolLM2-135M", anchor=False)
-    rep = ui.shipped_smollm2_report()
-    if rep is None:
-        st.info("This step reads the shipped SmolLM2 student's report, which this installation lacks.",
+    real = ui.registry.with_report()
+    if not real:
+        st.header("The same on a real model", anchor=False)
+        st.info("This step reads the shipped report of a real model's student, which this installation lacks.",
                 icon=":material/info:")
         st.stop()
-    lesson = ui.tour.real_model_lesson(rep)
-    st.markdown(lesson[0])
-    st.plotly_chart(ui.smollm2_report_figure(rep), width="stretch", key="learn_real")
-    for paragraph in lesson[1:]:
+    family = real[0]
+    st.header(f"The same on a real model: {family.title}", anchor=False)
+    rep = family.report()
+    paragraphs = ui.tour.real_model_lesson(rep)
+    st.markdown(paragraphs[0])
+    st.plotly_chart(ui.report_figure(family.name, rep), width="stretch", key="learn_real")
+    for paragraph in paragraphs[1:]:
         st.markdown(paragraph)
-    st.caption("Measured once on the held-out test split by `python -m boomerang smollm2 report` (a fresh "
-               "install measures the same numbers). Choose the SmolLM2-135M student in the sidebar's pair list to patch it live.")
+    st.caption(f"Measured once on the held-out test split by `python -m boomerang {family.name} report` (a fresh "
+               f"install measures the same numbers). Choose the {family.title} student in the sidebar's pair list "
+               "to patch it live.")

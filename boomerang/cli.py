@@ -42,7 +42,7 @@ from .recipes.smollm2 import (
 )
 from .threads import configure_threads
 from .train import DistillConfig, distill, process_state
-from .zoo import load_pair, smollm2_dirs
+from .zoo import NAMED_PAIRS, load_pair, smollm2_dirs
 
 # name -> (add_arguments, run). Each command registers itself below with @command.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -60,7 +60,7 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 def add_pair_arguments(p: argparse.ArgumentParser) -> None:
     """--pair / --teacher / --student / --device, shared by every command that loads a pair."""
-    p.add_argument("--pair", help="a bundled pair: demo or smollm2")
+    p.add_argument("--pair", help=f"a named pair: {' or '.join(NAMED_PAIRS)}")
     p.add_argument("--teacher", help="teacher folder or hub id")
     p.add_argument("--student", help="student folder or hub id (or, with --pair demo, an ablation)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")

@@ -279,7 +279,7 @@ def test_mean_ratio_counts_only_intermediate_sizes():
     assert dash.mean_ratio_at_intermediate_sizes(flat, flat) is None
 
 
-@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
+@pytest.mark.skipif("not __import__('boomerang.zoo').zoo.demo_student_dirs()",
                     reason="the demo family is not on disk")
 def test_learn_ablation_step_reports_measured_ratios(tiny):
     at = app(tiny, page="learn")
@@ -294,7 +294,7 @@ def test_learn_ablation_step_reports_measured_ratios(tiny):
     assert charts(at)
 
 
-@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
+@pytest.mark.skipif("not __import__('boomerang.zoo').zoo.demo_student_dirs()",
                     reason="the demo family is not on disk")
 def test_learn_tour_claims_are_true_of_the_demo_numbers(tiny):
     """Each step's sentence quotes numbers its own plot shows, checked against the models here."""
@@ -527,7 +527,7 @@ def test_export_message_goes_when_the_pick_changes(tiny):
     assert not at.success and not at.get("download_button")  # the export was of another model
 
 
-@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
+@pytest.mark.skipif("not __import__('boomerang.zoo').zoo.demo_student_dirs()",
                     reason="the demo family is not on disk")
 def test_opens_on_the_demo_by_default():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -625,19 +625,20 @@ def test_real_model_lesson_quotes_its_report():
            "apart at 0 of them (the rest within noise)." in dash.tour.real_model_lesson(rep)[1]
 
 
-@pytest.mark.skipif("__import__('boomerang.ui').ui.shipped_smollm2_report() is None",
+@pytest.mark.skipif("__import__('boomerang.zoo').zoo.shipped_smollm2_report() is None",
                     reason="no shipped SmolLM2 report")
 def test_learn_real_model_step_tells_the_shipped_smollm2_report(tiny):
     from boomerang import ui as dash
+    from boomerang.zoo import shipped_smollm2_report
 
     at = app(tiny, page="learn")
     at.segmented_control(key="learn_step").set_value(at.segmented_control(key="learn_step").options[5]).run()
     ok(at)
     shown = [m.value for m in at.markdown]
-    lesson = dash.tour.real_model_lesson(dash.shipped_smollm2_report())
+    lesson = dash.tour.real_model_lesson(shipped_smollm2_report())
     assert all(p in shown for p in lesson) and len(lesson) == 4
     fig = json.loads(charts(at)[-1].proto.spec)
-    rep = dash.shipped_smollm2_report()
+    rep = shipped_smollm2_report()
     l2f = next(t for t in fig["data"] if t["name"] == "distilled student, last-to-first")
     assert l2f["y"] == [r["last_to_first"] for r in rep["rows"]]  # the plot draws the report's numbers
 
@@ -664,7 +665,7 @@ def test_a_refused_evaluation_data_value_is_warned_about_outside_the_collapsed_e
     assert not [w for w in expander.warning]  # not hidden inside the collapsed section
 
 
-@pytest.mark.skipif("not __import__('boomerang.ui').ui.demo_available()",
+@pytest.mark.skipif("not __import__('boomerang.zoo').zoo.demo_student_dirs()",
                     reason="the demo family is not on disk")
 def test_students_distilled_at_each_size_are_points_on_the_demo_curves(tiny):
     """Interpolate and Compare orders draw the demo's same-size students at 8..11 layers, with the

@@ -134,8 +134,8 @@ def test_the_shipped_smollm2_delta_fits_its_budget_and_records_its_teacher():
     assert file_sha256(SHIPPED_DELTA / DELTA_WEIGHTS) == meta["delta_sha256"]
     assert len(meta["teacher_checksum"]) == 64 and meta["teacher_config"]["num_hidden_layers"] == 30
     assert meta["local_distill"]["steps"] == meta["local_distill"]["planned_steps"]  # not cut short
-    from boomerang.ui import smollm2_student_info
+    from boomerang.ui import PairSpec
     rec = meta["local_distill"]
-    assert smollm2_student_info() == (
+    assert PairSpec.from_query({"pair": "smollm2"}).student_record() == (
         f"Distilled block-locally: {rec['tokens']:,} tokens of the demo corpus's train split, "
         f"{rec['steps']:,} steps; each student layer learned its teacher block alone.")

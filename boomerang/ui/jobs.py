@@ -1,6 +1,6 @@
 """Training from the dashboard: a distillation in a child process, and the runs on disk.
 
-A :class:`TrainingJob` runs :func:`boomerang.train.distill` (or the SmolLM2 recipe) in a
+A :class:`TrainingJob` runs :func:`boomerang.train.distill` (or a named pair's student recipe) in a
 :mod:`.worker` process, records every step's losses for live curves, and stops at the next
 step with a checkpoint when asked. The other functions read what runs left on disk (logs,
 checkpoints, finished students).
@@ -16,16 +16,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
 
 from ..errors import BoomerangError
 from ..paths import runs_dir
-from ..recipes.smollm2 import RECIPE
+from ..recipes import student_build
 from ..train import DistillConfig, last_checkpoint
-from ..zoo import distilled_smollm2_run
+from ..zoo import Family
 from .specs import dashboard_runs_dir, folders_holding
 from .worker import launch
 
@@ -35,12 +35,13 @@ class TrainingJob:
     """A training run in a child process (:mod:`.worker`): poll ``history``/``state``; ``stop()``
     checkpoints and ends it.
 
-    ``kind`` is ``"distill"`` (``config`` is the run) or ``"smollm2-build"`` (the SmolLM2 recipe;
-    ``config`` then only describes it: its ``out`` and ``steps``).
+    ``kind`` is ``"distill"`` (``config`` is the run) or ``"build"`` (the student recipe of the
+    named family ``family``; ``config`` then only describes it: its ``out`` and ``steps``).
     """
 
     config: DistillConfig
-    kind: str = "distill"
+    kind: Literal["distill", "build"] = "distill"
+    family: str = ""  # a "build": the named family whose student it builds
     device: str | None = None  # cpu, cuda, cuda:<i>; None: Accelerate's choice
     history: list[dict[str, Any]] = field(default_factory=list)
     state: str = "starting"  # starting | running | stopped | done | failed
@@ -65,9 +66,9 @@ class TrainingJob:
 
     def start(self) -> "TrainingJob":
         self.config.validate()
-        # A distillation uses the server's CPU threads; the SmolLM2 recipe its own (as on the CLI).
+        # A distillation uses the server's CPU threads; a student recipe its own (as on the CLI).
         job = {"kind": self.kind, "config": self.config.to_dict(), "threads": torch.get_num_threads()} \
-            if self.kind == "distill" else {"kind": self.kind, "out": str(self.out)}
+            if self.kind == "distill" else {"kind": self.kind, "family": self.family, "out": str(self.out)}
         self._proc = launch(job, self.device)
         threading.Thread(target=self._drain_stderr, name=f"stderr:{self.out.name}", daemon=True).start()
         self._reader = threading.Thread(target=self._read, name=f"train:{self.out.name}", daemon=True)
@@ -120,7 +121,8 @@ _JOBS: dict[str, TrainingJob] = {}
 _JOBS_LOCK = threading.Lock()
 
 
-def start_training(config: DistillConfig, kind: str = "distill", device: str | None = None) -> TrainingJob:
+def start_training(config: DistillConfig, kind: Literal["distill", "build"] = "distill", device: str | None = None,
+                   family: str = "") -> TrainingJob:
     """Start a distillation in a child process on ``device`` (the sidebar's; None: Accelerate's
     choice); one job per output folder."""
     key = str(Path(config.out).resolve())
@@ -128,22 +130,22 @@ def start_training(config: DistillConfig, kind: str = "distill", device: str | N
         old = _JOBS.get(key)
         if old is not None and old.running:
             raise BoomerangError(f"A run is already training into {config.out}; stop it or pick another name.")
-        job = TrainingJob(config, kind, device=device).start()
+        job = TrainingJob(config, kind, device=device, family=family).start()
         _JOBS[key] = job
     return job
 
 
-def start_smollm2_build() -> TrainingJob:
-    """Build the distilled SmolLM2 student in the background (the ``smollm2 build`` recipe)."""
-    run = distilled_smollm2_run()
-    config = DistillConfig(teacher="smollm2", mode="local", out=str(run), steps=RECIPE["steps"],
-                           seq_len=RECIPE["seq_len"], batch_size=RECIPE["batch_size"], lr=RECIPE["lr"])
-    return start_training(config, kind="smollm2-build")
+def start_student_build(family: Family) -> TrainingJob:
+    """Build a named family's distilled student in the background (its recipe, as the CLI runs it)."""
+    if family.build_run is None:
+        raise BoomerangError(f"No recipe builds a student of {family.title}.")
+    run = family.build_run()
+    return start_training(student_build(family.name).describe(run), kind="build", family=family.name)
 
 
-def smollm2_build_job() -> TrainingJob | None:
-    """The SmolLM2 build started in this process, if any."""
-    return training_job(distilled_smollm2_run())
+def student_build_job(family: Family) -> TrainingJob | None:
+    """The build of ``family``'s student started in this process, if any."""
+    return training_job(family.build_run()) if family.build_run is not None else None
 
 
 def training_job(out: str | os.PathLike) -> TrainingJob | None:

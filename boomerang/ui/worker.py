@@ -8,7 +8,8 @@ process has its own interpreter; the server only reads its lines.
 The protocol is JSON text on the child's pipes (nothing is pickled):
 
 - stdin, first line: ``{"kind": "distill", "config": {...DistillConfig...}, "threads": n}`` or
-  ``{"kind": "smollm2-build", "out": folder}`` (threads optional). Then a ``stop`` line asks for a
+  ``{"kind": "build", "family": name, "out": folder}`` (a named pair's student recipe, see
+  :data:`boomerang.recipes.STUDENT_BUILDS`; threads optional). Then a ``stop`` line asks for a
   checkpoint and an end; end of file (the server went away) does the same, so no run trains on
   unwatched and none dies without its checkpoint.
 - stdout: one object per training step (the fields of a
@@ -32,10 +33,10 @@ from typing import Any, TextIO
 import torch
 
 from ..errors import BoomerangError
-from ..recipes.smollm2 import build_smollm2_student
+from ..recipes import build_student
 from ..train import DistillConfig, DistillProgress, distill
 
-KINDS = ("distill", "smollm2-build")
+KINDS = ("distill", "build")
 
 
 def device_env(device: str | None) -> dict[str, str]:
@@ -95,8 +96,8 @@ def _run(job: dict[str, Any], out: TextIO, stop: threading.Event) -> None:
             result = distill(DistillConfig.from_dict(job["config"]),
                              progress=lambda p: emit(progress_record(p)), should_stop=stop)
         else:  # the recipe's own thread count unless the job names one
-            result = build_smollm2_student(job["out"], progress=lambda p: emit(progress_record(p)),
-                                           should_stop=stop, **({"threads": int(threads)} if threads else {}))
+            result = build_student(job["family"], job["out"], progress=lambda p: emit(progress_record(p)),
+                                   should_stop=stop, **({"threads": int(threads)} if threads else {}))
         emit({"result": str(result), "stopped": stop.is_set()})
     except BoomerangError as e:
         emit({"error": str(e)})

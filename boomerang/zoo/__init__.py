@@ -1,6 +1,6 @@
 """Named pairs: ``"demo"`` (bundled) and ``"smollm2"`` (a real model, offline), by name.
 
-:func:`load_pair` is the public entry point: ``load_pair("demo")``, ``load_pair("demo",
+:mod:`.registry` lists them with what each costs and brings. :func:`load_pair` is the public entry point: ``load_pair("demo")``, ``load_pair("demo",
 student="no-align")``, ``load_pair("smollm2")``, or any teacher and student folders / hub ids
 (``load_pair(teacher=..., student=...)``), which it hands to :func:`boomerang.core.load_pair`.
 """
@@ -15,6 +15,7 @@ import torch
 from ..core import BoomerangPair
 from ..core import load_pair as load_pair_from
 from ..errors import BoomerangError
+from . import registry
 from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs, same_size_deltas
 from .published import PUBLISHED_STUDENTS, published_student, published_teacher
 from .smollm2 import (
@@ -33,25 +34,19 @@ from .smollm2 import (
 )
 
 #: Names :func:`load_pair` accepts.
-NAMED_PAIRS = ("demo", "smollm2")
+NAMED_PAIRS = tuple(f.name for f in registry.FAMILIES)
 
 
 def named_pair_dirs(name: str, student: str | None = None) -> tuple[Path, Path]:
     """(teacher_dir, student_dir) of a bundled pair: ``demo`` (with a demo student name) or ``smollm2``."""
-    if name == "demo":
-        return demo_dirs(student or "boomerang")
-    if name == "smollm2":
-        return smollm2_dirs(student)
-    raise BoomerangError(f"Unknown named pair '{name}'; choose one of {', '.join(NAMED_PAIRS)}.")
+    return registry.family(name).dirs(student)
 
 
 def resolve_teacher(name: str) -> str:
     """The model directory or hub id behind a teacher reference: a bundled pair's name ("demo",
     "smollm2") stands for its teacher, so ``distill --teacher smollm2`` needs no path."""
-    if name == "smollm2" and not Path(name).exists():
-        return str(smollm2_teacher_dir())  # no student needed to name the teacher
     if name in NAMED_PAIRS and not Path(name).exists():
-        return str(named_pair_dirs(name)[0])
+        return str(registry.family(name).teacher_dir())  # no student needed to name the teacher
     return name
 
 
@@ -80,7 +75,10 @@ def load_pair(
                           trust_remote_code=trust_remote_code, name=name)
 
 
+from .registry import Family, NamedPair
+
 __all__ = [
+    "Family", "NamedPair", "registry",
     "DEMO_STUDENTS", "NAMED_PAIRS", "PUBLISHED_STUDENTS", "demo_dirs", "demo_student_dirs", "load_pair", "named_pair_dirs",
     "same_size_deltas",
     "published_student", "published_teacher", "resolve_teacher", "smollm2_available", "smollm2_dirs", "smollm2_paths",
