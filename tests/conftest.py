@@ -13,18 +13,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from tiny import FAMILIES, perturb, tiny_model  # noqa: E402
+from tiny import FAMILIES, perturb, tiny_pair  # noqa: E402
 
 import boomerang as bm  # noqa: E402
 
 
 def make_pair(family: str = "llama", num_layers: int = 8, rule=(1, 2, 1)) -> bm.BoomerangPair:
     """A tiny teacher and a student initialised from it, then perturbed (stands in for training)."""
-    teacher = tiny_model(family, num_layers)
-    mapping = bm.LayerMapping.from_rule(num_layers, *rule)
-    student = bm.init_student(teacher, mapping).eval()
-    perturb(student)
-    return bm.BoomerangPair(teacher, student, mapping)
+    pair = tiny_pair(family, num_layers, rule=rule, perturb=0.0, attn="eager")
+    perturb(pair.student)
+    return pair
 
 
 @pytest.fixture(params=sorted(FAMILIES))

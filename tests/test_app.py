@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-from pairs_on_disk import build_tiny_pair  # noqa: E402
+from tiny import saved_tiny_pair  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("BOOMERANG_RUNS", "BOOMERANG_CACHE")}
     os.environ["BOOMERANG_RUNS"] = str(root / "runs")
     os.environ["BOOMERANG_CACHE"] = str(root / "cache")
-    _, student, text = build_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
+    _, student, text = saved_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
     yield str(student), str(text)
     for k, v in old.items():
         if v is None:

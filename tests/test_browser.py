@@ -10,7 +10,7 @@ import os
 
 import browser_util as bu
 import pytest
-from pairs_on_disk import build_tiny_pair
+from tiny import saved_tiny_pair
 
 if bu.chromium_path() is None or not __import__("importlib").util.find_spec("playwright"):
     if os.environ.get("CI") == "true":
@@ -24,7 +24,7 @@ if bu.chromium_path() is None or not __import__("importlib").util.find_spec("pla
 def server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("browser")
-    _, student, text = build_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
+    _, student, text = saved_tiny_pair(root / "runs" / "pair")  # links may only name files under runs/
     env = {"BOOMERANG_RUNS": str(root / "runs"), "BOOMERANG_CACHE": str(root / "cache")}
     with bu.serve(env) as url:
         yield url, str(student), str(text)

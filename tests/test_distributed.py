@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pairs_on_disk import build_tiny_pair
+from tiny import saved_tiny_pair
 
 from boomerang import DistillConfig, distill
 from boomerang.zoo import load_pair
@@ -27,7 +27,7 @@ SETTINGS = {"steps": 2, "seq_len": 32, "warmup": 0, "min_lr_ratio": 1.0, "lr": 1
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("dist")
-    teacher, _, text = build_tiny_pair(root / "pair")
+    teacher, _, text = saved_tiny_pair(root / "pair")
     cfg = root / "settings.json"
     cfg.write_text(json.dumps({**SETTINGS, "teacher": str(teacher), "data": str(text)}))
     return {"root": root, "config": cfg, "teacher": str(teacher), "data": str(text)}

@@ -10,7 +10,7 @@ import threading
 import pandas as pd
 import pytest
 import torch
-from eval_fixtures import random_ids, tiny_pair, tiny_tokenizer
+from tiny import random_ids, tiny_pair, tiny_tokenizer
 
 import boomerang as bm
 from boomerang import eval as ev
@@ -239,12 +239,12 @@ def test_shipped_task_items_match_a_fresh_build(tmp_path):
 
 
 def test_cli_sweep_writes_csv_and_reuses_cache(tmp_path, monkeypatch, capsys):
-    from eval_fixtures import saved_tiny_pair
+    from tiny import saved_tiny_pair
 
     from boomerang.cli import main
 
     monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
-    t_dir, s_dir, text = saved_tiny_pair(tmp_path)
+    t_dir, s_dir, text = saved_tiny_pair(tmp_path, text="sentences", perturb=0.05)
     out = tmp_path / "results.csv"
     argv = ["sweep", "--teacher", str(t_dir), "--student", str(s_dir), "--device", "cpu",
             "--orders", "last-to-first,klpatch,naive-pruning", "--data", str(text), "--seq-len", "16",

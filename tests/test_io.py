@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from eval_fixtures import random_ids, tiny_pair
+from tiny import random_ids, tiny_pair
 
 import boomerang as bm
 from boomerang.io import atomic_dir, atomic_write, remove_stale_temporaries

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pairs_on_disk import build_tiny_pair
+from tiny import saved_tiny_pair
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("jobs")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BOOMERANG_RUNS", str(root / "runs"))
-        teacher, _, text = build_tiny_pair(root / "runs" / "pair")
+        teacher, _, text = saved_tiny_pair(root / "runs" / "pair")
         yield str(teacher), str(text), root / "runs"
 
 

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from eval_fixtures import VOCAB, random_ids, tiny_pair
+from tiny import VOCAB, random_ids, tiny_pair
 from transformers import AutoModelForCausalLM
 
 from boomerang.errors import BoomerangError

@@ -141,7 +141,7 @@ def test_backend_has_no_ui_test_or_pickle_code():
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not names & {"streamlit", "pickle", "pytest", "dill", "cloudpickle"}, path
-        for banned in ("read_pickle", "to_pickle", "torch.load(", "assemble_by_hand", "build_tiny_pair"):
+        for banned in ("read_pickle", "to_pickle", "torch.load(", "assemble_by_hand", "saved_tiny_pair"):
             assert banned not in text, (path, banned)
 
 

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 import torch
-from eval_fixtures import random_ids, tiny_pair
+from tiny import random_ids, tiny_pair
 
 import boomerang as bm
 from boomerang import orders as od

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from eval_fixtures import tiny_pair, tiny_tokenizer
+from tiny import tiny_pair, tiny_tokenizer
 
 import boomerang as bm
 from boomerang.eval.paper import (
@@ -48,7 +48,7 @@ def test_parameter_counts_with_and_without_a_shared_embedding():
     assert counts == {"with_embedding": 64 * 32 + 2 * per_layer + 32,
                       "without_embedding": 2 * per_layer + 32, "embedding": 64 * 32,
                       "embedding_shared_with_head": True}
-    pair = tiny_pair("qwen2")  # untied: the head stays in "without"
+    pair = tiny_pair("qwen2", vocab=64)  # untied: the head stays in "without"
     c = parameter_counts(pair.student)
     assert not c["embedding_shared_with_head"]
     assert c["with_embedding"] - c["without_embedding"] == c["embedding"] == 64 * 32
@@ -116,13 +116,13 @@ def test_offline_the_paper_preset_fails_naming_the_task(tmp_path, monkeypatch):
 
 
 def test_cli_paper_eval(tmp_path, monkeypatch, capsys):
-    from eval_fixtures import saved_tiny_pair
+    from tiny import saved_tiny_pair
 
     from boomerang.cli import main
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t_dir, s_dir, _ = saved_tiny_pair(tmp_path / "pair")
+    t_dir, s_dir, _ = saved_tiny_pair(tmp_path / "pair", text="sentences", perturb=0.05)
     out = tmp_path / "res"
     code = main(["paper-eval", "--teacher", str(t_dir), "--student", str(s_dir), "--device", "cpu",
                  "--tasks", "demo_cloze", "--k", "0,4", "--limit", "3", "--out", str(out)])

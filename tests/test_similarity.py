@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from eval_fixtures import random_ids, tiny_pair
+from tiny import random_ids, tiny_pair
 
 import boomerang as bm
 from boomerang.eval.similarity import block_similarity, similarity_matrix
@@ -70,12 +70,12 @@ def test_block_similarity_table(calib):
 
 def test_cli_similarity(tmp_path, monkeypatch):
     import pandas as pd
-    from eval_fixtures import saved_tiny_pair
+    from tiny import saved_tiny_pair
 
     from boomerang.cli import main
 
     monkeypatch.setenv("BOOMERANG_CACHE", str(tmp_path / "cache"))
-    t_dir, s_dir, text = saved_tiny_pair(tmp_path)
+    t_dir, s_dir, text = saved_tiny_pair(tmp_path, text="sentences", perturb=0.05)
     out, blocks_out = tmp_path / "sim.csv", tmp_path / "blocks.csv"
     assert main(["similarity", "--teacher", str(t_dir), "--student", str(s_dir), "--device", "cpu",
                  "--calib-data", str(text), "--calib-n", "2", "--calib-len", "16", "--out", str(out),

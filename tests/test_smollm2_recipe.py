@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pairs_on_disk import build_tiny_pair
+from tiny import saved_tiny_pair
 
 from boomerang.cli import main
 from boomerang.errors import BoomerangError
@@ -15,7 +15,7 @@ from boomerang.zoo import load_pair, smollm2_dirs
 
 @pytest.fixture(scope="module")
 def tiny_student(tmp_path_factory):
-    return build_tiny_pair(tmp_path_factory.mktemp("recipe") / "pair")[1]
+    return saved_tiny_pair(tmp_path_factory.mktemp("recipe") / "pair")[1]
 
 
 def test_report_measures_every_size_of_both_orders_and_pruning(tiny_student, tmp_path, monkeypatch, capsys):
