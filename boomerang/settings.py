@@ -28,8 +28,9 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tupl
 
 
 def field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
-    """{field: (int | float | bool | str, may it be None)} for the settings of those types;
-    other fields (tuples, nested dataclasses) are checked by their class's ``validate``."""
+    """{field: (int | float | bool | str, may it be None)} for the settings of those types (a
+    ``Literal`` of strings is a ``str`` whose choices the field names); other fields (tuples,
+    nested dataclasses) are checked by their class's ``validate``."""
     hints = typing.get_type_hints(cls)
     kinds = {}
     for f in dataclasses.fields(cls):
@@ -37,6 +38,8 @@ def field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
         optional = type(None) in args and len(args) == 2
         if optional:
             hint = next(a for a in args if a is not type(None))
+        if typing.get_origin(hint) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(hint)):
+            hint = str
         if hint in (int, float, bool, str):
             kinds[f.name] = (hint, optional)
     return kinds

@@ -257,3 +257,27 @@ def test_why_the_pages_are_not_in_a_folder_named_pages(tmp_path):
 
     assert sidebar_after_a_rerun("app_pages") == (["from app.py"], ["page A"])
     assert sidebar_after_a_rerun("pages") == ([], ["page A"])  # app.py skipped: no sidebar
+
+
+def test_closed_choices_are_literal_types_that_the_cli_offers():
+    """A closed choice is written once, as a Literal: the type checker, the config's validation
+    and the CLI's --help all read it from there."""
+    import dataclasses
+    import typing
+
+    from boomerang.orders.pruning import PRUNING_METHODS, pruning_order
+    from boomerang.train import DistillConfig
+    from boomerang.train.events import DistillProgress
+    from boomerang.ui import PairSpec, TrainingJob
+
+    hints = typing.get_type_hints(DistillConfig)
+    fields = {f.name: f for f in dataclasses.fields(DistillConfig)}
+    for name in ("mode", "precision", "local_loss"):
+        assert typing.get_origin(hints[name]) is typing.Literal
+        assert tuple(fields[name].metadata["choices"]) == typing.get_args(hints[name]), name
+    help_text = subprocess.run([sys.executable, "-m", "boomerang", "distill", "--help"], capture_output=True,
+                               text=True, check=True, cwd=ROOT).stdout
+    assert "{" + ",".join(typing.get_args(hints["mode"])) + "}" in help_text
+    assert typing.get_args(typing.get_type_hints(pruning_order)["method"]) == PRUNING_METHODS
+    for cls, name in ((DistillProgress, "event"), (PairSpec, "kind"), (TrainingJob, "kind"), (TrainingJob, "state")):
+        assert typing.get_origin(typing.get_type_hints(cls)[name]) is typing.Literal, (cls, name)

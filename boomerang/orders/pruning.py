@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -28,8 +29,9 @@ from ..progress import Progress, report
 from .calibration import calib_batches
 from .laco import build_laco, cached_laco_merges
 
-#: Methods of :func:`pruning_order`.
-PRUNING_METHODS = ("naive", "block-influence", "angular", "sleb", "laco")
+#: Methods of :func:`pruning_order`, the pruning baselines: which teacher layers to drop (or, for LaCo, merge) at each size.
+PruningMethod = Literal["naive", "block-influence", "angular", "sleb", "laco"]
+PRUNING_METHODS: tuple[str, ...] = get_args(PruningMethod)
 
 
 def pruning_method(baseline: str) -> str:
@@ -98,7 +100,7 @@ def block_influence(pair: BoomerangPair, calib_ids: torch.Tensor, batch_size: in
 
 def pruning_order(
     pair: BoomerangPair,
-    method: str = "naive",
+    method: PruningMethod = "naive",
     calib_ids: torch.Tensor | None = None,
     sizes: Iterable[int] | None = None,
     progress: Progress | None = None,

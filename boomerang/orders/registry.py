@@ -17,6 +17,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from transformers import PreTrainedModel
@@ -54,7 +55,7 @@ class Order:
     """
 
     name: str
-    kind: str
+    kind: Literal["rule", "user", "search", "pruning"]
     nested: bool
     needs_calibration: bool
     optimises: str

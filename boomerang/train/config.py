@@ -21,20 +21,24 @@ import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self, get_args
 
 import yaml
 
 from ..errors import BoomerangError
 from ..settings import add_flag, field_kinds, setting
 
-MODES = ("boomerang", "no-align", "ce-only", "random-init", "pretrain", "local")
+#: What a run trains (see :class:`DistillConfig`'s ``mode``).
+Mode = Literal["boomerang", "no-align", "ce-only", "random-init", "pretrain", "local"]
+MODES: tuple[str, ...] = get_args(Mode)
 #: Losses of block-local distillation (mode "local"): on each student layer's output hidden state.
-LOCAL_LOSSES = ("cosine", "mse", "cosine+mse")
+LocalLoss = Literal["cosine", "mse", "cosine+mse"]
+LOCAL_LOSSES: tuple[str, ...] = get_args(LocalLoss)
 #: Student parts that ``DistillConfig.freeze`` can keep at their teacher weights.
 FREEZABLE = ("one-to-one", "embeddings", "head")
 #: Training precisions (``auto``: bf16 on CUDA, fp32 on CPU).
-PRECISIONS = ("auto", "fp32", "bf16")
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 #: Experiment trackers ``DistillConfig.log_with`` accepts (Accelerate's names; "all": every installed one).
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab",
             "trackio", "all")
@@ -248,17 +252,17 @@ class DistillConfig(RunConfig):
     a tokenizer: the model starts random.
     """
 
-    mode: str = setting("boomerang", "boomerang (the paper's loss), an ablation (no-align, ce-only, "
+    mode: Mode = setting("boomerang", "boomerang (the paper's loss), an ablation (no-align, ce-only, "
                         "random-init), pretrain (no teacher), or local (block-local: each student layer "
                         "learns its teacher block alone, see boomerang.train.local)", choices=MODES)
     grad_accum: int = setting(1, "micro-batches per optimizer step")
     weights: LossWeights = setting(default_factory=LossWeights)
     freeze: tuple[str, ...] = setting((), f"parts kept at the teacher's weights, comma-separated: {', '.join(FREEZABLE)}")
     keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
-    precision: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", choices=PRECISIONS)
+    precision: Precision = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", choices=PRECISIONS)
     eval_every: int = setting(0, "steps between validation perplexities and last-to-first curves (0: never)")
     eval_blocks: int = setting(32, "validation blocks (of the data's validation split) they are measured on")
-    local_loss: str = setting("cosine+mse", "mode local: loss on each student layer's output", choices=LOCAL_LOSSES)
+    local_loss: LocalLoss = setting("cosine+mse", "mode local: loss on each student layer's output", choices=LOCAL_LOSSES)
     log_with: tuple[str, ...] = setting((), "experiment trackers through Accelerate, comma-separated: "
                                             "tensorboard, wandb, ... (logs under OUT/trackers)")
 

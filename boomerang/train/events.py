@@ -8,9 +8,14 @@ curves work for all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 from ..progress import Update
+
+
+#: What happened at a step: an ordinary step, a checkpoint written, the run done, or stopped.
+Event = Literal["step", "checkpoint", "done", "stopped"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +28,7 @@ class DistillProgress(Update):
     tokens_per_s: float
     eta_s: float | None
     elapsed_s: float
-    event: str = "step"  # step | checkpoint | done | stopped
+    event: Event = "step"
     checkpoint: Path | None = None
 
     @property
@@ -33,7 +38,7 @@ class DistillProgress(Update):
 
 
 def progress_event(step: int, total: int, losses: dict[str, float], lr: float, tok_s: float,
-                   eta: float | None, elapsed: float, event: str, ck: Path | None = None) -> DistillProgress:
+                   eta: float | None, elapsed: float, event: Event, ck: Path | None = None) -> DistillProgress:
     """The :class:`DistillProgress` of step ``step`` of ``total``, with a one-line note."""
     loss = f", loss {losses['loss']:.4g}" if "loss" in losses else ""
     return DistillProgress(done=step, total=total, note=f"step {step}/{total}{loss}", losses=dict(losses),

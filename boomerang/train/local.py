@@ -112,8 +112,8 @@ from ..threads import configure_threads
 from ..zoo import resolve_teacher
 from .batches import BlockOrder, training_blocks
 from .checkpoints import trim_log
-from .config import LOCAL_LOSSES, DistillConfig, RunConfig
-from .events import DistillProgress, progress_event
+from .config import LOCAL_LOSSES, DistillConfig, LocalLoss, RunConfig
+from .events import DistillProgress, Event, progress_event
 from .processes import Peers, process_state
 from .schedule import lr_multiplier
 
@@ -143,7 +143,7 @@ class LocalDistillConfig(RunConfig):
     lr: float = 2e-4
     warmup: int = 20
     save_every: int = 100
-    loss: str = "cosine+mse"  # one of LOSSES
+    loss: LocalLoss = "cosine+mse"
     layers: tuple[int, ...] | None = None  # student layers to train (None: all not frozen)
     freeze_one_to_one: bool = True  # layers standing for a single teacher layer stay the teacher's
     # Stop early (and still save the student) after this many seconds of training; the lr decay
@@ -498,7 +498,7 @@ def _load_checkpoint(ckpt: Path, student_layers: nn.ModuleList, trained: list[in
     opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
 
 
-def _event(step: int, total: int, last: dict[str, Any], event: str, ck: Path | None = None) -> DistillProgress:
+def _event(step: int, total: int, last: dict[str, Any], event: Event, ck: Path | None = None) -> DistillProgress:
     """The run's state after ``step`` as the training event every loop reports."""
     losses = {"loss": last.get("loss", float("nan")),
               **{f"layer {i}": v for i, v in last.get("layer_losses", {}).items()}}

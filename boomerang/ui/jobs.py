@@ -44,7 +44,7 @@ class TrainingJob:
     family: str = ""  # a "build": the named family whose student it builds
     device: str | None = None  # cpu, cuda, cuda:<i>; None: Accelerate's choice
     history: list[dict[str, Any]] = field(default_factory=list)
-    state: str = "starting"  # starting | running | stopped | done | failed
+    state: Literal["starting", "running", "stopped", "done", "failed"] = "starting"
     message: str = ""
     result: Path | None = None
     started: float = field(default_factory=time.time)
