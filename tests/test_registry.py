@@ -72,3 +72,35 @@ def test_no_page_or_worker_names_a_pair():
     found = [f"{f.relative_to(ROOT)}:{i}" for f in files
              for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if named.search(line)]
     assert found == []
+
+
+def test_every_source_of_pairs_says_how_it_is_found_and_what_it_costs():
+    assert [s.name for s in registry.SOURCES] == ["runs", "published", "folders"]
+    for f in registry.FAMILIES:
+        assert f.how and f.title and (f.first_use or f.ready())
+    for s in registry.SOURCES:
+        assert s.how and s.first_use
+
+
+def test_published_students_are_offered_only_when_the_hub_cache_holds_both_repos(tmp_path, monkeypatch):
+    """A fake hub cache (the layout huggingface_hub reads) with one student and its teacher."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    want = bm.zoo.PUBLISHED_STUDENTS[0]
+
+    def cache(repo: str) -> None:
+        d = tmp_path / f"models--{repo.replace('/', '--')}"
+        (d / "refs").mkdir(parents=True)
+        (d / "refs" / "main").write_text("abc")
+        (d / "snapshots" / "abc").mkdir(parents=True)
+        (d / "snapshots" / "abc" / "config.json").write_text("{}")
+
+    assert registry.cached_published() == []
+    cache(want.student)
+    assert registry.cached_published() == []  # its teacher is missing: it would not load offline
+    cache(want.teacher)
+    assert registry.cached_published() == [want]
+    spec = next(s for s in ui.discover_pairs(tmp_path / "no-runs") if s.student == want.student)
+    assert spec.teacher == want.teacher and spec.title == f"{want.student} (published)"

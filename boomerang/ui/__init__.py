@@ -13,6 +13,7 @@ from ..threads import configure_threads
 from ..train.curves import read_curves
 from ..recipes import report_figure
 from ..zoo import Family, NamedPair, registry
+from ..zoo.registry import trained_students
 from . import background, present, query, tour
 from .compute import (
     ACCURACY_EXAMPLES,
@@ -73,7 +74,6 @@ from .specs import (
     release_memory,
     same_size_students,
     spec_fingerprint,
-    trained_students,
 )
 
 __all__ = [

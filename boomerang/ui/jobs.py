@@ -26,7 +26,8 @@ from ..paths import runs_dir
 from ..recipes import student_build
 from ..train import DistillConfig, last_checkpoint
 from ..zoo import Family
-from .specs import dashboard_runs_dir, folders_holding
+from ..zoo.registry import folders_holding
+from .specs import dashboard_runs_dir
 from .worker import launch
 
 

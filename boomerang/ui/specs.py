@@ -144,26 +144,15 @@ def _folder_label(teacher: str, student: str) -> str:
     return f"{name} (local)" if not teacher else f"{Path(teacher).name} / {name}"
 
 
-def folders_holding(root: Path, tail: str, max_depth: int = 3) -> set[Path]:
-    """Folders ``root/*/.../<tail's parent>`` (1 to ``max_depth`` levels of ``*``) holding ``tail``."""
-    if not root.is_dir():
-        return set()
-    return {m.parent for depth in range(1, max_depth + 1)
-            for m in root.glob("/".join(["*"] * depth) + "/" + tail)}
-
-
-def trained_students(root: Path | None = None) -> list[Path]:
-    """Finished students under the runs folder (``<run>/student``), newest first."""
-    found = folders_holding(Path(root or runs_dir()), "student/student_config.json")
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
 def discover_pairs(root: Path | None = None) -> list[PairSpec]:
     """Every pair the sidebar can offer without typing: the named pairs installed here (the
-    registry's order), then the students trained under the runs folder, newest first."""
+    registry's order), the students trained under the runs folder (newest first), then the
+    published students the local Hugging Face cache holds."""
     out = [PairSpec.named(p) for p in registry.offered()]
-    for s in trained_students(root):
+    for s in registry.trained_students(root):
         out.append(PairSpec(FOLDERS, student=str(s), label=_folder_label("", str(s))))
+    for p in registry.cached_published():
+        out.append(PairSpec(FOLDERS, student=p.student, teacher=p.teacher, label=f"{p.student} (published)"))
     return out
 
 

@@ -10,9 +10,13 @@ distilled student and the undistilled one). Each :class:`NamedPair` says
 - what else it brings: students distilled at each size, a shipped report, a student a recipe
   can build when none is installed.
 
+Beside the named pairs, :data:`SOURCES` says where every other pair comes from: the students
+trained under the runs folder (:func:`trained_students`), the paper's published students that
+the local Hugging Face cache holds (:func:`cached_published`), and any folders or hub ids typed
+by hand. Those load by path (:func:`boomerang.zoo.load_pair` with ``teacher=``/``student=``).
+
 The dashboard's pair picker, its training worker and the CLI ask this registry; none of them
-names a pair. Folders and hub ids (a trained run, a published student) are not named pairs:
-:func:`boomerang.zoo.load_pair` takes them as paths.
+names a pair.
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import try_to_load_from_cache
+
 from ..errors import BoomerangError
+from ..paths import runs_dir
 from .demo import DEMO_STUDENTS, demo_dirs, demo_student_dirs, same_size_deltas
+from .published import PUBLISHED_STUDENTS, PublishedStudent
 from .smollm2 import (
     distilled_smollm2_info,
     distilled_smollm2_run,
@@ -163,3 +171,53 @@ def lesson() -> tuple[NamedPair | None, list[NamedPair]]:
             others = [p for p in PAIRS if p.family is f and p.student in f.ablations and p.available()]
             return (main if main.available() else None), others
     return None, []
+
+
+# ---- pairs that load by path ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where pairs that are not named come from: how they are found and what a first load costs."""
+
+    name: str
+    how: str
+    first_use: str
+
+
+#: Every other source of pairs, in the picker's order after the named pairs.
+SOURCES: tuple[Source, ...] = (
+    Source("runs", "students trained on this machine: <runs folder>/<run>/student, found by scanning the runs "
+           "folder (the Train page and `boomerang distill` write there)", "loading its safetensors: seconds"),
+    Source("published", "the paper's students (Harvard-DCML/boomerang-*) and their teachers, offered once the "
+           "local Hugging Face cache holds both", "none offline; downloading one pair is several GB"),
+    Source("folders", "any teacher and student folder or hub id, typed in the sidebar or given with "
+           "--teacher/--student", "loading, or downloading from the hub"),
+)
+
+
+def folders_holding(root: Path, tail: str, max_depth: int = 3) -> set[Path]:
+    """Folders ``root/*/.../<tail's parent>`` (1 to ``max_depth`` levels of ``*``) holding ``tail``."""
+    if not root.is_dir():
+        return set()
+    return {m.parent for depth in range(1, max_depth + 1)
+            for m in root.glob("/".join(["*"] * depth) + "/" + tail)}
+
+
+def trained_students(root: Path | None = None) -> list[Path]:
+    """Finished students under the runs folder (``<run>/student``), newest first."""
+    found = folders_holding(Path(root or runs_dir()), "student/student_config.json")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def _in_hub_cache(repo: str) -> bool:
+    try:
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except (OSError, ValueError):
+        return False
+
+
+def cached_published() -> list[PublishedStudent]:
+    """The published students whose repo and teacher's repo the local Hugging Face cache holds
+    (they load offline); never downloads."""
+    return [p for p in PUBLISHED_STUDENTS if _in_hub_cache(p.student) and _in_hub_cache(p.teacher)]
