@@ -154,7 +154,7 @@ def test_block_local_distillation_in_two_processes_trains_like_one_and_resumes_a
                                    "out": str(one), "batch_size": 4})
     # The stop is asked after step 1's report, so the run stops (and saves) at the end of step 2.
     distill(cfg, progress=lambda e: steps.append(e.step), should_stop=lambda: 1 in steps)
-    state = json.loads((one / "checkpoint" / "state.json").read_text())
+    state = json.loads((one / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["world_size"] == 1 and state["global_batch"] == 4
     r = _launch(TORCHRUN, tiny, *flags, "--resume", "--out", str(one))
     assert r.returncode == 0, r.stderr[-3000:]

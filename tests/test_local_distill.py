@@ -189,7 +189,8 @@ def test_stopped_and_killed_runs_resume_to_the_same_student(tmp_path, teacher_di
         return calls["n"] >= 6
 
     ck = local_distill(_config(teacher_dirs[family], out, **kw), should_stop=stop, blocks=blocks)
-    assert ck == out / "checkpoint" and json.loads((ck / "state.json").read_text())["step"] == 6
+    assert ck == out / "checkpoints" / "step-00000006"
+    assert json.loads((ck / "trainer_state.json").read_text())["step"] == 6
     assert not (out / "student").exists()
     with pytest.raises(BoomerangError):  # the folder holds a run: resume must be asked for
         local_distill(_config(teacher_dirs[family], out, **kw), blocks=blocks)
@@ -208,7 +209,7 @@ def test_stopped_and_killed_runs_resume_to_the_same_student(tmp_path, teacher_di
 
     with pytest.raises(KeyboardInterrupt):
         local_distill(_config(teacher_dirs[family], out, **kw), progress=die, blocks=blocks)
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 8
+    assert json.loads((out / "checkpoints" / "step-00000008" / "trainer_state.json").read_text())["step"] == 8
     events = []
     sdir = local_distill(_config(teacher_dirs[family], out, resume=True, **kw), blocks=blocks,
                          progress=lambda p: events.append((p.step, p.total, p.event)))
@@ -267,7 +268,7 @@ def test_bad_layers_unknown_keys_and_changed_resume(tmp_path, teacher_dirs):
     out = tmp_path / "run"
     local_distill(_config(teacher_dirs["llama"], out, steps=8), should_stop=lambda: True,
                   blocks=_blocks())  # stops after step 1 with a checkpoint
-    with pytest.raises(BoomerangError, match="other settings"):
+    with pytest.raises(BoomerangError, match="with different settings: lr"):
         local_distill(_config(teacher_dirs["llama"], out, steps=8, lr=1e-2, resume=True),
                       blocks=_blocks())
 
@@ -319,8 +320,8 @@ def test_distill_mode_local_runs_through_the_same_entry_point(tmp_path, teacher_
     assert meta["teacher_input_prob"] == 0.5 and meta["trained_layers"] == [1, 2, 3]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["mode"] == "local" and saved["teacher_input_prob"] == 0.5
-    ck = tmp_path / "run" / "checkpoint"
-    assert (ck / "state.safetensors").is_file() and not list(ck.glob("*.pt"))
+    ck = tmp_path / "run" / "checkpoints" / "step-00000012"
+    assert sorted(p.name for p in ck.iterdir()) == ["state.safetensors", "trainer_state.json"]
     with pytest.raises(BoomerangError, match="different settings: lr"):
         distill(dataclasses.replace(cfg, lr=1e-3, resume=True), blocks=_blocks())
     with pytest.raises(BoomerangError, match="teacher_input_prob is a probability"):

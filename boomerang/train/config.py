@@ -77,6 +77,7 @@ class RunConfig:
     betas: tuple[float, float] = setting((0.9, 0.95), "AdamW betas, two numbers: 0.9,0.95")
     grad_clip: float = setting(1.0, "gradient norm clip (0: none)")
     save_every: int = setting(500, "steps between checkpoints")
+    keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
     log_every: int = setting(10, "steps between lines of log.jsonl")
     resume: bool = setting(False, "continue from the last checkpoint in the output folder")
     seed: int = setting(0, "seed of the data order and initialisation")
@@ -93,11 +94,12 @@ class RunConfig:
     #: What the error for an unknown key calls these settings.
     NOUN: ClassVar[str] = "distillation"
     #: Settings a resumed run may change: they do not change what a step computes.
-    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"resume", "out", "save_every", "log_every", "threads"})
+    RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"resume", "out", "save_every", "keep_checkpoints",
+                                                        "log_every", "threads"})
     #: Lowest allowed value of whole-number settings (None: any whole number).
     AT_LEAST: ClassVar[dict[str, int | None]] = {
         "keep_first": 0, "every": 1, "keep_last": 0, "steps": 1, "seq_len": 2, "batch_size": 1,
-        "warmup": 0, "save_every": 1, "log_every": 1, "seed": None, "max_blocks": 1, "threads": 1,
+        "warmup": 0, "save_every": 1, "keep_checkpoints": 1, "log_every": 1, "seed": None, "max_blocks": 1, "threads": 1,
         "updates_per_batch": 1}
 
     def __post_init__(self) -> None:
@@ -258,7 +260,6 @@ class DistillConfig(RunConfig):
     grad_accum: int = setting(1, "micro-batches per optimizer step")
     weights: LossWeights = setting(default_factory=LossWeights)
     freeze: tuple[str, ...] = setting((), f"parts kept at the teacher's weights, comma-separated: {', '.join(FREEZABLE)}")
-    keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
     precision: Precision = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", choices=PRECISIONS)
     eval_every: int = setting(0, "steps between validation perplexities and last-to-first curves (0: never)")
     eval_blocks: int = setting(32, "validation blocks (of the data's validation split) they are measured on")
@@ -270,14 +271,13 @@ class DistillConfig(RunConfig):
     # processes; the loop checks that the checkpoint's global batch (their product with the
     # number of processes) stays the same.
     RESUME_FREE: ClassVar[frozenset[str]] = RunConfig.RESUME_FREE | {
-        "steps", "keep_checkpoints", "precision", "eval_every", "eval_blocks", "log_with", "batch_size",
+        "steps", "precision", "eval_every", "eval_blocks", "log_with", "batch_size",
         "grad_accum"}
     AT_LEAST: ClassVar[dict[str, int | None]] = {
-        **RunConfig.AT_LEAST, "grad_accum": 1, "keep_checkpoints": 1, "eval_every": 0, "eval_blocks": 1}
+        **RunConfig.AT_LEAST, "grad_accum": 1, "eval_every": 0, "eval_blocks": 1}
     #: Settings only block-local distillation uses, and those it does not (whole-model training's).
     LOCAL_ONLY: ClassVar[tuple[str, ...]] = ("teacher_input_prob", "local_loss", "sink_weight", "updates_per_batch")
-    NOT_LOCAL: ClassVar[tuple[str, ...]] = ("grad_accum", "keep_checkpoints", "precision", "eval_every",
-                                            "eval_blocks", "log_with")
+    NOT_LOCAL: ClassVar[tuple[str, ...]] = ("grad_accum", "precision", "eval_every", "eval_blocks", "log_with")
     #: Loss weights each mode does not use (see :meth:`effective_weights`; mode local has no such loss).
     UNUSED_WEIGHTS: ClassVar[dict[str, tuple[str, ...]]] = {
         "local": ("ce", "kl", "tau", "cos"), "no-align": ("cos",), "ce-only": ("kl", "tau", "cos"),

@@ -62,12 +62,13 @@ teacher states for ``u`` consecutive updates (fewer distinct tokens, more update
 The data order
 and the random input choices are pure functions of ``(seed, step)``, so a checkpoint (written
 atomically: trained layers, optimizer state, step) is all a killed run needs to continue to
-exactly the result of an uninterrupted one. Output folder::
+exactly the result of an uninterrupted one. Around its steps the run lives the same life as a
+whole-model one (:mod:`.run`) and writes the same checkpoints (:mod:`.checkpoints`). Output folder::
 
     OUT/config.json          the settings
     OUT/log.jsonl            one line per logged step: loss, per-layer losses, lr, tokens/s ...
-    OUT/checkpoint/          the last checkpoint (trained layers and optimizer state as
-                             safetensors, step and settings as JSON)
+    OUT/checkpoints/step-N/  the newest keep_checkpoints checkpoints (trained layers and
+                             optimizer state as safetensors, step and settings as JSON)
     OUT/student/             the final student (boomerang.save_student), load_pair(student=...)
 
 From code::
@@ -81,10 +82,9 @@ with ``mode="local"``, see :func:`from_distill_config`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import numbers
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -93,7 +93,6 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..core import (
@@ -106,19 +105,18 @@ from ..core import (
     split_layer_call,
 )
 from ..errors import BoomerangError
-from ..io import atomic_dir, atomic_write
-from ..progress import StopSignal, stop_requested
+from ..progress import StopSignal
 from ..threads import configure_threads
 from ..zoo import resolve_teacher
 from .batches import BlockOrder, training_blocks
-from .checkpoints import trim_log
+from .checkpoints import check_global_batch, load_optimizer_state, optimizer_state, read_checkpoint
 from .config import LOCAL_LOSSES, DistillConfig, LocalLoss, RunConfig
 from .events import DistillProgress, Event, progress_event
 from .processes import Peers, process_state
+from .run import RunFolder, check_out, run_lock
 from .schedule import lr_multiplier
 
 LOSSES = LOCAL_LOSSES
-CHECKPOINT = "checkpoint"
 
 
 Progress = Callable[[DistillProgress], None]
@@ -452,50 +450,11 @@ def lr_at(step: int, config: LocalDistillConfig, elapsed_s: float = 0.0) -> floa
     return config.lr * lr_multiplier(step, config.warmup, config.steps, config.min_lr_ratio, used)
 
 
-def _save_checkpoint(out: Path, student_layers: nn.ModuleList, trained: list[int],
-                     opt: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
-    """Trained layers and AdamW's moments as safetensors, the rest as JSON (no pickle)."""
-    dest = out / CHECKPOINT
-    # Only what trains: the frozen weights (and a low-rank run's base weights) are the teacher's.
-    tensors = {f"layer.{i}.{k}": v.detach().cpu().contiguous() for i in trained
-               for k, v in student_layers[i].named_parameters() if v.requires_grad}
-    opt_state = opt.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in opt_state["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.dim() > 0:
-                tensors[f"opt.{pid}.{k}"] = v.cpu().contiguous()
-            else:
-                scalars.setdefault(str(pid), {})[k] = float(v)
-    with atomic_dir(dest) as tmp:
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(
-            {**state, "param_groups": opt_state["param_groups"], "optimizer_scalars": scalars}, indent=2) + "\n")
-    return dest
-
-
-def _load_checkpoint(ckpt: Path, student_layers: nn.ModuleList, trained: list[int],
-                     opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Inverse of :func:`_save_checkpoint`."""
-    tensors = load_file(str(ckpt / "state.safetensors"))
-    with torch.no_grad():
-        for i in trained:
-            prefix = f"layer.{i}."
-            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            wanted = {k for k, v in student_layers[i].named_parameters() if v.requires_grad}
-            if set(own) != wanted:
-                raise BoomerangError(f"The checkpoint {str(ckpt)!r} does not hold the trained weights of "
-                                     f"student layer {i}; resume with the run's own settings.")
-            student_layers[i].load_state_dict(own, strict=False)
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, pid, name = k.split(".", 2)
-            opt_state.setdefault(int(pid), {})[name] = v
-    for pid, scalars in state.get("optimizer_scalars", {}).items():
-        for name, value in scalars.items():
-            opt_state.setdefault(int(pid), {})[name] = torch.tensor(value)
-    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+def _layer_weights(student: nn.Module, trained: list[int]) -> dict[str, nn.Parameter]:
+    """The weights a run trains, by their names in the student (``model.layers.3.mlp...``)."""
+    s_layers = find_parts(student).layer_list(student)
+    ids = {id(p) for i in trained for p in s_layers[i].parameters() if p.requires_grad}
+    return {name: p for name, p in student.named_parameters() if id(p) in ids}
 
 
 def _event(step: int, total: int, last: dict[str, Any], event: Event, ck: Path | None = None) -> DistillProgress:
@@ -536,13 +495,14 @@ def local_distill(
     if not peers.main:
         progress = None  # only the main process speaks and writes
     out = Path(config.out)
-    log_path = out / "log.jsonl"
-    ckpt = out / CHECKPOINT
-    if not config.resume and (ckpt.exists() or (out / "student").exists()):
-        raise BoomerangError(
-            f"{str(out)!r} already holds a run (a checkpoint or a student); set resume=True to "
-            "continue it or choose another out folder."
-        )
+    check_out(config, out, out / "student")
+    with run_lock(out):
+        return _local_run(config, progress, should_stop, peers, out, blocks, extra, run_config)
+
+
+def _local_run(config: LocalDistillConfig, progress: Progress | None, should_stop: StopSignal, peers: Peers,
+               out: Path, blocks: torch.Tensor | None, extra: dict[str, Any] | None,
+               run_config: dict[str, Any] | None) -> Path:
 
     # ---- models ---------------------------------------------------------------------------
     teacher_ref = resolve_teacher(config.teacher)
@@ -571,39 +531,40 @@ def local_distill(
     # ---- resume ---------------------------------------------------------------------------
     per_step = config.batch_size * peers.world  # sequences per step, over every process
     step, elapsed_before = 0, 0.0
-    if config.resume and (ckpt / "state.json").is_file():
-        state = json.loads((ckpt / "state.json").read_text())
-        saved = state.get("config", {})
-        changed = config.resume_conflict(saved)
+    weights = _layer_weights(student, trained)
+
+    def check(ckpt: Path, state: dict[str, Any]) -> None:
+        changed = config.resume_conflict(state.get("config", {}))
         if changed:
             raise BoomerangError(
-                f"The checkpoint in {str(out)!r} was made with other settings: {changed}; "
-                "resume with the run's own settings or choose another out folder."
-            )
-        saved_batch = state.get("global_batch", saved.get("batch_size", per_step))
-        if saved_batch != per_step:
-            raise BoomerangError(
-                f"The checkpoint in {str(out)!r} was trained with {saved_batch} sequences per step (batch size x "
-                f"{state.get('world_size', 1)} process(es)), but these settings give {per_step}; choose a batch "
-                f"size that keeps {saved_batch} sequences per step.")
-        _load_checkpoint(ckpt, s_layers, trained, opt, state)
-        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
-        if peers.main:
-            trim_log(log_path, step)
-    elif peers.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if log_path.exists():
-            log_path.unlink()  # a run killed before its first checkpoint starts over
-    if peers.main:
-        atomic_write(out / "config.json", json.dumps(run_config or config.to_dict(), indent=2) + "\n")
-    peers.barrier()
+                f"The checkpoint {str(ckpt)!r} was made with other settings: {changed}; "
+                "resume with the run's own settings or choose another out folder.")
+        check_global_batch(ckpt, state, per_step, "batch size")
+
+    def load(ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
+        own = {k[len("model."):]: v for k, v in (tensors or {}).items() if k.startswith("model.")}
+        if set(own) != set(weights):
+            raise BoomerangError(f"The checkpoint {str(ckpt)!r} does not hold the trained weights of this "
+                                 "student; resume with the run's own settings.")
+        with torch.no_grad():
+            for name, p in weights.items():
+                p.copy_(own[name])
+        load_optimizer_state(opt, tensors or {}, state)
+
+    found = read_checkpoint(out, check, load) if config.resume else None
+    if found is not None:
+        step, elapsed_before = int(found[1]["step"]), float(found[1]["elapsed_s"])
+    folder = RunFolder(out, peers, config.keep_checkpoints)
+    folder.begin(step if found is not None else None, run_config or config.to_dict())
 
     def tokens_after(at_step: int) -> int:
         return config.tokens_after(at_step) * peers.world
 
-    def state_record(at_step: int, elapsed: float) -> dict[str, Any]:
-        return {"step": at_step, "tokens": tokens_after(at_step), "elapsed_s": elapsed,
-                "config": config.to_dict(), "global_batch": per_step, "world_size": peers.world}
+    def contents(at_step: int, elapsed: float) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        opt_tensors, opt_record = optimizer_state(opt)
+        return ({"tokens": tokens_after(at_step), "elapsed_s": elapsed, "config": config.to_dict(),
+                 "mapping": [list(b) for b in mapping.blocks], "global_batch": per_step, **opt_record},
+                {**{f"model.{k}": v for k, v in weights.items()}, **opt_tensors})
 
     needs = block_needs(mapping, trained, config.teacher_input_prob)
     cached: tuple[int, dict[int, BlockIO]] | None = None  # (batch number, its block ends)
@@ -613,7 +574,7 @@ def local_distill(
     start_step = step
     last: dict[str, Any] = {}
     stopped_early = False
-    with open(log_path if peers.main else os.devnull, "a", encoding="utf-8") as log_f:
+    with contextlib.closing(folder):
         while step < config.steps:
             batch_no = step // config.updates_per_batch
             rows = order.indices(batch_no * per_step, per_step)[peers.rank * config.batch_size:]
@@ -654,24 +615,22 @@ def local_distill(
                     "elapsed_s": round(elapsed_before + elapsed, 2),
                     "eta_s": round((config.steps - step) * elapsed / max(1, step - start_step), 1)}
             if step % config.log_every == 0 or step == config.steps:
-                log_f.write(json.dumps({"step": step, **last}) + "\n")
-                log_f.flush()
+                folder.log({"step": step, **last})
             # Collective: every process stops at the same step (the main one's clock and signals).
-            over_time = peers.any(peers.main and config.time_limit_s is not None
-                                  and elapsed_before + elapsed >= config.time_limit_s and step < config.steps)
-            stop = peers.any(peers.main and stop_requested(should_stop) and step < config.steps)
-            event = "step"
+            over_time = folder.stop_now(None, config.time_limit_s is not None and step < config.steps
+                                        and elapsed_before + elapsed >= config.time_limit_s)
+            stop = step < config.steps and folder.stop_now(should_stop)
+            event: Event = "step"
+            ck = None
             if step % config.save_every == 0 or stop:
-                if peers.main:
-                    _save_checkpoint(out, s_layers, trained, opt, state_record(step, elapsed_before + elapsed))
-                peers.barrier()
+                ck = folder.checkpoint(step, lambda: contents(step, elapsed_before + elapsed))
                 event = "checkpoint"
             if progress is not None:
-                progress(_event(step, config.steps, last, event, out / CHECKPOINT if event == "checkpoint" else None))
+                progress(_event(step, config.steps, last, event, ck))
             if stop:
                 if progress is not None:
-                    progress(_event(step, config.steps, last, "stopped", ckpt))
-                return ckpt
+                    progress(_event(step, config.steps, last, "stopped", ck))
+                return ck
             if over_time:
                 stopped_early = True
                 break

@@ -3,11 +3,12 @@
 The student (initialised from a subset of the teacher's layers, see
 :func:`boomerang.core.init_student`) is trained with the loss of :mod:`.loss`. The loop uses
 Hugging Face Accelerate, so one code path runs on CPU (fp32), one GPU (bf16 autocast) and many
-GPUs / FSDP via ``accelerate launch`` (see ``configs/``). Checkpoints (``accelerator.save_state``
-into a temporary directory, then an atomic rename; see :mod:`.checkpoints`) hold the student
-weights, optimizer, scheduler, RNG states and step; the data order is a pure function of
-``(seed, step)``, so resuming after ``kill -9`` continues exactly where the last checkpoint left
-off and ``log.jsonl`` has no duplicate steps.
+GPUs / FSDP via ``accelerate launch`` (see ``configs/``). Around the steps the run lives the life
+every objective shares (:mod:`.run`: the folder's checks and lock, the log, stopping), and its
+checkpoints (:mod:`.checkpoints`: safetensors and JSON, written atomically) hold the student's
+weights, the optimizer and schedule, the RNG state and the step; the data order is a pure
+function of ``(seed, step)``, so resuming after ``kill -9`` continues exactly where the last
+checkpoint left off and ``log.jsonl`` has no duplicate steps.
 
 Running it::
 
@@ -28,11 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,22 +50,27 @@ from ..core import LayerMapping, init_student, load_model, save_student
 from ..data import load_blocks
 from ..errors import BoomerangError
 from ..eval import check_batch_fits, perplexity
-from ..io import atomic_dir, atomic_write, replace_dir
-from ..progress import StopSignal, stop_requested
+from ..io import atomic_dir
+from ..progress import StopSignal
 from ..threads import configure_threads
 from ..zoo import resolve_teacher
 from . import trackers
 from .batches import BlockOrder, training_blocks
-from .checkpoints import CHECKPOINT_DIR, STATE_FILE, checkpoints, trim_log
+from .checkpoints import (
+    check_global_batch,
+    load_optimizer_state,
+    load_rng_state,
+    optimizer_state,
+    read_checkpoint,
+    rng_state,
+)
 from .config import DistillConfig
 from .curves import (
-    CURVES_FILE,
     append_curve,
     curve_record,
     eval_pair,
     pruning_record,
     sequential_perplexities,
-    trim_curves,
 )
 from .events import DistillProgress, progress_event
 from .local import from_distill_config, local_distill
@@ -78,6 +82,7 @@ from .loss import (
     last_decoder_layer,
 )
 from .processes import Peers, process_state, use_cpu
+from .run import RunFolder, check_out, run_lock
 from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -193,91 +198,13 @@ def _distill(
     configure_threads(config.threads)  # None: the same default as the dashboard and the CLI
     _quiet_tied_weight_warning()
     out = Path(config.out)
-    log_path = out / "log.jsonl"
-    pretrain = config.mode == "pretrain"
-    result_dir = out / ("model" if pretrain else "student")
-    _check_out(config, out, result_dir)
-    with _run_lock(out):
-        if config.mode == "local":
-            return local_distill(from_distill_config(config), progress, should_stop, blocks=blocks,
-                                 run_config=config.to_dict())
-        return _train(config, progress, should_stop, blocks, val_blocks, show_progress_bar, out, log_path,
-                      result_dir)
-
-
-def _check_out(config: DistillConfig, out: Path, result_dir: Path) -> None:
-    """Refuse an ``--out`` that would overwrite something that is not this run's."""
-    if out.exists() and not out.is_dir():
-        raise BoomerangError(f"--out {str(out)!r} is a file; give a folder for the run.")
-    saved_path = out / "config.json"
-    saved = None
-    if saved_path.is_file():
-        try:
-            saved = json.loads(saved_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            saved = None
-    is_run = isinstance(saved, dict) and "mode" in saved and "steps" in saved and "weights" in saved
-    if config.resume:
-        if not is_run:
-            raise BoomerangError(f"{str(out)!r} holds no run to resume (no run config.json); drop --resume or check --out.")
-        conflict = config.resume_conflict(saved)
-        if conflict:
-            raise BoomerangError(
-                f"Cannot resume {str(out)!r} with different settings: {conflict}; resume with the run's "
-                "own settings or choose another --out."
-            )
-        return
-    if checkpoints(out) or result_dir.exists():
-        raise BoomerangError(
-            f"{str(out)!r} already holds a run (checkpoints or a result); pass --resume to "
-            "continue it or choose another --out."
-        )
-    # What a run killed before its first checkpoint leaves may be started over.
-    leftovers = ("log.jsonl", CURVES_FILE, "config.json", ".lock", CHECKPOINT_DIR, trackers.TRACKER_DIR)
-    if out.is_dir() and any(p for p in out.iterdir() if p.name not in leftovers):
-        raise BoomerangError(
-            f"{str(out)!r} is not empty and is not a run of these settings; choose a new --out folder."
-        )
-    if out.is_dir() and saved_path.exists() and (not is_run or config.resume_conflict(saved)):
-        raise BoomerangError(
-            f"{str(out)!r} holds a config.json that is not a run of these settings; choose a new --out folder."
-        )
-
-
-@contextlib.contextmanager
-def _run_lock(out: Path) -> Iterator[None]:
-    """Hold ``out/.lock`` for the run: a second process training into the same folder is refused.
-
-    Only the main process of an ``accelerate launch`` takes it (its ranks share the folder)."""
-    if not process_state().is_main_process:
-        yield
-        return
-    created_dir = not out.exists()
-    lock = out / ".lock"
-    created_lock = not lock.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        f = open(lock, "a+")
-    except OSError as e:
-        raise BoomerangError(f"Cannot write to --out {str(out)!r}: {e.strerror or e}.") from None
-    with f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BoomerangError(
-                f"Another process is training into {str(out)!r}; wait for it or choose another --out."
-            ) from None
-        try:
-            yield
-        except BaseException:
-            # A run refused before it wrote anything leaves the disk as it found it.
-            if created_lock and [p.name for p in out.iterdir()] == [".lock"]:
-                lock.unlink()
-                if created_dir:
-                    out.rmdir()
-            raise
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    result_dir = out / ("model" if config.mode == "pretrain" else "student")
+    if config.mode == "local":  # its own run of the same life (lock, checks, checkpoints)
+        return local_distill(from_distill_config(config), progress, should_stop, blocks=blocks,
+                             run_config=config.to_dict())
+    check_out(config, out, result_dir)
+    with run_lock(out):
+        return _train(config, progress, should_stop, blocks, val_blocks, show_progress_bar, out, result_dir)
 
 
 def patched_sizes(mapping: LayerMapping) -> list[int]:
@@ -305,31 +232,17 @@ def _validate(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, map
     return out, curve_record(pair, per_k, step, tokens)
 
 
-def _load_newest_checkpoint(acc: Accelerator, out: Path, blocks_of: list[list[int]],
-                            config: DistillConfig, global_batch: int) -> tuple[Path | None, dict | None]:
-    """Load the newest checkpoint that reads back; a damaged newer one is skipped, and said so.
+def _resume(acc: Accelerator, model: nn.Module, opt: Any, sched: Any, out: Path, blocks_of: list[list[int]],
+            config: DistillConfig, global_batch: int) -> dict[str, Any] | None:
+    """Restore the newest checkpoint that reads back into the prepared model, optimizer and
+    schedule; its state, or None when the run has none.
 
     A checkpoint resumes in any number of processes that keeps its global batch (sequences per
     optimizer step: batch size x gradient accumulation x processes): the data order and the
     averaged gradient depend on that product alone."""
-    found = checkpoints(out)
-    if not found:
-        return None, None
-    for _, ckpt in reversed(found):
-        try:
-            state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-            if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-                raise ValueError("no step recorded")
-        except (OSError, ValueError) as e:  # torn by a kill or a full disk: try the one before
-            log.warning("checkpoint %s cannot be read (its %s: %s); trying the one before it",
-                        ckpt, STATE_FILE, str(e).split("\n")[0][:200])
-            continue
-        saved_batch = state.get("global_batch")
-        if saved_batch is not None and saved_batch != global_batch:
-            raise BoomerangError(
-                f"The checkpoint {str(ckpt)!r} was trained with {saved_batch} sequences per step "
-                f"(batch size x gradient accumulation x {state.get('world_size', 1)} process(es)), but these "
-                f"settings give {global_batch}; choose a batch size that keeps {saved_batch} sequences per step.")
+
+    def check(ckpt: Path, state: dict[str, Any]) -> None:
+        check_global_batch(ckpt, state, global_batch, "batch size x gradient accumulation")
         saved = [list(b) for b in state.get("mapping", blocks_of)]
         if saved != blocks_of:
             raise BoomerangError(
@@ -343,19 +256,22 @@ def _load_newest_checkpoint(acc: Accelerator, out: Path, blocks_of: list[list[in
                 f"The checkpoint {str(ckpt)!r} was trained with freeze={list(saved_freeze)}, but "
                 f"these settings say {list(config.freeze)}; resume with the run's own --freeze."
             )
-        try:
+
+    def load(ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
+        if tensors is None:  # a sharded student's checkpoint: Accelerate's own state, one shard per process
             acc.load_state(str(ckpt))
-        except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: try the one before
-            log.warning("checkpoint %s cannot be read (%s: %s); trying the one before it",
-                        ckpt, type(e).__name__, str(e).split("\n")[0][:200])
-            continue
-        if ckpt != found[-1][1]:
-            log.warning("resuming from %s, the newest checkpoint that reads back", ckpt)
-        return ckpt, state
-    raise BoomerangError(
-        f"No checkpoint in {str(out / CHECKPOINT_DIR)!r} reads back (all are damaged); start a new run "
-        "with another --out."
-    )
+            return
+        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        res = acc.unwrap_model(model).load_state_dict(weights, strict=False)
+        if res.missing_keys or res.unexpected_keys:
+            raise ValueError(f"its weights do not fit this student (missing {res.missing_keys[:3]}, "
+                             f"unexpected {res.unexpected_keys[:3]})")
+        load_optimizer_state(opt, tensors, state)
+        sched.load_state_dict(state["scheduler"])
+        load_rng_state(tensors)
+
+    found = read_checkpoint(out, check, load)
+    return None if found is None else found[1]
 
 
 def _load_architecture(ref: str) -> tuple[nn.Module, Any]:
@@ -379,7 +295,6 @@ def _train(
     val_blocks: torch.Tensor | None,
     show_progress_bar: bool,
     out: Path,
-    log_path: Path,
     result_dir: Path,
 ) -> Path:
     pretrain = config.mode == "pretrain"
@@ -455,24 +370,12 @@ def _train(
     per_step = config.batch_size * config.grad_accum * world  # sequences per optimizer step
     tokens_per_step = per_step * config.seq_len
     step, tokens_seen, elapsed_before = 0, 0, 0.0
-    ckpt, state = _load_newest_checkpoint(acc, out, blocks_of, config, per_step) if config.resume else (None, None)
-    if ckpt is not None:
+    state = _resume(acc, model, opt, sched, out, blocks_of, config, per_step) if config.resume else None
+    if state is not None:
         step, tokens_seen = int(state["step"]), int(state["tokens"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
-        if acc.is_main_process:
-            trim_log(log_path, step)
-            trim_curves(out, step)
-    elif acc.is_main_process:
-        # A fresh run: a log left by a run killed before its first checkpoint starts over.
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (log_path, out / CURVES_FILE):
-            if stale.exists():
-                stale.unlink()
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (out / CHECKPOINT_DIR).glob(".tmp-step-*"):  # saves cut short by a kill
-            shutil.rmtree(stale, ignore_errors=True)
-        atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    folder = RunFolder(out, peers, config.keep_checkpoints)
+    folder.begin(step if state is not None else None, config.to_dict())
     trackers.start(acc, config)
     if val_blocks is not None and step == 0 and teacher is not None and mapping is not None and not fsdp \
             and acc.is_main_process:
@@ -484,25 +387,17 @@ def _train(
     acc.wait_for_everyone()
 
     def save_checkpoint(at_step: int, elapsed: float) -> Path:
-        root = out / CHECKPOINT_DIR
-        final = root / f"step-{at_step:08d}"
-        tmp = root / f".tmp-step-{at_step:08d}"
-        if acc.is_main_process:
-            root.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(  # written last: marks the checkpoint complete
-                {"step": at_step, "tokens": tokens_seen, "elapsed_s": elapsed, "mapping": blocks_of,
-                 "freeze": list(config.freeze), "global_batch": per_step, "world_size": world}))
-            replace_dir(tmp, final)  # a checkpoint is complete or absent
-            for _, old in checkpoints(out)[: -config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        return final
+        record = {"tokens": tokens_seen, "elapsed_s": elapsed, "mapping": blocks_of, "freeze": list(config.freeze),
+                  "global_batch": per_step}
+        if fsdp:  # a sharded student: Accelerate's sharded state, one shard per process
+            return folder.checkpoint(at_step, lambda: (record, None), write_more=lambda d: acc.save_state(str(d)))
+
+        def contents() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+            opt_tensors, opt_record = optimizer_state(opt)
+            weights = {f"model.{k}": v for k, v in acc.unwrap_model(model).state_dict().items()}
+            return {**record, **opt_record, "scheduler": sched.state_dict()}, {**weights, **opt_tensors, **rng_state()}
+
+        return folder.checkpoint(at_step, contents)
 
     # ---- loop ---------------------------------------------------------------------------
     bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and acc.is_main_process),
@@ -510,7 +405,6 @@ def _train(
     last_losses: dict[str, float] = {}
     t0 = time.perf_counter()
     start_step = step
-    log_f = open(log_path, "a", encoding="utf-8") if acc.is_main_process else None
     try:
         while step < config.steps:
             logged = {k: 0.0 for k in ("loss", "ce", "kl", "cos")}  # means over micro-batches
@@ -557,20 +451,17 @@ def _train(
             if step % config.log_every == 0 or step == config.steps or val_ppl:
                 vals = {k: acc.reduce(v.reshape(1), "mean").item() for k, v in logged.items()}
                 last_losses = vals
-                if log_f is not None:
-                    rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),
-                           "tokens": tokens_seen, "world_size": world,
-                           "elapsed_s": round(elapsed_before + elapsed, 2)}
-                    rec.update({k: round(v, 4) for k, v in val_ppl.items()})
-                    log_f.write(json.dumps(rec) + "\n")
-                    log_f.flush()
+                rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),
+                       "tokens": tokens_seen, "world_size": world, "elapsed_s": round(elapsed_before + elapsed, 2)}
+                rec.update({k: round(v, 4) for k, v in val_ppl.items()})
+                folder.log(rec)
+                if acc.is_main_process:
                     trackers.log(acc, config, rec, step)
                 bar.set_postfix(loss=f"{vals['loss']:.4g}", kl=f"{vals['kl']:.3g}",
                                 cos=f"{vals['cos']:.3g}", refresh=False)
             bar.update(1)
 
-            # Every rank must stop at the same step (the checkpoint is collective).
-            stop = peers.any(stop_requested(should_stop))
+            stop = folder.stop_now(should_stop)
             event, ck = "step", None
             if step % config.save_every == 0 or (stop and step < config.steps):
                 ck = save_checkpoint(step, elapsed_before + elapsed)
@@ -586,8 +477,7 @@ def _train(
                 return ck  # type: ignore[return-value]
     finally:
         bar.close()
-        if log_f is not None:
-            log_f.close()
+        folder.close()
         trackers.finish(acc)
 
     # ---- final model --------------------------------------------------------------------
