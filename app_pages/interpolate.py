@@ -40,9 +40,9 @@ keep("order", order)
 try:
     blocks = eval_blocks(ctx)
     calib = calib_ids(ctx) if order not in ui.SEQUENTIAL_ORDERS else None
-    df = computed(ctx.key("curve", order), f"Evaluating the {order} curve",
-                  lambda progress: ui.curve(pair, order, blocks, calib, progress))
-    sets = [ui.Patched(p) for p in df["patched"]]
+    curve = computed(ctx.key("curve", order), f"Evaluating the {order} curve",
+                     lambda progress: ui.curve(pair, order, blocks, calib, progress))
+    sets = [ui.Patched(p) for p in curve.values("patched")]
     timed_sizes = latency_timings(ctx, lat_batch)
     lat = computed(("latency", ctx.pair_key, order, lat_batch), "Timing generation at every size",
                    lambda progress: ui.latency_profile(pair, sets, timed_sizes, lat_batch))
@@ -51,7 +51,7 @@ try:
                       "Evaluating the students distilled at each size",
                       lambda progress: ui.same_size_points(pair, same_size, blocks)) if same_size else None
     if x_axis == "latency":
-        df = df.assign(latency=lat)
+        curve = curve.with_values("latency", lat)
         if points is not None:
             points = computed(ctx.key("same-size latency", lat_batch), "Timing the same-size students",
                               lambda progress: ui.with_latency(pair, points, timed_sizes, lat_batch, progress))
@@ -75,7 +75,7 @@ bind("k", 0, lambda raw: ui.query.parse_int("?k", raw, 0, 0, n))
 
 
 def _label(k: int) -> str:
-    layers = int(df.iloc[k]["layers"])
+    layers = int(curve[k]["layers"])
     return f"student · {layers} layers" if k == 0 else f"teacher · {layers} layers" if k == n \
         else f"{layers} layers ({k} patched)"
 
@@ -91,7 +91,8 @@ if st.session_state.get("_k_labels") != size_labels:
 x_title = latency_title(lat_batch) if x_axis == "latency" else None
 traces = ui.RESULTS.get_or_compute(
     ctx.key("traces", order, x_axis, lat_batch, points is not None),
-    lambda: plots.curve_traces(df, x_axis) + (plots.curve_traces(points, x_axis) if points is not None else []))
+    lambda: plots.curve_traces(curve.to_frame(), x_axis)
+    + (plots.curve_traces(points, x_axis) if points is not None else []))
 
 
 @st.fragment
@@ -105,8 +106,8 @@ def _size_view() -> None:
     k = st.select_slider("Model size (student → teacher)", options=list(range(n + 1)), key="k",
                          format_func=_label)
     keep("k", k)
-    row = df.iloc[k]
-    base, top = df.iloc[0], df.iloc[-1]
+    row = curve[k]
+    base, top = curve[0], curve[-1]
     m1, m2, m3, m4, *m5 = st.columns(5 if acc is not None else 4)
     change = row["perplexity"] - base["perplexity"]
     m1.metric("Perplexity", ui.present.fmt_num(row["perplexity"]), help=ppl_what,
@@ -120,7 +121,7 @@ def _size_view() -> None:
     m4.metric("Latency", f"{lat[k]:,.1f} ms", delta="per token" + (f", batch {lat_batch}" if lat_batch > 1 else ""),
               delta_color="off", delta_arrow="off")
     if acc is not None:
-        a = acc.iloc[k]
+        a = acc[k]
         accuracy_metric(m5[0], task, a[task], a[f"{task}_lo"], a[f"{task}_hi"])
     st.caption(f"Perplexity: {ppl_what}. " + (f"Accuracy: {acc_what}. " if acc is not None else "")
                + (f"Orange diamonds: students distilled directly at {', '.join(map(str, same_size))} "
@@ -129,20 +130,20 @@ def _size_view() -> None:
                f"on {ctx.device}, timed once per layer count (every layer has the teacher's shapes, "
                "so models with as many layers do the same work); noisy on a busy machine.")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
-    live_plotly_chart(plots.curve_figure(df, x=x_axis, current=row.to_dict(), height=400, traces=traces,
+    live_plotly_chart(plots.curve_figure(curve.to_frame(), x=x_axis, current=row, height=400, traces=traces,
                                          y_title=f"{ppl_what} (lower is better)", x_title=x_title), key="curve")
     if acc is not None:
-        acc_x = acc.assign(latency=lat) if x_axis == "latency" else acc
-        live_plotly_chart(plots.curve_figure(acc_x, x=x_axis, y=task, current=acc_x.iloc[k].to_dict(), height=300,
+        acc_x = acc.with_values("latency", lat) if x_axis == "latency" else acc
+        live_plotly_chart(plots.curve_figure(acc_x.to_frame(), x=x_axis, y=task, current=acc_x[k], height=300,
                                              log_y=False, y_title=f"{task} accuracy", x_title=x_title),
                           key="acc_curve")
 
 
 size_view()
-repeat_note = ui.present.repeated_size_note(pair, df)
+repeat_note = ui.present.repeated_size_note(pair, curve.to_frame())
 if repeat_note:
     st.caption(repeat_note)
-row = df.iloc[st.session_state["k"]]
+row = curve[st.session_state["k"]]
 
 st.subheader("Talk to this model", anchor=False)
 with st.form("generate", border=False):

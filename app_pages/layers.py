@@ -73,7 +73,7 @@ try:
     blocks = eval_blocks(ctx)
     with st.spinner("Evaluating your model…"):
         point = ui.RESULTS.get_or_compute(
-            ctx.key("point", tuple(sorted(patched))),
+            ctx.key("point", patched.as_tuple()),
             lambda: ui.evaluate_point(pair, patched, blocks))
     curves = [computed(ctx.key("curve", o), f"Evaluating the {o} curve",
                        lambda progress, o=o: ui.curve(pair, o, blocks, None, progress))
@@ -89,7 +89,7 @@ with c2:
     task = accuracy_choice("layers_acc")
 acc_point, acc_curves = None, []
 if task is not None:
-    acc_point = in_background(("accuracy point", ctx.pair_key, task, tuple(sorted(patched)), ui.ACCURACY_EXAMPLES),
+    acc_point = in_background(("accuracy point", ctx.pair_key, task, patched.as_tuple(), ui.ACCURACY_EXAMPLES),
                               f"Accuracy of your pick on {task}",
                               lambda progress: ui.accuracy_point(pair, patched, task, progress))
     for o in ui.SEQUENTIAL_ORDERS:
@@ -99,7 +99,7 @@ if task is not None:
         if got is not None:
             acc_curves.append(got)
 
-student = curves[0].iloc[0]
+student = curves[0][0]
 ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
 m1, m2, m3, *m4 = st.columns(4 if acc_point is not None else 3)
 change = point["perplexity"] - student["perplexity"]
@@ -117,14 +117,14 @@ st.caption(f"Perplexity: {ppl_what}." + (f" Accuracy: {acc_what}." if task else 
 
 import pandas as pd  # noqa: E402
 
-frames = list(curves)
+frames = [c.to_frame() for c in curves]
 show_opt = "optimal" in ui.available_orders() and st.toggle(
     "Show the optimal curve (best subset at every size; computed once, may take a while)",
     key="show_optimal")
 if show_opt:
     try:
         frames.append(computed(ctx.key("curve", "optimal"), "Searching the optimal subsets",
-                               lambda progress: ui.curve(pair, "optimal", blocks, calib_ids(ctx), progress)))
+                               lambda progress: ui.curve(pair, "optimal", blocks, calib_ids(ctx), progress)).to_frame())
     except Exception as e:  # noqa: BLE001
         show_error(e)
 all_curves = pd.concat(frames, ignore_index=True)
@@ -139,14 +139,14 @@ if x_axis == "latency":
 live_plotly_chart(plots.curve_figure(all_curves, x=x_axis, extra=[pick], x_title=x_title,
                                      y_title=f"{ppl_what} (lower is better)"), key="curve")
 if acc_curves:
-    acc_frame = pd.concat(acc_curves, ignore_index=True)
+    acc_frame = pd.concat([c.to_frame() for c in acc_curves], ignore_index=True)
     if x_axis == "latency":
         acc_frame = acc_frame.assign(latency=[timed[int(v)] for v in acc_frame["layers"]])
     extra = [] if acc_point is None else [{**pick, task: acc_point["accuracy"]}]
     live_plotly_chart(plots.curve_figure(acc_frame, x=x_axis, y=task, extra=extra, height=300, log_y=False,
                                          y_title=f"{task} accuracy", x_title=x_title), key="acc_curve")
 st.caption(" · ".join(f"**{o}** optimises {ui.order_caption(o)}" for o in all_curves["order"].unique()))
-repeat_note = ui.present.repeated_size_note(pair, curves[0])
+repeat_note = ui.present.repeated_size_note(pair, curves[0].to_frame())
 if repeat_note:
     st.caption(f"last-to-first: {repeat_note}")
 

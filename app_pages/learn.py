@@ -45,7 +45,7 @@ try:
 except Exception as e:  # noqa: BLE001
     show_error(e)
     st.stop()
-student, teacher = ltf.iloc[0], ltf.iloc[-1]
+student, teacher = ltf[0], ltf[-1]
 
 
 def next_button(i: int) -> None:
@@ -129,8 +129,8 @@ elif step == STEPS[1]:
 
 elif step == STEPS[2]:
     st.header("Every size in between, for free", anchor=False)
-    mid = ui.tour.midway_row(ltf)
-    inner_sizes = sorted(ui.Curve.from_frame(ltf).intermediate().by_size())
+    mid = ltf.midway()
+    inner_sizes = sorted(ltf.intermediate().by_size())
     st.markdown(
         f"Patching student layers one after another (here from the last to the first) walks from the "
         f"student ({int(student['layers'])} layers, perplexity {student['perplexity']:,.2f}) to the teacher "
@@ -138,7 +138,7 @@ elif step == STEPS[2]:
         f"intermediate sizes ({', '.join(map(str, inner_sizes))} layers). Half-way in size, at "
         f"**{int(mid['layers'])} layers** ({int(mid['k'])} of {n} student layers patched), the perplexity "
         f"is **{mid['perplexity']:,.2f}** (the star).")
-    frames = [ltf]
+    frames = [ltf.to_frame()]
     if "naive-pruning" in ui.available_baselines():
         try:
             frames.append(computed(ctx.key("sweep", "naive-pruning", "perplexity", None, pair_key=pair_key),
@@ -162,7 +162,7 @@ elif step == STEPS[2]:
     st.plotly_chart(plots.curve_figure(pd.concat(frames, ignore_index=True), x="layers", current=mid,
                                        y_title=f"{ui.present.ppl_label(ctx.split, blocks.shape)} (lower is better)"),
                     width="stretch", key="learn_curve")
-    note = ui.present.repeated_size_note(pair, ltf)
+    note = ui.present.repeated_size_note(pair, ltf.to_frame())
     if note:
         st.caption(note)
     next_button(2)
@@ -214,7 +214,7 @@ elif step == STEPS[3]:
             "layers": st.column_config.NumberColumn("decoder layers"),
             "last-to-first": st.column_config.NumberColumn("last-to-first perplexity", format="%,.2f"),
             "first-to-last": st.column_config.NumberColumn("first-to-last perplexity", format="%,.2f")})
-    st.plotly_chart(plots.curve_figure(pd.concat([ltf, ftl], ignore_index=True), x="layers",
+    st.plotly_chart(plots.curve_figure(pd.concat([ltf.to_frame(), ftl.to_frame()], ignore_index=True), x="layers",
                                        y_title=f"{ui.present.ppl_label(ctx.split, blocks.shape)} (lower is better)"),
                     width="stretch", key="learn_orders")
     next_button(3)
@@ -227,7 +227,7 @@ elif step == STEPS[4]:
                 icon=":material/info:")
         next_button(4)
         st.stop()
-    frames = [ltf.assign(order="boomerang student")]
+    frames = [ltf.to_frame().assign(order="boomerang student")]
     notes = []
     for ablation in ablations:
         name = ablation.student
@@ -240,11 +240,11 @@ elif step == STEPS[4]:
         except Exception as e:  # noqa: BLE001
             show_error(e)
             continue
-        frames.append(a.assign(order=f"{name} student"))
-        ratio = ui.mean_ratio_at_intermediate_sizes(a, ltf)
+        frames.append(a.to_frame().assign(order=f"{name} student"))
+        ratio = ui.mean_ratio(a, ltf)
         if ratio is not None:
-            notes.append(f"- **{name}**: student {a['perplexity'].iloc[0]:,.2f} (boomerang "
-                         f"{ltf['perplexity'].iloc[0]:,.2f}); its models of intermediate size are on average "
+            notes.append(f"- **{name}**: student {a[0]['perplexity']:,.2f} (boomerang "
+                         f"{ltf[0]['perplexity']:,.2f}); its models of intermediate size are on average "
                          f"**{ratio:.2f}×** the boomerang student's perplexity at the same size"
                          + (" — within 5%: on this small training budget this ablation costs next to nothing"
                             if 0.95 <= ratio <= 1.05 else ""))
@@ -260,7 +260,7 @@ elif step == STEPS[4]:
                     width="stretch", key="learn_ablation")
     jumps = [f"{f['order'].iloc[0]} ({f['perplexity'].iloc[0]:,.2f} → {f['perplexity'].iloc[1]:,.2f})"
              for f in frames if len(f) > 1 and abs(f["perplexity"].iloc[1] - f["perplexity"].iloc[0]) > 1e-6]
-    same_size = ui.present.repeated_sizes(ltf).get(int(student["layers"]), [0])[1:]
+    same_size = ui.present.repeated_sizes(ltf.to_frame()).get(int(student["layers"]), [0])[1:]
     ks = ", ".join(map(str, same_size))
     st.caption(
         "The x axis counts patched student layers (k), not layers"

@@ -55,3 +55,14 @@ def test_curves_line_up_by_size():
     table = Curve(ROWS).to_frame_by_size()
     assert table.index.name == "layers" and list(table.index) == [4, 6, 7, 8]
     assert table["k"].tolist() == [0, 2, 3, 4] and "layers" not in table
+
+
+def test_rows_values_and_their_intervals():
+    rows = [dict(r, perplexity_lo=r["perplexity"] - 1, perplexity_hi=r["perplexity"] + 1) for r in ROWS[:2]]
+    c = Curve(rows + ROWS[2:])
+    assert c[0]["k"] == 0 and c[-1]["layers"] == 8 and len(c) == 5
+    assert c.intervals()[:3] == [(39.0, 41.0), (38.0, 40.0), None]
+    timed = c.with_values("latency", [1.0, 1.0, 2.0, 3.0, 4.0])
+    assert timed.values("latency") == [1.0, 1.0, 2.0, 3.0, 4.0] and "latency" not in c[0]
+    with pytest.raises(ValueError):
+        c.with_values("latency", [1.0])

@@ -9,7 +9,7 @@ model is measured on, for the CLI and the dashboard alike.
 
 from .accuracy import OFFLINE_TASKS, TASKS_DIR, accuracy, accuracy_intervals, task_manager
 from .config import EvalConfig
-from .curve import Curve
+from .curve import Curve, mean_ratio
 from .generation import generate_text, latency_ms_per_token, stream_generate
 from .intervals import wilson_interval
 from .paper import (
@@ -41,7 +41,7 @@ from .sweep import (
 )
 
 __all__ = [
-    "Curve",
+    "Curve", "mean_ratio",
     "CACHE_VERSION", "OFFLINE_TASKS", "PRESETS", "TASKS_DIR", "PerplexityResult", "accuracy", "accuracy_intervals",
     "block_similarity",
     "EvalConfig", "SAME_SIZE_ORDER", "check_batch_fits", "compare_rows", "clear_point_cache", "default_order", "evaluate_patched", "evaluate_sizes",

@@ -53,6 +53,14 @@ class Curve:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __getitem__(self, k: int) -> Mapping[str, Any]:
+        """Row ``k`` (``curve[0]`` is the student, ``curve[-1]`` the teacher)."""
+        return self.rows[k]
+
+    def with_values(self, name: str, values: Iterable[Any]) -> "Curve":
+        """This curve with one more measured value per row (a latency, an order's label ...)."""
+        return Curve({**r, name: v} for r, v in zip(self.rows, values, strict=True))
+
     @property
     def layers(self) -> list[int]:
         """Decoder layers of each row's model."""
@@ -61,6 +69,12 @@ class Curve:
     def values(self, metric: str = "perplexity") -> list[float]:
         """``metric`` of each row, in order."""
         return [r[metric] for r in self.rows]
+
+    def intervals(self, metric: str = "perplexity") -> list[tuple[float, float] | None]:
+        """Each row's 95% interval of ``metric`` (its ``<metric>_lo`` and ``<metric>_hi``), None
+        where the row has none."""
+        lo, hi = f"{metric}_lo", f"{metric}_hi"
+        return [(r[lo], r[hi]) if r.get(lo) is not None and r.get(hi) is not None else None for r in self.rows]
 
     @property
     def ends(self) -> tuple[int, int]:

@@ -6,7 +6,7 @@ import this package as ``ui`` and call only these names.
 """
 
 from ..core import SEQUENTIAL_ORDERS, Patched
-from ..eval import SAME_SIZE_ORDER, Curve, EvalConfig, latency_ms_per_token, stream_generate
+from ..eval import SAME_SIZE_ORDER, Curve, EvalConfig, latency_ms_per_token, mean_ratio, stream_generate
 from ..orders import needs_calibration
 from ..paths import runs_dir
 from ..threads import configure_threads
@@ -35,7 +35,6 @@ from .compute import (
     layer_labels,
     load_eval_blocks,
     mapping_cells,
-    mean_ratio_at_intermediate_sizes,
     missing_orders_note,
     normalize_sweep,
     order_caption,
@@ -77,12 +76,12 @@ from .specs import (
 )
 
 __all__ = [
-    "ACCURACY_EXAMPLES", "EvalConfig", "RESULTS", "SAME_SIZE_ORDER", "accuracy_curve", "accuracy_point", "background", "SEQUENTIAL_ORDERS", "Curve", "Family", "NamedPair", "PairSpec", "Parsed", "Patched", "present", "query", "registry", "report_figure", "tour", "start_student_build", "student_build_job", "TrainingJob", "all_runs", "available_baselines",
+    "ACCURACY_EXAMPLES", "EvalConfig", "RESULTS", "SAME_SIZE_ORDER", "accuracy_curve", "accuracy_point", "background", "SEQUENTIAL_ORDERS", "Curve", "mean_ratio", "Family", "NamedPair", "PairSpec", "Parsed", "Patched", "present", "query", "registry", "report_figure", "tour", "start_student_build", "student_build_job", "TrainingJob", "all_runs", "available_baselines",
     "available_metrics", "available_orders", "block_label", "calibration_ids", "comparable_models", "compare_model", "same_size_points", "same_size_students",
     "configure_threads", "curve",
     "dashboard_runs", "dashboard_runs_dir", "default_pair", "devices",
     "discover_pairs", "evaluate_point", "export_patched", "LATENCY_BATCHES", "latency_ms_per_token", "latency_profile", "with_latency",
-    "layer_labels", "load_eval_blocks", "log_is_live", "mapping_cells", "mean_ratio_at_intermediate_sizes",
+    "layer_labels", "load_eval_blocks", "log_is_live", "mapping_cells",
     "missing_orders_note",
     "needs_calibration", "normalize_sweep", "order_caption", "order_sets", "pair_summary", "perplexity",
     "read_curves", "read_log", "recorded_teacher_refusal", "release_memory", "run_status", "runs_dir", "similarity_tables",

@@ -21,7 +21,7 @@ from .. import eval as evaluate
 from .. import orders
 from ..cache import Memo
 from ..core import BoomerangPair, Patched, export_model
-from ..eval.curve import Curve, mean_ratio
+from ..eval.curve import Curve
 from ..errors import BoomerangError
 from ..progress import Progress, report
 
@@ -152,19 +152,11 @@ def normalize_sweep(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def curve(pair: BoomerangPair, order: str, blocks: torch.Tensor, calib: torch.Tensor | None = None,
-          progress: Progress | None = None) -> pd.DataFrame:
-    """One order's curve: a row per size k (order, k, patched, layers, params, perplexity, nll)."""
-    return normalize_sweep(evaluate.sweep(pair, [order], data=blocks, calib_ids=calib, progress=progress))
-
-
-def mean_ratio_at_intermediate_sizes(curve_df: pd.DataFrame, reference: pd.DataFrame) -> float | None:
-    """Mean of ``curve_df``'s perplexity over ``reference``'s, row by row, over the models of
-    intermediate size (:func:`boomerang.eval.curve.mean_ratio`); None when there are none.
-
-    Both frames are :func:`curve` results of one order on the same pair shape; rows that only
-    swap one-to-one layers keep the student's size and do not count.
-    """
-    return mean_ratio(Curve(curve_df.to_dict("records")), Curve(reference.to_dict("records")))
+          progress: Progress | None = None) -> Curve:
+    """One order's :class:`~boomerang.eval.Curve`: a row per size k (order, k, patched, layers,
+    params, perplexity with its 95% interval, nll)."""
+    return Curve.from_frame(normalize_sweep(evaluate.sweep(pair, [order], data=blocks, calib_ids=calib,
+                                                           progress=progress)))
 
 
 def available_metrics() -> list[str]:
@@ -178,11 +170,11 @@ ACCURACY_EXAMPLES = 100
 
 
 def accuracy_curve(pair: BoomerangPair, order: str, task: str, blocks: torch.Tensor,
-                   calib: torch.Tensor | None = None, progress: Progress | None = None) -> pd.DataFrame:
+                   calib: torch.Tensor | None = None, progress: Progress | None = None) -> Curve:
     """Zero-shot accuracy on ``task`` at every size of ``order`` (:data:`ACCURACY_EXAMPLES`
-    examples each), with its Wilson interval: a sweep frame with columns ``task``,
-    ``task_lo``, ``task_hi``, cached on disk like the perplexity curves."""
-    return sweep(pair, [order], blocks, calib, progress, task, ACCURACY_EXAMPLES)
+    examples each), with its Wilson interval: a curve whose rows hold ``task``, ``task_lo`` and
+    ``task_hi``, cached on disk like the perplexity curves."""
+    return Curve.from_frame(sweep(pair, [order], blocks, calib, progress, task, ACCURACY_EXAMPLES))
 
 
 def accuracy_point(pair: BoomerangPair, patched: Iterable[int], task: str,

@@ -15,22 +15,17 @@ from ..eval.curve import Curve
 from ..recipes.smollm2 import PRUNING_LABELS
 
 
-def midway_row(curve_df: pd.DataFrame) -> dict[str, Any]:
-    """The model of a curve half-way in size between student and teacher (:meth:`Curve.midway`)."""
-    return dict(Curve.from_frame(curve_df).midway())
-
-
-def at_equal_sizes(curves: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def at_equal_sizes(curves: dict[str, Curve]) -> pd.DataFrame:
     """Perplexity of each named curve at every layer count strictly between student and teacher
     that all of them reach: index ``layers``, one column per name (plus ``k_<name>``, and
     ``<name>_lo``, ``<name>_hi`` when the curve has 95% intervals)."""
     parts = []
-    for name, df in curves.items():
-        first = Curve.from_frame(df).to_frame_by_size()
+    for name, curve in curves.items():
+        first = curve.to_frame_by_size()
         cols = {"perplexity": name, "k": f"k_{name}", "perplexity_lo": f"{name}_lo", "perplexity_hi": f"{name}_hi"}
         parts.append(first[[c for c in cols if c in first]].rename(columns=cols))
     table = pd.concat(parts, axis=1, join="inner").sort_index()
-    lo, hi = Curve.from_frame(next(iter(curves.values()))).ends
+    lo, hi = next(iter(curves.values())).ends
     return table[(table.index > lo) & (table.index < hi)]
 
 

@@ -30,7 +30,6 @@ from .smollm2 import (
     smollm2_available,
     smollm2_dirs,
     smollm2_paths,
-    smollm2_teacher_dir,
 )
 
 #: Names :func:`load_pair` accepts.
