@@ -163,10 +163,35 @@ def test_block_local_distillation_in_two_processes_trains_like_one_and_resumes_a
     same_student(one / "student")
 
 
-def test_an_fsdp_launch_on_cpus_is_refused_rather_than_run_as_plain_data_parallel(tiny, tmp_path):
-    fsdp = Path(__file__).resolve().parent.parent / "configs" / "accelerate_fsdp.yaml"
-    r = _launch(["accelerate.commands.launch", "--config_file", str(fsdp), "--num_processes", "2",
-                 "--main_process_port", "0"], tiny, "--batch-size", "2", "--out", str(tmp_path / "fsdp"))
-    assert r.returncode != 0
-    assert "error: This launch asks for FSDP, but Accelerate shards only across GPUs and this run is MULTI_CPU" in r.stderr
-    assert not (tmp_path / "fsdp" / "checkpoints").exists()
+def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel(tiny, tmp_path, monkeypatch):
+    """The shipped FSDP config's CPU twin: each process holds half of every weight, the checkpoint
+    is one shard per process, it resumes sharded, and the student equals plain data parallel's."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("BOOMERANG_CACHE", str(tiny["root"] / "cache"))
+    config = Path(__file__).resolve().parent.parent / "configs" / "accelerate_fsdp_cpu.yaml"
+    fsdp_launch = ["accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "0"]
+    ddp = tmp_path / "ddp"
+    r = _launch(TORCHRUN, tiny, "--batch-size", "2", "--out", str(ddp))
+    assert r.returncode == 0, r.stderr[-3000:]
+    # One sharded step with a checkpoint, then resumed sharded to the second (a constant lr).
+    fsdp = tmp_path / "fsdp"
+    r = _launch(fsdp_launch, tiny, "--batch-size", "2", "--steps", "1", "--save-every", "1", "--out", str(fsdp))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = fsdp / "checkpoints" / "step-00000001"
+    assert sorted(p.name for p in ck.iterdir()) == ["shard-0.safetensors", "shard-1.safetensors", "trainer_state.json"]
+    state = json.loads((ck / "trainer_state.json").read_text())
+    assert state["sharded"] is True and state["world_size"] == 2
+    teacher = load_file(str(Path(tiny["teacher"]) / "model.safetensors"))
+    embed = teacher["model.embed_tokens.weight"]
+    halves = [load_file(str(ck / f"shard-{r}.safetensors"))["model.model.embed_tokens.weight"] for r in (0, 1)]
+    assert [h.shape[0] for h in halves] == [embed.shape[0] // 2] * 2  # each process holds half the rows
+    with pytest.raises(Exception, match="written sharded \\(FSDP\\) by 2 processes"):  # not in 1 unsharded process
+        _one_process(tiny, fsdp, steps=2, resume=True)
+    r = _launch(fsdp_launch, tiny, "--batch-size", "2", "--steps", "2", "--resume", "--out", str(fsdp))
+    assert r.returncode == 0, r.stderr[-3000:]
+    _same_losses(_log(fsdp), _log(ddp))
+    a, b = load_file(str(fsdp / "student" / "model.safetensors")), load_file(str(ddp / "student" / "model.safetensors"))
+    assert sorted(a) == sorted(b)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert [x["world_size"] for x in _log(fsdp)] == [2, 2]

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -83,6 +83,7 @@ from .loss import (
 )
 from .processes import Peers, process_state, use_cpu
 from .run import RunFolder, check_out, run_lock
+from .sharding import full_state, load_shard, optimizer_scalars, save_shard, shard, sharding_requested
 from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,6 @@ def _make_accelerator(config: DistillConfig) -> Accelerator:
         step_scheduler_with_optimizer=False,  # we step the scheduler once per optimizer step
         **trackers.accelerator_kwargs(config),
     )
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and acc.distributed_type != DistributedType.FSDP:
-        # Accelerate turns FSDP on only across GPUs (and other accelerators): on CPUs the same
-        # launch would silently train plain data parallel.
-        raise BoomerangError(
-            f"This launch asks for FSDP, but Accelerate shards only across GPUs and this run is "
-            f"{acc.distributed_type.value} on {acc.device}; on CPUs launch with --multi_gpu (plain data parallel).")
     return acc
 
 
@@ -215,7 +210,7 @@ def patched_sizes(mapping: LayerMapping) -> list[int]:
 
 
 def _validate(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
-              val_blocks: torch.Tensor, batch_size: int, fsdp: bool, step: int, tokens: int,
+              val_blocks: torch.Tensor, batch_size: int, sharded: bool, step: int, tokens: int,
               ) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Validation of the student in training: ``({"val_ppl": ..., "val_ppl_k<k>": ...}, curve)``.
 
@@ -224,7 +219,7 @@ def _validate(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, map
     :func:`patched_sizes` as ``val_ppl_k<k>``). Not with a sharded student (no whole copy)."""
     with acc.autocast():
         out = {"val_ppl": perplexity(model, val_blocks, batch_size=batch_size).perplexity}
-    if teacher is None or mapping is None or fsdp:
+    if teacher is None or mapping is None or sharded:
         return out, None
     pair = eval_pair(teacher, acc.unwrap_model(model), mapping)
     per_k = sequential_perplexities(pair, val_blocks, "last-to-first", batch_size)
@@ -233,16 +228,23 @@ def _validate(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, map
 
 
 def _resume(acc: Accelerator, model: nn.Module, opt: Any, sched: Any, out: Path, blocks_of: list[list[int]],
-            config: DistillConfig, global_batch: int) -> dict[str, Any] | None:
+            config: DistillConfig, global_batch: int, sharded: bool) -> dict[str, Any] | None:
     """Restore the newest checkpoint that reads back into the prepared model, optimizer and
     schedule; its state, or None when the run has none.
 
     A checkpoint resumes in any number of processes that keeps its global batch (sequences per
     optimizer step: batch size x gradient accumulation x processes): the data order and the
-    averaged gradient depend on that product alone."""
+    averaged gradient depend on that product alone; a sharded one resumes sharded, in as many
+    processes as wrote it."""
 
     def check(ckpt: Path, state: dict[str, Any]) -> None:
         check_global_batch(ckpt, state, global_batch, "batch size x gradient accumulation")
+        if bool(state.get("sharded")) != sharded or (sharded and state.get("world_size") != acc.num_processes):
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} was written "
+                + (f"sharded (FSDP) by {state.get('world_size')} processes" if state.get("sharded") else "unsharded")
+                + f", but this launch is {'sharded (FSDP)' if sharded else 'unsharded'} with {acc.num_processes}; "
+                "resume it as it was launched.")
         saved = [list(b) for b in state.get("mapping", blocks_of)]
         if saved != blocks_of:
             raise BoomerangError(
@@ -258,7 +260,11 @@ def _resume(acc: Accelerator, model: nn.Module, opt: Any, sched: Any, out: Path,
             )
 
     def load(ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
-        if tensors is None:  # a sharded student's checkpoint: Accelerate's own state, one shard per process
+        if state.get("sharded"):
+            load_shard(ckpt, acc.process_index, model, opt, state)
+            sched.load_state_dict(state["scheduler"])
+            return
+        if tensors is None:  # written by an earlier version: Accelerate's own state
             acc.load_state(str(ckpt))
             return
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -342,7 +348,14 @@ def _train(
         val_blocks = load_blocks(config.data, tokenizer, config.seq_len, split="validation",
                                  max_blocks=config.eval_blocks)
 
-    # ---- optimizer, schedule, accelerate ------------------------------------------------
+    # ---- sharding, optimizer, schedule, accelerate ---------------------------------------
+    # An FSDP launch shards the student here (see .sharding), on CPUs as on GPUs, before the
+    # optimizer is made: its parameters become this process's slices.
+    sharded = sharding_requested()
+    if sharded:
+        student.to(acc.device)
+        if acc.num_processes > 1:
+            shard(student, acc.device, acc.num_processes)
     trainable = [p for p in student.parameters() if p.requires_grad]
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
@@ -354,8 +367,10 @@ def _train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_multiplier(s, config.warmup, config.steps, config.min_lr_ratio)
     )
-    model, opt, sched = acc.prepare(student, opt, sched)
-    fsdp = acc.distributed_type == DistributedType.FSDP
+    if sharded:  # FSDP averages the gradients itself: nothing for Accelerate to wrap
+        model = student
+    else:
+        model, opt, sched = acc.prepare(student, opt, sched)
     # The frozen teacher is replicated on every device (bf16 under mixed precision: no master
     # weights needed), not wrapped: it has no gradients to sync, and FSDP2 in Accelerate takes
     # one model per run. So the teacher must fit on one device; the student may be sharded.
@@ -370,14 +385,14 @@ def _train(
     per_step = config.batch_size * config.grad_accum * world  # sequences per optimizer step
     tokens_per_step = per_step * config.seq_len
     step, tokens_seen, elapsed_before = 0, 0, 0.0
-    state = _resume(acc, model, opt, sched, out, blocks_of, config, per_step) if config.resume else None
+    state = _resume(acc, model, opt, sched, out, blocks_of, config, per_step, sharded) if config.resume else None
     if state is not None:
         step, tokens_seen = int(state["step"]), int(state["tokens"])
         elapsed_before = float(state.get("elapsed_s", 0.0))
     folder = RunFolder(out, peers, config.keep_checkpoints)
     folder.begin(step if state is not None else None, config.to_dict())
     trackers.start(acc, config)
-    if val_blocks is not None and step == 0 and teacher is not None and mapping is not None and not fsdp \
+    if val_blocks is not None and step == 0 and teacher is not None and mapping is not None and not sharded \
             and acc.is_main_process:
         # Where the boomerang starts: the student as initialised, and the pruned teacher.
         pair = eval_pair(teacher, acc.unwrap_model(model), mapping)
@@ -389,8 +404,11 @@ def _train(
     def save_checkpoint(at_step: int, elapsed: float) -> Path:
         record = {"tokens": tokens_seen, "elapsed_s": elapsed, "mapping": blocks_of, "freeze": list(config.freeze),
                   "global_batch": per_step}
-        if fsdp:  # a sharded student: Accelerate's sharded state, one shard per process
-            return folder.checkpoint(at_step, lambda: (record, None), write_more=lambda d: acc.save_state(str(d)))
+        if sharded:  # each process writes its slices; the state file says how many there are
+            return folder.checkpoint(
+                at_step, lambda: ({**record, **optimizer_scalars(opt), "scheduler": sched.state_dict(), "sharded": True},
+                                  None),
+                write_more=lambda d: save_shard(d, acc.process_index, model, opt))
 
         def contents() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             opt_tensors, opt_record = optimizer_state(opt)
@@ -431,10 +449,12 @@ def _train(
                     acc.backward(terms["loss"])
                     for k in logged:
                         logged[k] = logged[k] + terms[k].detach().float() / config.grad_accum
-                    if acc.sync_gradients and config.grad_clip > 0:
-                        acc.clip_grad_norm_(model.parameters(), config.grad_clip)
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
+                    if acc.sync_gradients:
+                        if config.grad_clip > 0:  # torch's clip knows sharded gradients (the norm of the whole)
+                            clip = torch.nn.utils.clip_grad_norm_ if sharded else acc.clip_grad_norm_
+                            clip(model.parameters(), config.grad_clip)
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
             sched.step()
             step += 1
             tokens_seen += tokens_per_step
@@ -444,7 +464,7 @@ def _train(
 
             val_ppl: dict[str, float] = {}
             if val_blocks is not None and (step % config.eval_every == 0 or step == config.steps):
-                val_ppl, curve = _validate(acc, model, teacher, mapping, val_blocks, config.batch_size, fsdp,
+                val_ppl, curve = _validate(acc, model, teacher, mapping, val_blocks, config.batch_size, sharded,
                                            step, tokens_seen)
                 if curve is not None and acc.is_main_process:
                     append_curve(out, curve)
@@ -482,12 +502,12 @@ def _train(
 
     # ---- final model --------------------------------------------------------------------
     acc.wait_for_everyone()
-    if fsdp:
-        state = acc.get_state_dict(model)
+    if sharded:
+        whole = full_state(model)  # collective: every process gathers
         final_model = None
         if acc.is_main_process:
-            final_model = AutoModelForCausalLM.from_config(acc.unwrap_model(model).config)
-            res = final_model.load_state_dict(state, strict=False)
+            final_model = AutoModelForCausalLM.from_config(model.config)
+            res = final_model.load_state_dict(whole, strict=False)
             tied = {"lm_head.weight"} if final_model.config.tie_word_embeddings else set()
             if res.unexpected_keys or set(res.missing_keys) - tied:
                 raise RuntimeError(f"gathered student state does not fit its config: {res}")
