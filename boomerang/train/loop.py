@@ -372,8 +372,8 @@ def _train(
     else:
         model, opt, sched = acc.prepare(student, opt, sched)
     # The frozen teacher is replicated on every device (bf16 under mixed precision: no master
-    # weights needed), not wrapped: it has no gradients to sync, and FSDP2 in Accelerate takes
-    # one model per run. So the teacher must fit on one device; the student may be sharded.
+    # weights needed), neither wrapped nor sharded: it has no gradients to sync. So the teacher
+    # must fit on one device; the student may be sharded.
     if teacher is not None:
         if acc.mixed_precision == "bf16":
             teacher = teacher.to(torch.bfloat16)
