@@ -4,7 +4,8 @@
 #   1. whole-model boomerang distillation of SmolLM2-135M (the paper's loss), bf16, one GPU;
 #   2. block-local distillation of the same student (--mode local) on the same GPU;
 #   3. with two GPUs or more (or ALLOW_CPU): 2-process DDP (torchrun) against 1 process at the same global batch,
-#      fp32, loss compared step by step.
+#      fp32, loss compared step by step;
+#   4. the same 2 processes sharded (FSDP2, configs/accelerate_fsdp_cpu.yaml's settings), against DDP.
 #
 # Prints tokens/s (steady state: from the first logged step to the last) and MFU against the GPU's
 # dense bf16 peak. Needs the project's venv with a CUDA build of torch (`make setup TORCH=torch`).
@@ -91,6 +92,18 @@ print(f"DDP: world size {two[-1]['world_size']}, {len(two)} steps, largest relat
       f"1 process {worst:.2e} ({'ok' if worst < 1e-4 else 'DIFFERENT'})")
 EOF
   summary "whole-model, 2-process DDP, fp32" "$OUT/two" global
+  echo "== 4. the same 2 processes sharded (FSDP2) against DDP"
+  "$PY" -m accelerate.commands.launch --config_file configs/accelerate_fsdp_cpu.yaml --main_process_port 0 \
+    -m boomerang distill "${COMMON[@]}" "${DDP[@]}" --batch-size $((BATCH / 2)) --out "$OUT/fsdp"
+  "$PY" - "$OUT/two" "$OUT/fsdp" <<'EOF'
+import json, sys
+from pathlib import Path
+two, fsdp = ([json.loads(x) for x in (Path(p) / "log.jsonl").read_text().splitlines()] for p in sys.argv[1:])
+worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(two, fsdp))
+print(f"FSDP: {len(fsdp)} steps, largest relative loss difference to DDP {worst:.2e} "
+      f"({'ok' if worst < 1e-4 else 'DIFFERENT'})")
+EOF
+  summary "whole-model, 2-process FSDP2, fp32" "$OUT/fsdp" global
 else
   echo "== 3. skipped: DDP needs 2 GPUs, this machine has $NGPU"
 fi
