@@ -37,4 +37,4 @@ def latency_title(batch: int) -> str:
 def latency_timings(ctx: Context, batch: int) -> dict[int, float]:
     """Layer count -> ms per token at ``batch`` for the sidebar's pair, shared by every page (a
     size timed once is timed for all)."""
-    return ui.RESULTS.get_or_compute(("latency", ctx.pair_key, batch), dict)
+    return ui.RESULTS.get_or_compute(ctx.key("latency", batch, on_text=False), dict)

@@ -51,11 +51,12 @@ class Context:
     def data_key(self) -> str:
         return self.eval.key
 
-    def key(self, kind: str, *parts: object, pair_key: str | None = None) -> tuple:
+    def key(self, kind: str, *parts: object, pair_key: str | None = None, on_text: bool = True) -> tuple:
         """The results cache's key of ``kind`` ("curve", "point", "same-size" ...) of this pair
-        (or the pair of ``pair_key``) on this evaluation text, with ``parts`` (order, metric ...):
-        every page spells a result's key this way, so pages share what they computed."""
-        return (kind, pair_key or self.pair_key, self.data_key, *parts)
+        (or the pair of ``pair_key``) on this evaluation text (``on_text=False``: a result that
+        does not read it, such as a latency or the pair's summary), with ``parts`` (order,
+        metric ...): every page spells a result's key this way, so pages share what they computed."""
+        return (kind, pair_key or self.pair_key, self.data_key if on_text else None, *parts)
 
 
 def context() -> Context:

@@ -44,7 +44,7 @@ def eval_blocks(ctx: Context, pair: BoomerangPair | None = None, pair_key: str |
 def calib_ids(ctx: Context) -> torch.Tensor:
     """Training blocks to choose data-driven orders on (cached)."""
     cfg = ctx.eval
-    key = ("calib", ctx.pair_key, cfg.calib_data, cfg.calib_n, cfg.calib_len)
+    key = ctx.key("calib", cfg.calib_data, cfg.calib_n, cfg.calib_len, on_text=False)
     return ui.RESULTS.get_or_compute(key, lambda: cfg.calibration(ctx.pair))
 
 
@@ -78,4 +78,4 @@ def show_error(e: Exception) -> None:
 
 
 def pair_summary(ctx: Context) -> dict[str, Any]:
-    return ui.RESULTS.get_or_compute(("summary", ctx.pair_key), lambda: ui.pair_summary(ctx.pair))
+    return ui.RESULTS.get_or_compute(ctx.key("summary", on_text=False), lambda: ui.pair_summary(ctx.pair))

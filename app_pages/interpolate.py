@@ -44,7 +44,7 @@ try:
                      lambda progress: ui.curve(pair, order, blocks, calib, progress))
     sets = [ui.Patched(p) for p in curve.values("patched")]
     timed_sizes = latency_timings(ctx, lat_batch)
-    lat = computed(("latency", ctx.pair_key, order, lat_batch), "Timing generation at every size",
+    lat = computed(ctx.key("latency curve", order, lat_batch, on_text=False), "Timing generation at every size",
                    lambda progress: ui.latency_profile(pair, sets, timed_sizes, lat_batch))
     same_size = ui.same_size_students(ctx.spec)
     points = computed(ctx.key("same-size", "perplexity", None),

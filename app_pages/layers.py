@@ -89,7 +89,7 @@ with c2:
     task = accuracy_choice("layers_acc")
 acc_point, acc_curves = None, []
 if task is not None:
-    acc_point = in_background(("accuracy point", ctx.pair_key, task, patched.as_tuple(), ui.ACCURACY_EXAMPLES),
+    acc_point = in_background(ctx.key("accuracy point", task, patched.as_tuple(), ui.ACCURACY_EXAMPLES, on_text=False),
                               f"Accuracy of your pick on {task}",
                               lambda progress: ui.accuracy_point(pair, patched, task, progress))
     for o in ui.SEQUENTIAL_ORDERS:

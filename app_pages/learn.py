@@ -36,7 +36,8 @@ if "learn_step" not in st.session_state:
 step = st.segmented_control("Step", STEPS, key="learn_step", label_visibility="collapsed") or STEPS[0]
 m = pair.mapping
 n, N = m.num_student_layers, m.num_teacher_layers
-summary = ui.RESULTS.get_or_compute(("summary", pair_key), lambda: ui.pair_summary(pair))
+summary = ui.RESULTS.get_or_compute(ctx.key("summary", pair_key=pair_key, on_text=False),
+                                    lambda: ui.pair_summary(pair))
 
 try:
     blocks = eval_blocks(ctx, pair, pair_key)
@@ -77,7 +78,7 @@ if step == STEPS[0]:
 elif step == STEPS[1]:
     st.header("Patching swaps a student layer for its teacher block", anchor=False)
     try:
-        gains = computed(("single", pair_key, ctx.data_key), "Patching each student layer alone",
+        gains = computed(ctx.key("single", pair_key=pair_key), "Patching each student layer alone",
                          lambda progress: ui.single_layer_gains(pair, blocks, progress))
     except Exception as e:  # noqa: BLE001
         show_error(e)

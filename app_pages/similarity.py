@@ -18,7 +18,7 @@ st.caption("Mean cosine similarity between the hidden states of the student (row
 
 try:
     calib = calib_ids(ctx)
-    sim, per_layer = computed(("similarity", ctx.pair_key, ctx.data, ctx.seq_len),
+    sim, per_layer = computed(ctx.key("similarity", ctx.data, ctx.seq_len, on_text=False),
                               "Running both models on calibration text",
                               lambda progress: ui.similarity_tables(pair, calib))
 except Exception as e:  # noqa: BLE001
