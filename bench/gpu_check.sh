@@ -68,6 +68,19 @@ print(f"{label}: {name}, {tok_s:,.0f} tokens/s over steps {first['step']}-{last[
 EOF
 }
 
+# same_losses LABEL REFERENCE_NAME REFERENCE_RUN RUN: the largest relative difference of their per-step losses.
+same_losses() {
+  "$PY" - "$@" <<'EOF'
+import json, sys
+from pathlib import Path
+label, ref_name, *runs = sys.argv[1:]
+ref, got = ([json.loads(x) for x in (Path(p) / "log.jsonl").read_text().splitlines()] for p in runs)
+worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(ref, got))
+print(f"{label}: world size {got[-1]['world_size']}, {len(got)} steps, largest relative loss difference to "
+      f"{ref_name} {worst:.2e} ({'ok' if worst < 1e-4 else 'DIFFERENT'})")
+EOF
+}
+
 echo "== 1. whole-model boomerang distillation, 1 process"
 "$PY" -m boomerang distill "${COMMON[@]}" --steps "$STEPS" --batch-size "$BATCH" --precision "$PRECISION" \
   --out "$OUT/global"
@@ -83,26 +96,12 @@ if [ "$NGPU" -ge 2 ] || [ -n "${ALLOW_CPU:-}" ]; then  # on CPUs: 2 gloo process
   "$PY" -m boomerang distill "${COMMON[@]}" "${DDP[@]}" --batch-size "$BATCH" --out "$OUT/one"
   "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m boomerang distill "${COMMON[@]}" "${DDP[@]}" \
     --batch-size $((BATCH / 2)) --out "$OUT/two"
-  "$PY" - "$OUT/one" "$OUT/two" <<'EOF'
-import json, sys
-from pathlib import Path
-one, two = ([json.loads(x) for x in (Path(p) / "log.jsonl").read_text().splitlines()] for p in sys.argv[1:])
-worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(one, two))
-print(f"DDP: world size {two[-1]['world_size']}, {len(two)} steps, largest relative loss difference to "
-      f"1 process {worst:.2e} ({'ok' if worst < 1e-4 else 'DIFFERENT'})")
-EOF
+  same_losses "DDP, 2 processes" "1 process" "$OUT/one" "$OUT/two"
   summary "whole-model, 2-process DDP, fp32" "$OUT/two" global
   echo "== 4. the same 2 processes sharded (FSDP2) against DDP"
   "$PY" -m accelerate.commands.launch --config_file configs/accelerate_fsdp_cpu.yaml --main_process_port 0 \
     -m boomerang distill "${COMMON[@]}" "${DDP[@]}" --batch-size $((BATCH / 2)) --out "$OUT/fsdp"
-  "$PY" - "$OUT/two" "$OUT/fsdp" <<'EOF'
-import json, sys
-from pathlib import Path
-two, fsdp = ([json.loads(x) for x in (Path(p) / "log.jsonl").read_text().splitlines()] for p in sys.argv[1:])
-worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(two, fsdp))
-print(f"FSDP: {len(fsdp)} steps, largest relative loss difference to DDP {worst:.2e} "
-      f"({'ok' if worst < 1e-4 else 'DIFFERENT'})")
-EOF
+  same_losses "FSDP2, 2 processes" "DDP" "$OUT/two" "$OUT/fsdp"
   summary "whole-model, 2-process FSDP2, fp32" "$OUT/fsdp" global
 else
   echo "== 3. skipped: DDP needs 2 GPUs, this machine has $NGPU"
