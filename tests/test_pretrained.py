@@ -114,3 +114,20 @@ def test_the_shipped_report_meets_the_targets_and_measures_the_shipped_student()
             for task in ("demo_cloze", "bbc_news"):
                 a = r["accuracy"][order][task]
                 assert a["lo"] <= a["accuracy"] <= a["hi"] and a["n"] == 200
+
+
+def test_a_smollm2_build_starts_fresh_stops_with_a_checkpoint_and_resumes(smollm2, tmp_path):
+    """The recipe's own run life: a first call starts the folder, a stop leaves a checkpoint, and
+    the next call resumes it to a student and its delta (a 3-step build of 16-token blocks)."""
+    from boomerang.recipes.smollm2 import build_smollm2_student
+
+    out = tmp_path / "run"
+    seen = []
+    small = dict(threads=1, steps=3, seq_len=16, batch_size=2, save_every=1, log_every=1, max_blocks=8)
+    ck = build_smollm2_student(out, should_stop=lambda: len(seen) >= 1, progress=seen.append, **small)
+    assert ck == out / "checkpoints" / "step-00000002" and not (out / "student").exists()
+    student = build_smollm2_student(out, **small)
+    record = json.loads((student / "student_config.json").read_text())["local_distill"]
+    assert (record["steps"], record["stopped_early"]) == (3, False)
+    assert (out / "delta" / "delta.json").is_file()
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]

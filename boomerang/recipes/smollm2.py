@@ -142,7 +142,7 @@ def build_smollm2_student(
         teacher_dir = smollm2_teacher_dir()
         settings = {**RECIPE, **overrides}
         config = LocalDistillConfig(teacher=str(teacher_dir), out=str(out), threads=threads,
-                                    resume=True, time_limit_s=time_limit_s, **settings)
+                                    resume=(out / "config.json").is_file(), time_limit_s=time_limit_s, **settings)
         student_dir = local_distill(config, progress, should_stop,
                                     extra={"recipe": "python -m boomerang smollm2 build"})
         if not (student_dir / STUDENT_CONFIG).is_file():  # stopped: a checkpoint, not a student
