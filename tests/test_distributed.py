@@ -174,9 +174,11 @@ def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel
     ddp = tmp_path / "ddp"
     r = _launch(TORCHRUN, tiny, "--batch-size", "2", "--out", str(ddp))
     assert r.returncode == 0, r.stderr[-3000:]
-    # One sharded step with a checkpoint, then resumed sharded to the second (a constant lr).
+    # One sharded step with a checkpoint, then resumed sharded to the second (a constant lr). Two
+    # micro-batches of one sequence per process: the same 4 sequences per step, one gradient sync.
     fsdp = tmp_path / "fsdp"
-    r = _launch(fsdp_launch, tiny, "--batch-size", "2", "--steps", "1", "--save-every", "1", "--out", str(fsdp))
+    sharded = ("--batch-size", "1", "--grad-accum", "2")
+    r = _launch(fsdp_launch, tiny, *sharded, "--steps", "1", "--save-every", "1", "--out", str(fsdp))
     assert r.returncode == 0, r.stderr[-3000:]
     ck = fsdp / "checkpoints" / "step-00000001"
     assert sorted(p.name for p in ck.iterdir()) == ["shard-0.safetensors", "shard-1.safetensors", "trainer_state.json"]
@@ -188,7 +190,7 @@ def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel
     assert [h.shape[0] for h in halves] == [embed.shape[0] // 2] * 2  # each process holds half the rows
     with pytest.raises(Exception, match="written sharded \\(FSDP\\) by 2 processes"):  # not in 1 unsharded process
         _one_process(tiny, fsdp, steps=2, resume=True)
-    r = _launch(fsdp_launch, tiny, "--batch-size", "2", "--steps", "2", "--resume", "--out", str(fsdp))
+    r = _launch(fsdp_launch, tiny, *sharded, "--steps", "2", "--resume", "--out", str(fsdp))
     assert r.returncode == 0, r.stderr[-3000:]
     _same_losses(_log(fsdp), _log(ddp))
     a, b = load_file(str(fsdp / "student" / "model.safetensors")), load_file(str(ddp / "student" / "model.safetensors"))

@@ -431,6 +431,8 @@ def _train(
                 first = step * per_step + (micro * world + acc.process_index) * config.batch_size
                 ids = blocks[order.indices(first, config.batch_size)].to(acc.device)  # [B, T]
                 mask = torch.ones_like(ids)
+                if sharded:  # reduce-scatter the gradients once, after the last micro-batch
+                    model.set_requires_gradient_sync(micro == config.grad_accum - 1)
                 with acc.accumulate(model):
                     s_out = forward_states(model, ids, mask, last_layer=s_last)
                     t_out = None
