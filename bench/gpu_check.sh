@@ -49,6 +49,10 @@ label, run, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 saved = json.loads((run / "config.json").read_text())
 log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 first, last = log[0], log[-1]
+if last["step"] - first["step"] < 2 or last["elapsed_s"] <= first["elapsed_s"]:
+    # The log keeps elapsed time to 10 ms: fewer than 2 steps between its lines are too few to time.
+    print(f"{label}: too few logged steps to time ({first['step']}-{last['step']}); raise STEPS")
+    sys.exit(0)
 tok_s = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
 cfg = AutoConfig.from_pretrained(resolve_teacher(saved["teacher"]))
 L, T = cfg.num_hidden_layers, saved["seq_len"]
