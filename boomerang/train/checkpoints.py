@@ -12,8 +12,8 @@ A run folder holds ``checkpoints/step-N`` folders, the newest ``keep`` of them. 
   place, so a kill leaves the newest checkpoint whole or absent.
 
 Whole-model and block-local distillation write the same format (:func:`save_checkpoint`,
-:func:`read_checkpoint`); only a sharded student (FSDP) saves Accelerate's own sharded state
-instead, one shard per process, beside the same state file. ``log.jsonl`` (one JSON line per
+:func:`read_checkpoint`); a sharded student (FSDP, :mod:`.sharding`) writes the same tensors,
+each process its slices, as ``shard-<rank>.safetensors`` beside the same state file. ``log.jsonl`` (one JSON line per
 logged step) is trimmed back to a resumed checkpoint's step, so it never holds a step twice.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 
 from ..errors import BoomerangError
 from ..io import atomic_write, replace_dir
@@ -78,27 +79,45 @@ def trim_log(log_path: Path, max_step: int) -> None:
 # ---- the optimizer and the random generator as tensors + JSON ---------------------------------
 
 
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of ``t``: its slice of a sharded tensor, else ``t`` itself (detached)."""
+    return (t.to_local() if isinstance(t, DTensor) else t).detach()
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Save ``tensors`` (this process's part of each) as safetensors at ``path``."""
+    # Tied weights share storage, which safetensors refuses: each entry gets its own copy.
+    save_file({k: _own(v).cpu().contiguous().clone() for k, v in tensors.items()}, str(path))
+
+
 def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's state as safetensors-ready tensors (``opt.<index>.<name>``) and a JSON part
-    (its scalars, such as AdamW's step count, and its parameter groups)."""
+    """An optimizer's state as tensors (``opt.<index>.<name>``, this process's slices of sharded
+    ones; not yet copied) and a JSON part (its scalars, such as AdamW's step count, and its
+    parameter groups: the same on every process)."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, float]] = {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v) and v.dim() > 0:
-                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+                tensors[f"opt.{pid}.{k}"] = _own(v)
             else:
                 scalars.setdefault(str(pid), {})[k] = float(v)
     return tensors, {"param_groups": sd["param_groups"], "optimizer_scalars": scalars}
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Inverse of :func:`optimizer_state` (the optimizer moves the tensors to its parameters' device)."""
+    """Inverse of :func:`optimizer_state` (the optimizer moves the tensors to its parameters'
+    device; a sharded parameter's moments become sharded tensors again, from this process's slices)."""
+    params = [p for group in opt.param_groups for p in group["params"]]  # the order of the indices
     per_param: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
             _, pid, name = k.split(".", 2)
+            p = params[int(pid)]
+            if isinstance(p, DTensor):
+                v = DTensor.from_local(v.to(p.device), p.device_mesh, p.placements, run_check=False,
+                                       shape=p.shape, stride=p.stride())
             per_param.setdefault(int(pid), {})[name] = v
     for pid, scalars in state.get("optimizer_scalars", {}).items():
         for name, value in scalars.items():
@@ -125,18 +144,22 @@ def load_rng_state(tensors: dict[str, torch.Tensor]) -> None:
 # ---- writing and reading ----------------------------------------------------------------------
 
 
+def checkpoint_folders(out: Path, step: int) -> tuple[Path, Path]:
+    """(the checkpoint of ``step`` in run folder ``out``, the temporary folder it is written in)."""
+    root = out / CHECKPOINT_DIR
+    return root / f"step-{step:08d}", root / f".tmp-step-{step:08d}"
+
+
 def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int,
                     tensors: dict[str, torch.Tensor] | None = None,
                     write_more: Callable[[Path], None] | None = None) -> Path:
     """Write ``checkpoints/step-<step>`` of run folder ``out`` (main process only): ``tensors``
     to :data:`TENSORS_FILE`, ``write_more(folder)`` for anything else (a sharded state), then
     ``state`` (with ``step``) to :data:`STATE_FILE`; keep the newest ``keep`` checkpoints."""
-    root = out / CHECKPOINT_DIR
-    final, tmp = root / f"step-{step:08d}", root / f".tmp-step-{step:08d}"
+    final, tmp = checkpoint_folders(out, step)
     tmp.mkdir(parents=True, exist_ok=True)
     if tensors is not None:
-        # Tied weights share storage, which safetensors refuses: each entry gets its own copy.
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp / TENSORS_FILE))
+        write_tensors(tmp / TENSORS_FILE, tensors)
     if write_more is not None:
         write_more(tmp)
     (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2) + "\n", encoding="utf-8")

@@ -83,7 +83,7 @@ from .loss import (
 )
 from .processes import Peers, process_state, use_cpu
 from .run import RunFolder, check_out, run_lock
-from .sharding import full_state, load_shard, optimizer_scalars, save_shard, shard, sharding_requested
+from .sharding import full_state, load_shard, save_shard, shard, sharding_requested
 from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ def _train(
                   "global_batch": per_step}
         if sharded:  # each process writes its slices; the state file says how many there are
             return folder.checkpoint(
-                at_step, lambda: ({**record, **optimizer_scalars(opt), "scheduler": sched.state_dict(), "sharded": True},
+                at_step, lambda: ({**record, **optimizer_state(opt)[1], "scheduler": sched.state_dict(), "sharded": True},
                                   None),
                 write_more=lambda d: save_shard(d, acc.process_index, model, opt))
 

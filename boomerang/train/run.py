@@ -35,6 +35,7 @@ from ..progress import StopSignal, stop_requested
 from . import trackers
 from .checkpoints import (
     CHECKPOINT_DIR,
+    checkpoint_folders,
     checkpoints,
     remove_partial_checkpoints,
     save_checkpoint,
@@ -172,15 +173,13 @@ class RunFolder:
 
         ``contents()`` gives the state (JSON) and tensors, on the main process only;
         ``write_more(folder)`` runs on every process (a sharded state, each process its shard)."""
-        root = self.out / CHECKPOINT_DIR
-        tmp = root / f".tmp-step-{step:08d}"
+        final, tmp = checkpoint_folders(self.out, step)
         if write_more is not None:
             if self.peers.main:
                 tmp.mkdir(parents=True, exist_ok=True)
             self.peers.barrier()
             write_more(tmp)
             self.peers.barrier()
-        final = root / f"step-{step:08d}"
         if self.peers.main:
             state, tensors = contents()
             save_checkpoint(self.out, step, {**state, "world_size": self.peers.world}, self.keep, tensors)

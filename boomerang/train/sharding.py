@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from ..core import find_parts
-from .checkpoints import load_rng_state, rng_state
+from .checkpoints import load_optimizer_state, load_rng_state, optimizer_state, rng_state, write_tensors
 
 
 def sharding_requested() -> bool:
@@ -53,10 +53,6 @@ def shard(model: nn.Module, device: torch.device, world: int) -> None:
     fully_shard(model, mesh=mesh)
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return (t.to_local() if isinstance(t, DTensor) else t).detach().cpu().contiguous().clone()
-
-
 def shard_file(rank: int) -> str:
     """The file of process ``rank``'s shard inside a checkpoint."""
     return f"shard-{rank}.safetensors"
@@ -65,12 +61,8 @@ def shard_file(rank: int) -> str:
 def save_shard(folder: Path, rank: int, model: nn.Module, opt: torch.optim.Optimizer) -> None:
     """Write this process's slices of the weights (``model.<name>``) and optimizer moments
     (``opt.<index>.<name>``), and its random generator's state, to ``folder``."""
-    tensors = {f"model.{k}": _local(v) for k, v in model.state_dict().items()}
-    for pid, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v) and v.dim() > 0:
-                tensors[f"opt.{pid}.{k}"] = _local(v)
-    save_file({**tensors, **rng_state()}, str(folder / shard_file(rank)))
+    weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+    write_tensors(folder / shard_file(rank), {**weights, **optimizer_state(opt)[0], **rng_state()})
 
 
 def load_shard(folder: Path, rank: int, model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -80,29 +72,8 @@ def load_shard(folder: Path, rank: int, model: nn.Module, opt: torch.optim.Optim
         for k, v in model.state_dict().items():
             target = v.to_local() if isinstance(v, DTensor) else v
             target.copy_(tensors[f"model.{k}"])
-    params = [p for group in opt.param_groups for p in group["params"]]
-    per_param: dict[int, dict[str, Any]] = {}
-    for key, t in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            p = params[int(pid)]
-            if isinstance(p, DTensor):
-                t = DTensor.from_local(t.to(p.device), p.device_mesh, p.placements, run_check=False,
-                                       shape=p.shape, stride=p.stride())
-            per_param.setdefault(int(pid), {})[name] = t
-    for pid, scalars in state.get("optimizer_scalars", {}).items():
-        for name, value in scalars.items():
-            per_param.setdefault(int(pid), {})[name] = torch.tensor(value)
-    opt.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    load_optimizer_state(opt, tensors, state)
     load_rng_state(tensors)
-
-
-def optimizer_scalars(opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer's parameter groups and per-parameter scalars (the same on every process)."""
-    sd = opt.state_dict()
-    scalars = {str(pid): {k: float(v) for k, v in st.items() if not (torch.is_tensor(v) and v.dim() > 0)}
-               for pid, st in sd["state"].items()}
-    return {"param_groups": sd["param_groups"], "optimizer_scalars": scalars}
 
 
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
