@@ -161,7 +161,7 @@ out_dir = c1.text_input("Folder", value=str(default_dir), label_visibility="coll
 outside = st.checkbox("Write outside the runs folder", key="export_outside",
                       help="Off: exports can only go under the runs folder. On: any folder this "
                            "server may write to (this session only).")
-export_sig = (ctx.pair_key, tuple(sorted(patched)))
+export_sig = (ctx.pair_key, patched.as_tuple())
 if c2.button("Export", type="primary", width="stretch"):
     target = ui.query.check_export_dir(out_dir, allow_outside=outside)
     if target.message:

@@ -16,14 +16,14 @@ def test_a_patched_set_is_the_plain_frozenset_it_names():
     assert Patched() == frozenset()
 
 
-@pytest.mark.parametrize("layers, text, as_json, shown", [
-    ((), "", "[]", "none (the student)"),
-    ((2,), "2", "[2]", "layer 2"),
-    ((5, 0, 3), "0,3,5", "[0, 3, 5]", "layers 0, 3, 5"),
+@pytest.mark.parametrize("layers, text, as_json", [
+    ((), "", "[]"),
+    ((2,), "2", "[2]"),
+    ((5, 0, 3), "0,3,5", "[0, 3, 5]"),
 ])
-def test_every_spelling_round_trips(layers, text, as_json, shown):
+def test_every_spelling_round_trips(layers, text, as_json):
     p = Patched(layers)
-    assert p.text() == text and p.to_json() == as_json and p.describe() == shown
+    assert p.text() == text and p.to_json() == as_json
     assert Patched.parse(text) == p and Patched.from_json(as_json) == p and Patched.coerce(as_json) == p
     assert p.as_tuple() == tuple(sorted(layers))
 

@@ -317,7 +317,7 @@ class BoomerangPair:
         if not tied and getattr(top, "all_tied_weights_keys", None):
             top.__dict__["all_tied_weights_keys"] = {}
         top.name_or_path = f"boomerang:{sorted(patched)}"
-        top.boomerang_patched = tuple(sorted(patched))
+        top.boomerang_patched = patched.as_tuple()
         return top
 
 

@@ -5,7 +5,7 @@ those replaced by the teacher block they stand for (see :mod:`.mapping`). The em
 student; the set of every layer is the teacher. The same set travels through the CLI
 (``--patched 1,3``), a dashboard link (``?patched=1,3``), a sweep's CSV column (``[1, 3]``) and
 the Python API (``pair.build(patched={1, 3})``); :class:`Patched` is its one home: reading and
-writing each spelling, checking indices against a student, and showing it to a reader.
+writing each spelling and checking indices against a student.
 
 A :class:`Patched` *is* a ``frozenset`` of ints (equal to, and hashed like, the plain set), so
 code that holds a ``frozenset`` keeps working and a ``Patched`` may key any dict.
@@ -127,12 +127,6 @@ class Patched(frozenset):
     def as_tuple(self) -> tuple[int, ...]:
         """The sorted indices (a DataFrame cell that compares and sorts)."""
         return tuple(sorted(self))
-
-    def describe(self) -> str:
-        """For a reader: ``"layers 1, 3"``, ``"layer 2"``, or ``"none (the student)"``."""
-        if not self:
-            return "none (the student)"
-        return ("layer " if len(self) == 1 else "layers ") + ", ".join(str(i) for i in sorted(self))
 
     def __repr__(self) -> str:
         return f"Patched({sorted(self)})"

@@ -273,7 +273,7 @@ def evaluate_patched(
     at the same address, never returns stale numbers), the patched set and a hash of ``blocks``.
     """
     patched = pair.mapping.check_patched(patched)
-    key = (pair_fingerprint(pair), tuple(sorted(patched)), tensor_fingerprint(blocks), batch_size)
+    key = (pair_fingerprint(pair), patched.as_tuple(), tensor_fingerprint(blocks), batch_size)
     return _POINTS.get_or_compute(
         key, lambda: perplexity(pair.build(patched=patched), blocks, batch_size=batch_size))
 

@@ -108,7 +108,7 @@ def evaluate_point(pair: BoomerangPair, patched: Iterable[int], blocks: torch.Te
     """Perplexity, NLL, layers and parameters of the model built with ``patched``."""
     patched = pair.mapping.check_patched(patched)
     r = evaluate.evaluate_patched(pair, patched, blocks)
-    return {"patched": tuple(sorted(patched)), "perplexity": float(r.perplexity), "nll": float(r.nll),
+    return {"patched": patched.as_tuple(), "perplexity": float(r.perplexity), "nll": float(r.nll),
             **size_of(pair, patched)}
 
 
