@@ -126,7 +126,8 @@ def sidebar() -> Context:
         ctx.error = refusal
         return ctx
     ctx.pair_key = ui.spec_fingerprint(spec, ctx.device)
-    slow = f" ({spec.first_use()})" if spec.first_use() else ""
+    cost = spec.first_use()
+    slow = f" ({cost})" if cost else ""
     try:
         with st.spinner(f"Loading {spec.title} on {ctx.device}…{slow}"):  # shown only when slow
             ctx.pair = load_pair(ctx.pair_key, spec, ctx.device)

@@ -244,25 +244,37 @@ def mapping_cells(pair: BoomerangPair) -> list[tuple[str, str]]:
     return cells
 
 
+def time_layer_counts(pair: BoomerangPair, counts: Iterable[int], measured: dict[int, float], batch: int = 1,
+                      progress: Progress | None = None) -> dict[int, float]:
+    """Latency per token (ms, median of 3 runs, decoding ``batch`` sequences) of a model of this
+    pair with each of ``counts`` decoder layers, timed once per count into ``measured``.
+
+    Every decoder layer of a pair has the teacher's shapes, so any two models with as many layers
+    (patched in any order, pruned, or distilled at that size) do the same work: each count is
+    timed on the last-to-first model of that depth, or, below the student's depth (a pruning
+    baseline), on the teacher cut to it. ``measured`` keeps the timings between calls, so a
+    second order's sizes cost nothing to time."""
+    n = pair.mapping.num_student_layers
+    by_layers = {pair.mapping.patched_layers(pair.sequential("last-to-first", k)): k for k in range(n + 1)}
+    todo = sorted({int(c) for c in counts} - set(measured))
+    for i, layers in enumerate(todo):
+        report(progress, i, len(todo), f"timing {layers} layers")
+        if layers in by_layers:
+            model = pair.build(patched=pair.sequential("last-to-first", by_layers[layers]))
+        else:
+            model = orders.prune_teacher(pair, list(range(layers)))
+        measured[layers] = evaluate.latency_ms_per_token(model, batch=batch)
+    return measured
 
 
 def latency_profile(pair: BoomerangPair, sets: list[frozenset],
                     measured: dict[int, float] | None = None, batch: int = 1) -> list[float]:
-    """Latency per token (ms, median of 3 runs, decoding ``batch`` sequences) of each patched
-    set, timed once per layer count.
-
-    Every decoder layer of a pair has the teacher's shapes, so two patched models with the same
-    number of layers do the same work whichever layers they patch. ``measured`` (layer count ->
-    ms) keeps the timings between calls, so a second order's sizes cost nothing to time.
-    """
+    """Latency per token of the model of each patched set (:func:`time_layer_counts`: timed once
+    per layer count)."""
     measured = {} if measured is None else measured
-    out = []
-    for s in sets:
-        layers = pair.mapping.patched_layers(s)
-        if layers not in measured:
-            measured[layers] = evaluate.latency_ms_per_token(pair.build(patched=s), batch=batch)
-        out.append(measured[layers])
-    return out
+    counts = [pair.mapping.patched_layers(s) for s in sets]
+    time_layer_counts(pair, counts, measured, batch)
+    return [measured[c] for c in counts]
 
 
 #: Batches the latency x axis can be timed at (sequences decoded at once).
@@ -272,20 +284,9 @@ LATENCY_BATCHES = (1, 8, 32)
 def with_latency(pair: BoomerangPair, frames: pd.DataFrame, measured: dict[int, float], batch: int = 1,
                  progress: Progress | None = None) -> pd.DataFrame:
     """``frames`` with a ``latency`` column: ms per token at ``batch`` of a model of each row's
-    layer count, timed once per count on a model of the pair of that depth (patched
-    last-to-first: every layer has the teacher's shapes, so any model of as many layers of this
-    pair, pruned or distilled at that size, does the same work). ``measured`` keeps the timings."""
+    layer count (:func:`time_layer_counts`; ``measured`` keeps the timings)."""
     out = frames.copy()
-    n = pair.mapping.num_student_layers
-    by_layers = {pair.mapping.patched_layers(pair.sequential("last-to-first", k)): k for k in range(n + 1)}
-    todo = sorted({int(v) for v in out["layers"]} - set(measured))
-    for i, layers in enumerate(todo):
-        report(progress, i, len(todo), f"timing {layers} layers")
-        if layers in by_layers:
-            model = pair.build(patched=pair.sequential("last-to-first", by_layers[layers]))
-        else:  # fewer layers than the student (a pruning baseline): the teacher cut to that depth
-            model = orders.prune_teacher(pair, list(range(layers)))
-        measured[layers] = evaluate.latency_ms_per_token(model, batch=batch)
+    time_layer_counts(pair, out["layers"], measured, batch, progress)
     out["latency"] = [measured[int(v)] for v in out["layers"]]
     return out
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core import Patched
+from ..core import Patched, layer_numbers
 from ..paths import demo_assets_dir, runs_dir
 
 #: ``org/name`` (a hub repository id): no leading dot, no ``..`` part, one slash.
@@ -97,10 +97,11 @@ def parse_layers(name: str, raw: str | None, n: int) -> Parsed:
     Anything else (a word, an index out of range) refuses the whole value: the empty set is
     used and the message names the bad parts, so a half-applied link never goes unnoticed.
     """
-    why = Patched.problem(None if raw is None else str(raw), n)
+    text = None if raw is None else str(raw)
+    why = Patched.problem(text, n)
     if why is not None:
         return refused(name, raw, why, Patched(), "no patched layer (the student)")
-    return Parsed(Patched.parse(None if raw is None else str(raw), n))
+    return Parsed(Patched(layer_numbers(text)))
 
 
 # ---- paths -----------------------------------------------------------------------------------
