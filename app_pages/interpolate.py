@@ -64,6 +64,11 @@ if task is not None:
     acc = in_background(ctx.key("curve", order, task, ui.ACCURACY_EXAMPLES),
                         f"Accuracy on {task} at every size of {order}",
                         lambda progress: ui.accuracy_curve(pair, order, task, blocks, calib, progress))
+    if acc is not None and x_axis == "latency":
+        acc = acc.with_values("latency", lat)
+# The plots' tables, made once per run of the page (the slider's fragment redraws with them).
+frame = curve.to_frame()
+acc_frame = acc.to_frame() if acc is not None else None
 
 ppl_what = ui.present.ppl_label(ctx.split, blocks.shape)
 st.caption(f"**{order}** optimises {ui.order_caption(order)}"
@@ -91,7 +96,7 @@ if st.session_state.get("_k_labels") != size_labels:
 x_title = latency_title(lat_batch) if x_axis == "latency" else None
 traces = ui.RESULTS.get_or_compute(
     ctx.key("traces", order, x_axis, lat_batch, points is not None),
-    lambda: plots.curve_traces(curve.to_frame(), x_axis)
+    lambda: plots.curve_traces(frame, x_axis)
     + (plots.curve_traces(points, x_axis) if points is not None else []))
 
 
@@ -130,17 +135,16 @@ def _size_view() -> None:
                f"on {ctx.device}, timed once per layer count (every layer has the teacher's shapes, "
                "so models with as many layers do the same work); noisy on a busy machine.")
     st.html(plots.strip_html(ui.strip_cells(pair, row["patched"])))
-    live_plotly_chart(plots.curve_figure(curve.to_frame(), x=x_axis, current=row, height=400, traces=traces,
+    live_plotly_chart(plots.curve_figure(frame, x=x_axis, current=row, height=400, traces=traces,
                                          y_title=f"{ppl_what} (lower is better)", x_title=x_title), key="curve")
     if acc is not None:
-        acc_x = acc.with_values("latency", lat) if x_axis == "latency" else acc
-        live_plotly_chart(plots.curve_figure(acc_x.to_frame(), x=x_axis, y=task, current=acc_x[k], height=300,
+        live_plotly_chart(plots.curve_figure(acc_frame, x=x_axis, y=task, current=acc[k], height=300,
                                              log_y=False, y_title=f"{task} accuracy", x_title=x_title),
                           key="acc_curve")
 
 
 size_view()
-repeat_note = ui.present.repeated_size_note(pair, curve.to_frame())
+repeat_note = ui.present.repeated_size_note(pair, frame)
 if repeat_note:
     st.caption(repeat_note)
 row = curve[st.session_state["k"]]
