@@ -165,15 +165,16 @@ def test_block_local_distillation_in_two_processes_trains_like_one_and_resumes_a
 
 def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel(tiny, tmp_path, monkeypatch):
     """The shipped FSDP config's CPU twin: each process holds half of every weight, the checkpoint
-    is one shard per process, it resumes sharded, and the student equals plain data parallel's."""
+    is one shard per process, it resumes sharded, and the student equals plain data parallel's
+    (compared with one process at the same global batch, which the test above shows 2 data-parallel
+    processes equal within the same tolerance: one launch fewer)."""
     from safetensors.torch import load_file
 
     monkeypatch.setenv("BOOMERANG_CACHE", str(tiny["root"] / "cache"))
     config = Path(__file__).resolve().parent.parent / "configs" / "accelerate_fsdp_cpu.yaml"
     fsdp_launch = ["accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "0"]
-    ddp = tmp_path / "ddp"
-    r = _launch(TORCHRUN, tiny, "--batch-size", "2", "--out", str(ddp))
-    assert r.returncode == 0, r.stderr[-3000:]
+    one = tmp_path / "one"
+    _one_process(tiny, one, steps=2)
     # One sharded step with a checkpoint, then resumed sharded to the second (a constant lr). Two
     # micro-batches of one sequence per process: the same 4 sequences per step, one gradient sync.
     fsdp = tmp_path / "fsdp"
@@ -192,8 +193,14 @@ def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel
         _one_process(tiny, fsdp, steps=2, resume=True)
     r = _launch(fsdp_launch, tiny, *sharded, "--steps", "2", "--resume", "--out", str(fsdp))
     assert r.returncode == 0, r.stderr[-3000:]
-    _same_losses(_log(fsdp), _log(ddp))
-    a, b = load_file(str(fsdp / "student" / "model.safetensors")), load_file(str(ddp / "student" / "model.safetensors"))
+    _same_losses(_log(fsdp), _log(one))
+    a, b = load_file(str(fsdp / "student" / "model.safetensors")), load_file(str(one / "student" / "model.safetensors"))
     assert sorted(a) == sorted(b)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     assert [x["world_size"] for x in _log(fsdp)] == [2, 2]
+    # A shard of the newest checkpoint that one process cannot read: it would fall back to the one
+    # before alone, and train out of step with the other; both stop instead, saying why.
+    (fsdp / "checkpoints" / "step-00000002" / "shard-1.safetensors").write_bytes(b"torn")
+    r = _launch(fsdp_launch, tiny, *sharded, "--steps", "3", "--resume", "--out", str(fsdp))
+    assert r.returncode != 0
+    assert "could not read the same checkpoint" in r.stderr and "(steps 2, 1, in process order)" in r.stderr

@@ -33,6 +33,7 @@ from torch.distributed.tensor import DTensor
 
 from ..errors import BoomerangError
 from ..io import atomic_write, replace_dir
+from .processes import Peers
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +177,32 @@ def remove_partial_checkpoints(out: Path) -> None:
 
 
 def read_checkpoint(out: Path, check: Callable[[Path, dict[str, Any]], None],
-                    load: Callable[[Path, dict[str, Any], dict[str, torch.Tensor] | None], None]
-                    ) -> tuple[Path, dict[str, Any]] | None:
+                    load: Callable[[Path, dict[str, Any], dict[str, torch.Tensor] | None], None],
+                    peers: Peers | None = None) -> tuple[Path, dict[str, Any]] | None:
     """Resume from the newest checkpoint of ``out`` that reads back; None when there is none.
 
     ``check(folder, state)`` raises a :class:`BoomerangError` when the checkpoint cannot serve
     these settings (another mapping, another global batch): that is the user's to fix, not a
     reason to fall back. ``load(folder, state, tensors)`` restores it (``tensors``: the
     checkpoint's :data:`TENSORS_FILE`, None when it has none). A checkpoint whose files cannot
-    be read (torn by a kill, a full disk) is skipped for the one before it, and said so."""
+    be read (torn by a kill, a full disk) is skipped for the one before it, and said so.
+
+    With ``peers`` (several processes, each reading its files: a shard of its own) every process
+    must resume from the same step; a process that fell back alone stops them all in one sentence."""
+    got = _read_newest(out, check, load)
+    if peers is not None and peers.world > 1:
+        steps = peers.values(got[1]["step"] if got is not None else -1)
+        if len(set(steps)) > 1:
+            raise BoomerangError(
+                f"The processes could not read the same checkpoint in {str(out / CHECKPOINT_DIR)!r} (steps "
+                f"{', '.join(str(s) if s >= 0 else 'none' for s in steps)}, in process order); a file of "
+                "the newest is damaged: delete that checkpoint folder and resume again.")
+    return got
+
+
+def _read_newest(out: Path, check: Callable[[Path, dict[str, Any]], None],
+                 load: Callable[[Path, dict[str, Any], dict[str, torch.Tensor] | None], None]
+                 ) -> tuple[Path, dict[str, Any]] | None:
     found = checkpoints(out)
     for _, ckpt in reversed(found):
         try:

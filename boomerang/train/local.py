@@ -551,7 +551,7 @@ def _local_run(config: LocalDistillConfig, progress: Progress | None, should_sto
                 p.copy_(own[name])
         load_optimizer_state(opt, tensors or {}, state)
 
-    found = read_checkpoint(out, check, load) if config.resume else None
+    found = read_checkpoint(out, check, load, peers) if config.resume else None
     if found is not None:
         step, elapsed_before = int(found[1]["step"]), float(found[1]["elapsed_s"])
     folder = RunFolder(out, peers, config.keep_checkpoints)

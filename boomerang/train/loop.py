@@ -276,7 +276,7 @@ def _resume(acc: Accelerator, model: nn.Module, opt: Any, sched: Any, out: Path,
         sched.load_state_dict(state["scheduler"])
         load_rng_state(tensors)
 
-    found = read_checkpoint(out, check, load)
+    found = read_checkpoint(out, check, load, Peers())
     return None if found is None else found[1]
 
 

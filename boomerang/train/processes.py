@@ -55,6 +55,12 @@ class Peers:
         torch.distributed.all_gather(parts, t.contiguous())
         return torch.cat(parts)
 
+    def values(self, x: int) -> list[int]:
+        """Every process's whole number ``x``, in rank order."""
+        if self.world == 1:
+            return [x]
+        return [int(v) for v in self.gather(torch.tensor([x], device=self._state.device)).tolist()]
+
     def any(self, flag: bool) -> bool:
         """True on every process when ``flag`` is True on any (a stop, a time limit)."""
         if self.world == 1:
