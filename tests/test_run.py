@@ -79,3 +79,126 @@ def test_a_stopped_run_of_every_objective_resumes_to_the_uninterrupted_student(t
     assert ck.name == "step-00000002" and seen[-1].event == "stopped"  # asked after step 1 is reported
     got = distill(_cfg(teacher, out, mode, resume=True), blocks=_blocks())
     assert (got / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+
+
+# ---- the step loop drives any objective ----------------------------------------------------------
+
+
+class LeastSquares:
+    """A made-up objective, to show the step loop is a plug-in point: ``w`` descends on
+    ``mean((w - target)^2)`` with a fixed learning rate, one process, 5 "tokens" a step."""
+
+    LR = 0.3
+
+    @classmethod
+    def objective(cls, out):
+        from boomerang.train.run import Objective, StepDone
+
+        class _LeastSquares(Objective):
+            def __init__(self):
+                self.w = torch.zeros(3, dtype=torch.float64)
+                self.target = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
+                self.began_at, self.ended = None, None
+
+            def check(self, ckpt, state):
+                if state.get("kind") != "least-squares":
+                    raise BoomerangError("not a least-squares checkpoint")
+
+            def load(self, ckpt, state, tensors):
+                self.w = tensors["model.w"].clone()
+
+            def begin(self, step):
+                self.began_at = step
+
+            def tokens_after(self, step):
+                return 5 * step
+
+            def step(self, step, elapsed_s):
+                loss = ((self.w - self.target) ** 2).mean()
+                self.w = self.w - cls.LR * 2 * (self.w - self.target) / 3
+                return StepDone(cls.LR, {"loss": loss})
+
+            def reduce(self, terms):
+                return {"loss": float(terms["loss"])}
+
+            def checkpoint(self, folder, step, record):
+                return folder.checkpoint(step, lambda: ({**record, "kind": "least-squares"}, {"model.w": self.w}))
+
+            def finish(self, end):
+                self.ended = end
+                from safetensors.torch import save_file
+                save_file({"w": self.w}, str(out / "w.safetensors"))
+                return out / "w.safetensors"
+
+        return _LeastSquares()
+
+    @classmethod
+    def loss_before(cls, step):
+        """The loss at 0-based ``step``, by hand: each update shrinks w - target by (1 - 2 lr / 3)."""
+        shrink = (1 - 2 * cls.LR / 3) ** step
+        return sum((shrink * t) ** 2 for t in (1.0, -2.0, 4.0)) / 3
+
+
+def _loop_cfg(out, **kw):
+    from boomerang.train.config import RunConfig
+
+    return RunConfig(**{"teacher": "none", "out": str(out), "steps": 7, "log_every": 3, "save_every": 4,
+                        "keep_checkpoints": 5, **kw})
+
+
+def test_the_step_loop_runs_any_objective_logs_checkpoints_and_reports(tmp_path):
+    from boomerang.train.run import train
+
+    out = tmp_path / "ls"
+    obj = LeastSquares.objective(out)
+    seen = []
+    result = train(obj, _loop_cfg(out), out, {"what": "least squares"}, progress=seen.append)
+    assert result == out / "w.safetensors" and obj.began_at == 0
+    assert obj.ended.step == 7 and obj.ended.tokens == 35 and not obj.ended.stopped_early
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [3, 6, 7]  # every log_every steps, and the last
+    for r in lines:
+        assert r["loss"] == pytest.approx(LeastSquares.loss_before(r["step"] - 1), rel=1e-12)
+        assert r["tokens"] == 5 * r["step"] and r["world_size"] == 1 and r["lr"] == LeastSquares.LR
+    assert json.loads((out / "config.json").read_text()) == {"what": "least squares"}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000004"]
+    # One event per step, then done; each carries the losses of the last logged step (the first
+    # step's until the first log line).
+    assert [(p.step, p.event) for p in seen] == [(1, "step"), (2, "step"), (3, "step"), (4, "checkpoint"),
+                                                 (5, "step"), (6, "step"), (7, "step"), (7, "done")]
+    assert seen[1].losses["loss"] == pytest.approx(LeastSquares.loss_before(0))
+    assert seen[4].losses["loss"] == pytest.approx(LeastSquares.loss_before(2))
+    assert seen[-1].losses["loss"] == pytest.approx(LeastSquares.loss_before(6))
+
+
+def test_the_step_loop_stops_resumes_and_keeps_a_time_limit(tmp_path):
+    from safetensors.torch import load_file
+
+    from boomerang.train.run import train
+
+    ref = tmp_path / "ref"
+    train(LeastSquares.objective(ref), _loop_cfg(ref), ref, {})
+    cut = tmp_path / "cut"
+    seen = []
+    ck = train(LeastSquares.objective(cut), _loop_cfg(cut), cut, {}, progress=seen.append,
+               should_stop=lambda: len(seen) >= 1)
+    assert ck == cut / "checkpoints" / "step-00000002" and seen[-1].event == "stopped"
+    again = LeastSquares.objective(cut)
+    train(again, _loop_cfg(cut, resume=True), cut, {})
+    assert again.began_at == 2
+    assert torch.equal(load_file(str(cut / "w.safetensors"))["w"], load_file(str(ref / "w.safetensors"))["w"])
+    assert [json.loads(x)["step"] for x in (cut / "log.jsonl").read_text().splitlines()] == [3, 6, 7]
+
+    # A checkpoint the objective refuses is never read: a foreign run does not resume.
+    with pytest.raises(BoomerangError, match="not a least-squares checkpoint"):
+        class Other(type(again)):
+            def check(self, ckpt, state):
+                raise BoomerangError("not a least-squares checkpoint")
+        train(Other(), _loop_cfg(cut, resume=True), cut, {})
+
+    # Any time limit is spent after the first step: the run ends there, logs it and still saves its result.
+    short = tmp_path / "short"
+    obj = LeastSquares.objective(short)
+    assert train(obj, _loop_cfg(short), short, {}, time_limit_s=1e-12) == short / "w.safetensors"
+    assert obj.ended.step == 1 and obj.ended.stopped_early
+    assert [json.loads(x)["step"] for x in (short / "log.jsonl").read_text().splitlines()] == [1]  # its last step

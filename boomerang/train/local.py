@@ -62,8 +62,9 @@ teacher states for ``u`` consecutive updates (fewer distinct tokens, more update
 The data order
 and the random input choices are pure functions of ``(seed, step)``, so a checkpoint (written
 atomically: trained layers, optimizer state, step) is all a killed run needs to continue to
-exactly the result of an uninterrupted one. Around its steps the run lives the same life as a
-whole-model one (:mod:`.run`) and writes the same checkpoints (:mod:`.checkpoints`). Output folder::
+exactly the result of an uninterrupted one. It is an objective (:class:`BlockLocal`) of the
+one step loop every run shares (:mod:`.run`), and writes the same checkpoints
+(:mod:`.checkpoints`). Output folder::
 
     OUT/config.json          the settings
     OUT/log.jsonl            one line per logged step: loss, per-layer losses, lr, tokens/s ...
@@ -82,10 +83,8 @@ with ``mode="local"``, see :func:`from_distill_config`).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import numbers
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,11 +108,11 @@ from ..progress import StopSignal
 from ..threads import configure_threads
 from ..zoo import resolve_teacher
 from .batches import BlockOrder, training_blocks
-from .checkpoints import check_global_batch, load_optimizer_state, optimizer_state, read_checkpoint
+from .checkpoints import check_global_batch, load_optimizer_state, optimizer_state
 from .config import LOCAL_LOSSES, DistillConfig, LocalLoss, RunConfig
-from .events import DistillProgress, Event, progress_event
+from .events import DistillProgress
 from .processes import Peers, process_state
-from .run import RunFolder, check_out, run_lock
+from .run import Objective, RunEnd, RunFolder, StepDone, check_out, run_lock, train
 from .schedule import lr_multiplier
 
 LOSSES = LOCAL_LOSSES
@@ -457,14 +456,6 @@ def _layer_weights(student: nn.Module, trained: list[int]) -> dict[str, nn.Param
     return {name: p for name, p in student.named_parameters() if id(p) in ids}
 
 
-def _event(step: int, total: int, last: dict[str, Any], event: Event, ck: Path | None = None) -> DistillProgress:
-    """The run's state after ``step`` as the training event every loop reports."""
-    losses = {"loss": last.get("loss", float("nan")),
-              **{f"layer {i}": v for i, v in last.get("layer_losses", {}).items()}}
-    return progress_event(step, total, losses, last.get("lr", 0.0), last.get("tokens_per_s", 0.0),
-                          last.get("eta_s"), last.get("elapsed_s", 0.0), event, ck)
-
-
 # ---------------------------------------------------------------------------------------------
 # The training run
 # ---------------------------------------------------------------------------------------------
@@ -478,11 +469,12 @@ def local_distill(
     blocks: torch.Tensor | None = None,
     extra: dict[str, Any] | None = None,
     run_config: dict[str, Any] | None = None,
+    show_progress_bar: bool = False,
 ) -> Path:
     """Run block-local distillation as ``config`` says; return ``OUT/student``.
 
     ``progress`` is called after every step with a :class:`~boomerang.train.DistillProgress`
-    (its ``losses``: the mean and each trained layer's local loss). ``should_stop`` (a
+    (its ``losses``: the mean and each trained layer's local loss, of the last logged step). ``should_stop`` (a
     callable or ``threading.Event``) is polled after every step: when it fires, a checkpoint is
     written and its folder returned; ``config.resume=True`` continues from it. ``blocks``
     (``[n, seq_len]`` token ids) replaces ``config.data``. ``extra`` is merged into the
@@ -491,173 +483,151 @@ def local_distill(
     """
     config.validate()
     configure_threads(config.threads)  # None: the same default as the dashboard and the CLI
-    peers = Peers()
-    if not peers.main:
-        progress = None  # only the main process speaks and writes
     out = Path(config.out)
     check_out(config, out, out / "student")
     with run_lock(out):
-        return _local_run(config, progress, should_stop, peers, out, blocks, extra, run_config)
+        objective = BlockLocal(config, out, blocks, extra)
+        return train(objective, config, out, run_config or config.to_dict(), progress, should_stop,
+                     time_limit_s=config.time_limit_s, show_progress_bar=show_progress_bar)
 
 
-def _local_run(config: LocalDistillConfig, progress: Progress | None, should_stop: StopSignal, peers: Peers,
-               out: Path, blocks: torch.Tensor | None, extra: dict[str, Any] | None,
-               run_config: dict[str, Any] | None) -> Path:
+class BlockLocal(Objective):
+    """Block-local distillation as an :class:`~.run.Objective` (see the module docstring).
 
-    # ---- models ---------------------------------------------------------------------------
-    teacher_ref = resolve_teacher(config.teacher)
-    device = process_state().device  # a GPU when there is one (and the run is not told cpu)
-    teacher, tokenizer = load_model(teacher_ref, device=device, dtype=torch.float32)
-    teacher.eval().requires_grad_(False)
-    mapping = LayerMapping.from_rule(
-        teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
-    )
-    trained = trained_layers(mapping, config)
-    student = init_student(teacher, mapping).float().eval()  # eval: no dropout, deterministic
-    student.requires_grad_(False)
-    s_layers = find_parts(student).layer_list(student)
-    params = []
-    for i in trained:
-        s_layers[i].requires_grad_(True)
-        params += list(s_layers[i].parameters())
+    A step trains every chosen student layer on its own block's ends: one teacher forward
+    (reused for ``updates_per_batch`` steps) and one backward through each layer alone. With
+    several processes, each holds its rows of the step's batch and the gradients are summed by
+    hand (:class:`~.processes.Peers`).
+    """
 
-    # ---- data -----------------------------------------------------------------------------
-    blocks = training_blocks(config.data, tokenizer, config.seq_len, config.split, config.max_blocks,
-                             teacher.get_input_embeddings().weight.shape[0], blocks, config.teacher)
-    order = BlockOrder(len(blocks), config.seed)
+    def __init__(self, config: LocalDistillConfig, out: Path, blocks: torch.Tensor | None,
+                 extra: dict[str, Any] | None) -> None:
+        self.config, self.out, self.extra = config, out, extra
+        self.peers = Peers()
 
-    opt = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        # ---- models ---------------------------------------------------------------------------
+        self.teacher_ref = resolve_teacher(config.teacher)
+        self.device = process_state().device  # a GPU when there is one (and the run is not told cpu)
+        teacher, self.tokenizer = load_model(self.teacher_ref, device=self.device, dtype=torch.float32)
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.mapping = mapping = LayerMapping.from_rule(
+            teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
+        )
+        self.trained = trained = trained_layers(mapping, config)
+        self.student = student = init_student(teacher, mapping).float().eval()  # eval: no dropout, deterministic
+        student.requires_grad_(False)
+        self.s_layers = find_parts(student).layer_list(student)
+        self.params: list[nn.Parameter] = []
+        for i in trained:
+            self.s_layers[i].requires_grad_(True)
+            self.params += list(self.s_layers[i].parameters())
+        self.weights = _layer_weights(student, trained)
+
+        # ---- data and optimizer ---------------------------------------------------------------
+        self.blocks = training_blocks(config.data, self.tokenizer, config.seq_len, config.split, config.max_blocks,
+                                      teacher.get_input_embeddings().weight.shape[0], blocks, config.teacher)
+        self.order = BlockOrder(len(self.blocks), config.seed)
+        self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
+                                     weight_decay=config.weight_decay)
+        self.per_step = config.batch_size * self.peers.world  # sequences per step, over every process
+        self.needs = block_needs(mapping, trained, config.teacher_input_prob)
+        self._cached: tuple[int, dict[int, BlockIO]] | None = None  # (batch number, its block ends)
 
     # ---- resume ---------------------------------------------------------------------------
-    per_step = config.batch_size * peers.world  # sequences per step, over every process
-    step, elapsed_before = 0, 0.0
-    weights = _layer_weights(student, trained)
 
-    def check(ckpt: Path, state: dict[str, Any]) -> None:
-        changed = config.resume_conflict(state.get("config", {}))
+    def check(self, ckpt: Path, state: dict[str, Any]) -> None:
+        changed = self.config.resume_conflict(state.get("config", {}))
         if changed:
             raise BoomerangError(
                 f"The checkpoint {str(ckpt)!r} was made with other settings: {changed}; "
                 "resume with the run's own settings or choose another out folder.")
-        check_global_batch(ckpt, state, per_step, "batch size")
+        check_global_batch(ckpt, state, self.per_step, "batch size")
 
-    def load(ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
+    def load(self, ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
         own = {k[len("model."):]: v for k, v in (tensors or {}).items() if k.startswith("model.")}
-        if set(own) != set(weights):
+        if set(own) != set(self.weights):
             raise BoomerangError(f"The checkpoint {str(ckpt)!r} does not hold the trained weights of this "
                                  "student; resume with the run's own settings.")
         with torch.no_grad():
-            for name, p in weights.items():
+            for name, p in self.weights.items():
                 p.copy_(own[name])
-        load_optimizer_state(opt, tensors or {}, state)
+        load_optimizer_state(self.opt, tensors or {}, state)
 
-    found = read_checkpoint(out, check, load, peers) if config.resume else None
-    if found is not None:
-        step, elapsed_before = int(found[1]["step"]), float(found[1]["elapsed_s"])
-    folder = RunFolder(out, peers, config.keep_checkpoints)
-    folder.begin(step if found is not None else None, run_config or config.to_dict())
+    # ---- one step -------------------------------------------------------------------------
 
-    def tokens_after(at_step: int) -> int:
-        return config.tokens_after(at_step) * peers.world
+    def tokens_after(self, step: int) -> int:
+        return self.config.tokens_after(step) * self.peers.world
 
-    def contents(at_step: int, elapsed: float) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        opt_tensors, opt_record = optimizer_state(opt)
-        return ({"tokens": tokens_after(at_step), "elapsed_s": elapsed, "config": config.to_dict(),
-                 "mapping": [list(b) for b in mapping.blocks], "global_batch": per_step, **opt_record},
-                {**{f"model.{k}": v for k, v in weights.items()}, **opt_tensors})
+    def step(self, step: int, elapsed_s: float) -> StepDone:
+        config, peers = self.config, self.peers
+        batch_no = step // config.updates_per_batch
+        rows = self.order.indices(batch_no * self.per_step, self.per_step)[peers.rank * config.batch_size:]
+        ids = self.blocks[rows[:config.batch_size]].to(self.device)  # [B, T]: this process's part of the batch
+        mask = torch.ones_like(ids)  # packed blocks: no padding
+        if self._cached is None or self._cached[0] != batch_no:
+            self._cached = (batch_no, teacher_block_io(self.teacher, self.mapping, ids, mask, students=self.needs,
+                                                       targets=self.trained))
+        lr = lr_at(step, config, elapsed_s)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        g = torch.Generator().manual_seed(config.seed * 7_919 + step)  # input choices
+        losses = student_losses(self.student, self._cached[1], mask, self.trained, loss=config.loss,
+                                teacher_input_prob=config.teacher_input_prob, generator=g,
+                                grad=True, sink_weight=config.sink_weight, peers=peers)
+        self.opt.zero_grad(set_to_none=True)
+        torch.stack(list(losses.values())).sum().backward()  # inputs are detached: each loss reaches only its own layer
+        if peers.world > 1:  # each process's share: their sum is the whole batch's gradient
+            for p in self.params:
+                if p.grad is not None:
+                    peers.sum(p.grad)
+        if config.grad_clip > 0:
+            for i in self.trained:
+                torch.nn.utils.clip_grad_norm_(self.s_layers[i].parameters(), config.grad_clip)
+        self.opt.step()
+        return StepDone(lr, {str(i): v.detach() for i, v in losses.items()})
 
-    needs = block_needs(mapping, trained, config.teacher_input_prob)
-    cached: tuple[int, dict[int, BlockIO]] | None = None  # (batch number, its block ends)
+    def reduce(self, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The mean of the layers' losses and each layer's (the processes' shares summed)."""
+        shares = self.peers.sum(torch.stack(list(terms.values())))
+        return {"loss": float(shares.sum()) / len(terms),
+                "layer_losses": {i: round(float(v), 6) for i, v in zip(terms, shares)}}
 
-    # ---- loop -----------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    start_step = step
-    last: dict[str, Any] = {}
-    stopped_early = False
-    with contextlib.closing(folder):
-        while step < config.steps:
-            batch_no = step // config.updates_per_batch
-            rows = order.indices(batch_no * per_step, per_step)[peers.rank * config.batch_size:]
-            ids = blocks[rows[:config.batch_size]].to(device)  # [B, T]: this process's part of the batch
-            mask = torch.ones_like(ids)  # packed blocks: no padding
-            if cached is None or cached[0] != batch_no:
-                cached = (batch_no, teacher_block_io(teacher, mapping, ids, mask, students=needs,
-                                                     targets=trained))
-            lr = lr_at(step, config, elapsed_before + time.perf_counter() - t0)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            g = torch.Generator().manual_seed(config.seed * 7_919 + step)  # input choices
-            losses = student_losses(student, cached[1], mask, trained, loss=config.loss,
-                                    teacher_input_prob=config.teacher_input_prob, generator=g,
-                                    grad=True, sink_weight=config.sink_weight, peers=peers)
-            total = torch.stack(list(losses.values())).sum()
-            opt.zero_grad(set_to_none=True)
-            total.backward()  # inputs are detached: each loss reaches only its own layer
-            if peers.world > 1:  # each process's share: their sum is the whole batch's gradient
-                for p in params:
-                    if p.grad is not None:
-                        peers.sum(p.grad)
-                shares = peers.sum(torch.stack([v.detach() for v in losses.values()]))
-                losses = dict(zip(losses, shares))
-                total = shares.sum()
-            if config.grad_clip > 0:
-                for i in trained:
-                    torch.nn.utils.clip_grad_norm_(s_layers[i].parameters(), config.grad_clip)
-            opt.step()
-            step += 1
+    def losses(self, values: dict[str, Any]) -> dict[str, float]:
+        return {"loss": values["loss"], **{f"layer {i}": v for i, v in values["layer_losses"].items()}}
 
-            elapsed = time.perf_counter() - t0
-            tok_s = (tokens_after(step) - tokens_after(start_step)) / max(elapsed, 1e-9)
-            last = {"loss": float(total.detach()) / len(trained),
-                    "layer_losses": {str(i): round(float(v.detach()), 6) for i, v in losses.items()},
-                    "lr": lr, "tokens": tokens_after(step), "tokens_per_s": round(tok_s, 1),
-                    "world_size": peers.world,
-                    "elapsed_s": round(elapsed_before + elapsed, 2),
-                    "eta_s": round((config.steps - step) * elapsed / max(1, step - start_step), 1)}
-            if step % config.log_every == 0 or step == config.steps:
-                folder.log({"step": step, **last})
-            # Collective: every process stops at the same step (the main one's clock and signals).
-            over_time = folder.stop_now(None, config.time_limit_s is not None and step < config.steps
-                                        and elapsed_before + elapsed >= config.time_limit_s)
-            stop = step < config.steps and folder.stop_now(should_stop)
-            event: Event = "step"
-            ck = None
-            if step % config.save_every == 0 or stop:
-                ck = folder.checkpoint(step, lambda: contents(step, elapsed_before + elapsed))
-                event = "checkpoint"
-            if progress is not None:
-                progress(_event(step, config.steps, last, event, ck))
-            if stop:
-                if progress is not None:
-                    progress(_event(step, config.steps, last, "stopped", ck))
-                return ck
-            if over_time:
-                stopped_early = True
-                break
+    def checkpoint(self, folder: RunFolder, step: int, record: dict[str, Any]) -> Path:
+        def contents() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+            opt_tensors, opt_record = optimizer_state(self.opt)
+            return ({**record, "config": self.config.to_dict(), "mapping": [list(b) for b in self.mapping.blocks],
+                     "global_batch": self.per_step, **opt_record},
+                    {**{f"model.{k}": v for k, v in self.weights.items()}, **opt_tensors})
+
+        return folder.checkpoint(step, contents)
 
     # ---- the student ----------------------------------------------------------------------
-    wall = elapsed_before + (time.perf_counter() - t0)
-    student.requires_grad_(True)
-    if hasattr(student.config, "use_cache"):
-        student.config.use_cache = True
-    record = {
-        "method": "block-local distillation",
-        "teacher_input_prob": config.teacher_input_prob, "loss": config.loss,
-        "steps": step, "planned_steps": config.steps, "stopped_early": stopped_early,
-        "tokens": tokens_after(step), "updates_per_batch": config.updates_per_batch,
-        "data": config.data, "split": config.split,
-        "seq_len": config.seq_len, "batch_size": config.batch_size, "lr": config.lr,
-        "trained_layers": trained, "frozen_one_to_one": config.freeze_one_to_one,
-        "seed": config.seed, "wall_time_s": round(wall, 1), "threads": torch.get_num_threads(),
-        "device": str(device), "world_size": peers.world,
-        "sink_weight": config.sink_weight,
-        **(extra or {}),
-    }
-    student_dir = out / "student"
-    if peers.main:
-        save_student(student.to("cpu"), mapping, student_dir, tokenizer=tokenizer,
-                     teacher=teacher_ref, extra={"distilled": True, "local_distill": record})
-    peers.barrier()
-    if progress is not None:
-        progress(_event(step, config.steps, {**last, "elapsed_s": round(wall, 2), "eta_s": 0.0}, "done"))
-    return student_dir
+
+    def finish(self, end: RunEnd) -> Path:
+        """Save the student (``OUT/student``) with a record of how it was trained."""
+        config, student = self.config, self.student
+        student.requires_grad_(True)
+        if hasattr(student.config, "use_cache"):
+            student.config.use_cache = True
+        record = {
+            "method": "block-local distillation",
+            "teacher_input_prob": config.teacher_input_prob, "loss": config.loss,
+            "steps": end.step, "planned_steps": config.steps, "stopped_early": end.stopped_early,
+            "tokens": end.tokens, "updates_per_batch": config.updates_per_batch,
+            "data": config.data, "split": config.split,
+            "seq_len": config.seq_len, "batch_size": config.batch_size, "lr": config.lr,
+            "trained_layers": self.trained, "frozen_one_to_one": config.freeze_one_to_one,
+            "seed": config.seed, "wall_time_s": round(end.elapsed_s, 1), "threads": torch.get_num_threads(),
+            "device": str(self.device), "world_size": self.peers.world,
+            "sink_weight": config.sink_weight,
+            **(self.extra or {}),
+        }
+        student_dir = self.out / "student"
+        if self.peers.main:
+            save_student(student.to("cpu"), self.mapping, student_dir, tokenizer=self.tokenizer,
+                         teacher=self.teacher_ref, extra={"distilled": True, "local_distill": record})
+        self.peers.barrier()
+        return student_dir

@@ -1,11 +1,11 @@
-"""The training loop: a resumable Accelerate loop around the boomerang loss.
+"""Whole-model distillation: the boomerang student trained end to end through Accelerate.
 
 The student (initialised from a subset of the teacher's layers, see
-:func:`boomerang.core.init_student`) is trained with the loss of :mod:`.loss`. The loop uses
-Hugging Face Accelerate, so one code path runs on CPU (fp32), one GPU (bf16 autocast) and many
-GPUs / FSDP via ``accelerate launch`` (see ``configs/``). Around the steps the run lives the life
-every objective shares (:mod:`.run`: the folder's checks and lock, the log, stopping), and its
-checkpoints (:mod:`.checkpoints`: safetensors and JSON, written atomically) hold the student's
+:func:`boomerang.core.init_student`) is trained with the loss of :mod:`.loss`. The objective
+(:class:`WholeModel`) uses Hugging Face Accelerate, so one code path runs on CPU (fp32), one GPU
+(bf16 autocast) and many GPUs / FSDP via ``accelerate launch`` (see ``configs/``). Its steps run
+in the one step loop every objective shares (:mod:`.run`: the folder's checks and lock, resume,
+the log, checkpoints, stopping, progress), and its checkpoints (:mod:`.checkpoints`: safetensors and JSON, written atomically) hold the student's
 weights, the optimizer and schedule, the RNG state and the step; the data order is a pure
 function of ``(seed, step)``, so resuming after ``kill -9`` continues exactly where the last
 checkpoint left off and ``log.jsonl`` has no duplicate steps.
@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..core import LayerMapping, init_student, load_model, save_student
@@ -61,7 +59,6 @@ from .checkpoints import (
     load_optimizer_state,
     load_rng_state,
     optimizer_state,
-    read_checkpoint,
     rng_state,
 )
 from .config import DistillConfig
@@ -72,7 +69,7 @@ from .curves import (
     pruning_record,
     sequential_perplexities,
 )
-from .events import DistillProgress, progress_event
+from .events import DistillProgress
 from .local import from_distill_config, local_distill
 from .loss import (
     alignment_pairs,
@@ -81,8 +78,8 @@ from .loss import (
     frozen_parameters,
     last_decoder_layer,
 )
-from .processes import Peers, process_state, use_cpu
-from .run import RunFolder, check_out, run_lock
+from .processes import process_state, use_cpu
+from .run import Objective, RunEnd, RunFolder, StepDone, check_out, run_lock, train
 from .sharding import full_state, load_shard, save_shard, shard, sharding_requested
 from .schedule import lr_multiplier
 
@@ -194,12 +191,14 @@ def _distill(
     _quiet_tied_weight_warning()
     out = Path(config.out)
     result_dir = out / ("model" if config.mode == "pretrain" else "student")
-    if config.mode == "local":  # its own run of the same life (lock, checks, checkpoints)
+    if config.mode == "local":  # another objective of the same step loop
         return local_distill(from_distill_config(config), progress, should_stop, blocks=blocks,
-                             run_config=config.to_dict())
+                             run_config=config.to_dict(), show_progress_bar=show_progress_bar)
     check_out(config, out, result_dir)
     with run_lock(out):
-        return _train(config, progress, should_stop, blocks, val_blocks, show_progress_bar, out, result_dir)
+        objective = WholeModel(config, out, result_dir, blocks, val_blocks)
+        return train(objective, config, out, config.to_dict(), progress, should_stop,
+                     show_progress_bar=show_progress_bar)
 
 
 def patched_sizes(mapping: LayerMapping) -> list[int]:
@@ -227,58 +226,6 @@ def _validate(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, map
     return out, curve_record(pair, per_k, step, tokens)
 
 
-def _resume(acc: Accelerator, model: nn.Module, opt: Any, sched: Any, out: Path, blocks_of: list[list[int]],
-            config: DistillConfig, global_batch: int, sharded: bool) -> dict[str, Any] | None:
-    """Restore the newest checkpoint that reads back into the prepared model, optimizer and
-    schedule; its state, or None when the run has none.
-
-    A checkpoint resumes in any number of processes that keeps its global batch (sequences per
-    optimizer step: batch size x gradient accumulation x processes): the data order and the
-    averaged gradient depend on that product alone; a sharded one resumes sharded, in as many
-    processes as wrote it."""
-
-    def check(ckpt: Path, state: dict[str, Any]) -> None:
-        check_global_batch(ckpt, state, global_batch, "batch size x gradient accumulation")
-        if bool(state.get("sharded")) != sharded or (sharded and state.get("world_size") != acc.num_processes):
-            raise BoomerangError(
-                f"The checkpoint {str(ckpt)!r} was written "
-                + (f"sharded (FSDP) by {state.get('world_size')} processes" if state.get("sharded") else "unsharded")
-                + f", but this launch is {'sharded (FSDP)' if sharded else 'unsharded'} with {acc.num_processes}; "
-                "resume it as it was launched.")
-        saved = [list(b) for b in state.get("mapping", blocks_of)]
-        if saved != blocks_of:
-            raise BoomerangError(
-                f"The checkpoint {str(ckpt)!r} is of a student with layer blocks {saved}, but these "
-                f"settings give {blocks_of}; resume with the run's own teacher and "
-                "keep-first/every/keep-last, or choose another --out."
-            )
-        saved_freeze = tuple(state.get("freeze", ()))
-        if saved_freeze != config.freeze:
-            raise BoomerangError(
-                f"The checkpoint {str(ckpt)!r} was trained with freeze={list(saved_freeze)}, but "
-                f"these settings say {list(config.freeze)}; resume with the run's own --freeze."
-            )
-
-    def load(ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
-        if state.get("sharded"):
-            load_shard(ckpt, acc.process_index, model, opt, state)
-            sched.load_state_dict(state["scheduler"])
-            return
-        if tensors is None:  # written by an earlier version: Accelerate's own state
-            acc.load_state(str(ckpt))
-            return
-        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        res = acc.unwrap_model(model).load_state_dict(weights, strict=False)
-        if res.missing_keys or res.unexpected_keys:
-            raise ValueError(f"its weights do not fit this student (missing {res.missing_keys[:3]}, "
-                             f"unexpected {res.unexpected_keys[:3]})")
-        load_optimizer_state(opt, tensors, state)
-        sched.load_state_dict(state["scheduler"])
-        load_rng_state(tensors)
-
-    found = read_checkpoint(out, check, load, Peers())
-    return None if found is None else found[1]
-
 
 def _load_architecture(ref: str) -> tuple[nn.Module, Any]:
     """A randomly initialised model of the architecture in folder ``ref`` and its tokenizer."""
@@ -293,246 +240,273 @@ def _load_architecture(ref: str) -> tuple[nn.Module, Any]:
     return AutoModelForCausalLM.from_config(model_config, dtype=torch.float32), tokenizer
 
 
-def _train(
-    config: DistillConfig,
-    progress: Callable[[DistillProgress], None] | None,
-    should_stop: StopSignal,
-    blocks: torch.Tensor | None,
-    val_blocks: torch.Tensor | None,
-    show_progress_bar: bool,
-    out: Path,
-    result_dir: Path,
-) -> Path:
-    pretrain = config.mode == "pretrain"
-    acc = _make_accelerator(config)
-    set_seed(config.seed)
+class WholeModel(Objective):
+    """Whole-model distillation, its ablations and pretraining, as an :class:`~.run.Objective`.
 
-    # ---- models -------------------------------------------------------------------------
-    teacher_ref = resolve_teacher(config.teacher)
-    if pretrain:
-        teacher = None
-        student, tokenizer = _load_architecture(teacher_ref)
-        mapping = None
-    else:
-        teacher, tokenizer = _load_teacher(teacher_ref)
-        mapping = LayerMapping.from_rule(
-            teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
+    The student (a subset of the teacher's layers, or for pretraining a randomly initialised
+    model) trains end to end on the loss of :mod:`.loss`, through Accelerate: one process on
+    CPU or GPU, data-parallel in several, or sharded by FSDP (:mod:`.sharding`). A step is one
+    optimizer update on ``batch_size x grad_accum x processes`` sequences; this process takes
+    the micro-batches at its rank's positions of that global batch.
+    """
+
+    bar_fields = ("loss", "kl", "cos")
+
+    def __init__(self, config: DistillConfig, out: Path, result_dir: Path,
+                 blocks: torch.Tensor | None, val_blocks: torch.Tensor | None) -> None:
+        self.config, self.out, self.result_dir = config, out, result_dir
+        self.acc = acc = _make_accelerator(config)
+        set_seed(config.seed)
+
+        # ---- models -------------------------------------------------------------------------
+        self.teacher_ref = resolve_teacher(config.teacher)
+        teacher: nn.Module | None
+        if config.mode == "pretrain":
+            teacher, mapping = None, None
+            student, self.tokenizer = _load_architecture(self.teacher_ref)
+        else:
+            teacher, self.tokenizer = _load_teacher(self.teacher_ref)
+            mapping = LayerMapping.from_rule(
+                teacher.config.num_hidden_layers, config.keep_first, config.every, config.keep_last
+            )
+            student = init_student(teacher, mapping, random_init=config.mode == "random-init")
+            teacher.eval().requires_grad_(False)
+        self.mapping = mapping
+        student.float().train()
+        student.requires_grad_(True)
+        if mapping is not None:
+            for p in frozen_parameters(student, mapping, config.freeze):
+                p.requires_grad_(False)
+        if hasattr(student.config, "use_cache"):
+            student.config.use_cache = False
+        self.s_last = last_decoder_layer(student)
+        self.t_last = last_decoder_layer(teacher) if teacher is not None else None
+        check_batch_fits(student, config.batch_size, config.seq_len, training=True)
+        self.weights = config.effective_weights(len(alignment_pairs(mapping)) if mapping is not None else 1)
+        self.need_teacher = self.weights.kl > 0 or self.weights.cos > 0
+        self.blocks_of = [list(b) for b in mapping.blocks] if mapping is not None else []
+
+        # ---- data ---------------------------------------------------------------------------
+        self.blocks = training_blocks(config.data, self.tokenizer, config.seq_len, config.split, config.max_blocks,
+                                      student.get_output_embeddings().weight.shape[0], blocks, config.teacher)
+        self.order = BlockOrder(len(self.blocks), config.seed)
+        if not config.eval_every:
+            val_blocks = None
+        elif val_blocks is not None:
+            val_blocks = val_blocks[:, : config.seq_len].long()
+        else:
+            if self.tokenizer is None:
+                raise BoomerangError("--eval-every needs a tokenizer to read the validation text with.")
+            val_blocks = load_blocks(config.data, self.tokenizer, config.seq_len, split="validation",
+                                     max_blocks=config.eval_blocks)
+        self.val_blocks = val_blocks
+
+        # ---- sharding, optimizer, schedule, accelerate ---------------------------------------
+        # An FSDP launch shards the student here (see .sharding), on CPUs as on GPUs, before the
+        # optimizer is made: its parameters become this process's slices.
+        self.sharded = sharding_requested()
+        if self.sharded:
+            student.to(acc.device)
+            if acc.num_processes > 1:
+                shard(student, acc.device, acc.num_processes)
+        trainable = [p for p in student.parameters() if p.requires_grad]
+        decay = [p for p in trainable if p.ndim >= 2]
+        no_decay = [p for p in trainable if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr, betas=config.betas,
         )
-        student = init_student(teacher, mapping, random_init=config.mode == "random-init")
-        teacher.eval().requires_grad_(False)
-    student.float().train()
-    student.requires_grad_(True)
-    if mapping is not None:
-        for p in frozen_parameters(student, mapping, config.freeze):
-            p.requires_grad_(False)
-    if hasattr(student.config, "use_cache"):
-        student.config.use_cache = False
-    s_last = last_decoder_layer(student)
-    t_last = last_decoder_layer(teacher) if teacher is not None else None
-    check_batch_fits(student, config.batch_size, config.seq_len, training=True)
-    weights = config.effective_weights(len(alignment_pairs(mapping)) if mapping is not None else 1)
-    need_teacher = weights.kl > 0 or weights.cos > 0
-    blocks_of = [list(b) for b in mapping.blocks] if mapping is not None else []
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_multiplier(s, config.warmup, config.steps, config.min_lr_ratio)
+        )
+        if self.sharded:  # FSDP averages the gradients itself: nothing for Accelerate to wrap
+            self.model, self.opt, self.sched = student, opt, sched
+        else:
+            self.model, self.opt, self.sched = acc.prepare(student, opt, sched)
+        # The frozen teacher is replicated on every device (bf16 under mixed precision: no master
+        # weights needed), neither wrapped nor sharded: it has no gradients to sync. So the teacher
+        # must fit on one device; the student may be sharded.
+        if teacher is not None:
+            if acc.mixed_precision == "bf16":
+                teacher = teacher.to(torch.bfloat16)
+            teacher = teacher.to(acc.device)
+        self.teacher = teacher
+        self.world = acc.num_processes
+        self.per_step = config.batch_size * config.grad_accum * self.world  # sequences per optimizer step
 
-    # ---- data ---------------------------------------------------------------------------
-    blocks = training_blocks(config.data, tokenizer, config.seq_len, config.split, config.max_blocks,
-                             student.get_output_embeddings().weight.shape[0], blocks, config.teacher)
-    order = BlockOrder(len(blocks), config.seed)
-    if not config.eval_every:
-        val_blocks = None
-    elif val_blocks is not None:
-        val_blocks = val_blocks[:, : config.seq_len].long()
-    else:
-        if tokenizer is None:
-            raise BoomerangError("--eval-every needs a tokenizer to read the validation text with.")
-        val_blocks = load_blocks(config.data, tokenizer, config.seq_len, split="validation",
-                                 max_blocks=config.eval_blocks)
+    # ---- resume ---------------------------------------------------------------------------
 
-    # ---- sharding, optimizer, schedule, accelerate ---------------------------------------
-    # An FSDP launch shards the student here (see .sharding), on CPUs as on GPUs, before the
-    # optimizer is made: its parameters become this process's slices.
-    sharded = sharding_requested()
-    if sharded:
-        student.to(acc.device)
-        if acc.num_processes > 1:
-            shard(student, acc.device, acc.num_processes)
-    trainable = [p for p in student.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=config.betas,
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_multiplier(s, config.warmup, config.steps, config.min_lr_ratio)
-    )
-    if sharded:  # FSDP averages the gradients itself: nothing for Accelerate to wrap
-        model = student
-    else:
-        model, opt, sched = acc.prepare(student, opt, sched)
-    # The frozen teacher is replicated on every device (bf16 under mixed precision: no master
-    # weights needed), neither wrapped nor sharded: it has no gradients to sync. So the teacher
-    # must fit on one device; the student may be sharded.
-    if teacher is not None:
-        if acc.mixed_precision == "bf16":
-            teacher = teacher.to(torch.bfloat16)
-        teacher = teacher.to(acc.device)
+    def check(self, ckpt: Path, state: dict[str, Any]) -> None:
+        """A checkpoint resumes in any number of processes that keeps its global batch (sequences
+        per optimizer step: batch size x gradient accumulation x processes): the data order and the
+        averaged gradient depend on that product alone; a sharded one resumes sharded, in as many
+        processes as wrote it."""
+        config, sharded, world = self.config, self.sharded, self.world
+        check_global_batch(ckpt, state, self.per_step, "batch size x gradient accumulation")
+        if bool(state.get("sharded")) != sharded or (sharded and state.get("world_size") != world):
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} was written "
+                + (f"sharded (FSDP) by {state.get('world_size')} processes" if state.get("sharded") else "unsharded")
+                + f", but this launch is {'sharded (FSDP)' if sharded else 'unsharded'} with {world}; "
+                "resume it as it was launched.")
+        saved = [list(b) for b in state.get("mapping", self.blocks_of)]
+        if saved != self.blocks_of:
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} is of a student with layer blocks {saved}, but these "
+                f"settings give {self.blocks_of}; resume with the run's own teacher and "
+                "keep-first/every/keep-last, or choose another --out."
+            )
+        saved_freeze = tuple(state.get("freeze", ()))
+        if saved_freeze != config.freeze:
+            raise BoomerangError(
+                f"The checkpoint {str(ckpt)!r} was trained with freeze={list(saved_freeze)}, but "
+                f"these settings say {list(config.freeze)}; resume with the run's own --freeze."
+            )
 
-    # ---- resume -------------------------------------------------------------------------
-    world = acc.num_processes
-    peers = Peers()  # the same process group as the Accelerator's
-    per_step = config.batch_size * config.grad_accum * world  # sequences per optimizer step
-    tokens_per_step = per_step * config.seq_len
-    step, tokens_seen, elapsed_before = 0, 0, 0.0
-    state = _resume(acc, model, opt, sched, out, blocks_of, config, per_step, sharded) if config.resume else None
-    if state is not None:
-        step, tokens_seen = int(state["step"]), int(state["tokens"])
-        elapsed_before = float(state.get("elapsed_s", 0.0))
-    folder = RunFolder(out, peers, config.keep_checkpoints)
-    folder.begin(step if state is not None else None, config.to_dict())
-    trackers.start(acc, config)
-    if val_blocks is not None and step == 0 and teacher is not None and mapping is not None and not sharded \
-            and acc.is_main_process:
-        # Where the boomerang starts: the student as initialised, and the pruned teacher.
-        pair = eval_pair(teacher, acc.unwrap_model(model), mapping)
-        append_curve(out, pruning_record(pair, val_blocks, config.batch_size))
-        append_curve(out, curve_record(pair, sequential_perplexities(pair, val_blocks, "last-to-first",
-                                                                     config.batch_size), 0, 0))
-    acc.wait_for_everyone()
+    def load(self, ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
+        """Restore weights, optimizer, schedule and RNG (a sharded checkpoint: this process's shard)."""
+        if state.get("sharded"):
+            load_shard(ckpt, self.acc.process_index, self.model, self.opt, state)
+            self.sched.load_state_dict(state["scheduler"])
+            return
+        if tensors is None:  # written by an earlier version: Accelerate's own state
+            self.acc.load_state(str(ckpt))
+            return
+        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        res = self.acc.unwrap_model(self.model).load_state_dict(weights, strict=False)
+        if res.missing_keys or res.unexpected_keys:
+            raise ValueError(f"its weights do not fit this student (missing {res.missing_keys[:3]}, "
+                             f"unexpected {res.unexpected_keys[:3]})")
+        load_optimizer_state(self.opt, tensors, state)
+        self.sched.load_state_dict(state["scheduler"])
+        load_rng_state(tensors)
 
-    def save_checkpoint(at_step: int, elapsed: float) -> Path:
-        record = {"tokens": tokens_seen, "elapsed_s": elapsed, "mapping": blocks_of, "freeze": list(config.freeze),
-                  "global_batch": per_step}
-        if sharded:  # each process writes its slices; the state file says how many there are
+    def begin(self, step: int) -> None:
+        """Open the trackers; on a fresh run with validation, record where the boomerang starts:
+        the student as initialised and the pruned teacher (``curves.jsonl``)."""
+        acc, teacher, mapping = self.acc, self.teacher, self.mapping
+        trackers.start(acc, self.config)
+        if self.val_blocks is not None and step == 0 and teacher is not None and mapping is not None \
+                and not self.sharded and acc.is_main_process:
+            pair = eval_pair(teacher, acc.unwrap_model(self.model), mapping)
+            bs = self.config.batch_size
+            append_curve(self.out, pruning_record(pair, self.val_blocks, bs))
+            append_curve(self.out, curve_record(
+                pair, sequential_perplexities(pair, self.val_blocks, "last-to-first", bs), 0, 0))
+        acc.wait_for_everyone()
+
+    # ---- one step -------------------------------------------------------------------------
+
+    def tokens_after(self, step: int) -> int:
+        return step * self.per_step * self.config.seq_len
+
+    def step(self, step: int, elapsed_s: float) -> StepDone:
+        config, acc, model, teacher, mapping = self.config, self.acc, self.model, self.teacher, self.mapping
+        mean: dict[str, Any] = {}  # the loss terms' means over the micro-batches
+        for micro in range(config.grad_accum):
+            # Global sample index of this process's micro-batch (data position = step).
+            first = step * self.per_step + (micro * self.world + acc.process_index) * config.batch_size
+            ids = self.blocks[self.order.indices(first, config.batch_size)].to(acc.device)  # [B, T]
+            mask = torch.ones_like(ids)
+            if self.sharded:  # reduce-scatter the gradients once, after the last micro-batch
+                model.set_requires_gradient_sync(micro == config.grad_accum - 1)
+            with acc.accumulate(model):
+                s_out = forward_states(model, ids, mask, last_layer=self.s_last)
+                t_out = None
+                logged = (step + 1) % config.log_every == 0 or step + 1 == config.steps
+                if teacher is not None and (self.need_teacher or logged):
+                    with torch.no_grad(), acc.autocast():
+                        t_out = forward_states(teacher, ids, mask, last_layer=self.t_last)
+                terms = distill_loss(s_out, t_out if self.need_teacher else None, ids, mask, mapping, self.weights)
+                if not self.need_teacher and t_out is not None and mapping is not None:
+                    # ce-only: report KL/cosine to the teacher for comparison, not trained on.
+                    with torch.no_grad():
+                        full = distill_loss(s_out, t_out, ids, mask, mapping,
+                                            dataclasses.replace(self.weights, kl=1.0, cos=1.0))
+                    terms["kl"], terms["cos"] = full["kl"], full["cos"]
+                acc.backward(terms["loss"])
+                for k in ("loss", "ce", "kl", "cos"):
+                    mean[k] = mean.get(k, 0.0) + terms[k].detach().float() / config.grad_accum
+                if acc.sync_gradients:
+                    if config.grad_clip > 0:  # torch's clip knows sharded gradients (the norm of the whole)
+                        clip = torch.nn.utils.clip_grad_norm_ if self.sharded else acc.clip_grad_norm_
+                        clip(model.parameters(), config.grad_clip)
+                    self.opt.step()
+                    self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        return StepDone(self.sched.get_last_lr()[0], mean)
+
+    def reduce(self, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {k: self.acc.reduce(v.reshape(1), "mean").item() for k, v in terms.items()}
+
+    def evaluate(self, step: int, tokens: int) -> dict[str, float]:
+        """Every ``eval_every`` steps and at the last: the validation perplexities, and the
+        whole last-to-first curve appended to ``curves.jsonl``."""
+        if self.val_blocks is None or not (step % self.config.eval_every == 0 or step == self.config.steps):
+            return {}
+        val_ppl, curve = _validate(self.acc, self.model, self.teacher, self.mapping, self.val_blocks,
+                                   self.config.batch_size, self.sharded, step, tokens)
+        if curve is not None and self.acc.is_main_process:
+            append_curve(self.out, curve)
+        return val_ppl
+
+    def logged(self, record: dict[str, Any]) -> None:
+        trackers.log(self.acc, self.config, record, record["step"])
+
+    def checkpoint(self, folder: RunFolder, step: int, record: dict[str, Any]) -> Path:
+        opt, sched = self.opt, self.sched
+        record = {**record, "mapping": self.blocks_of, "freeze": list(self.config.freeze),
+                  "global_batch": self.per_step}
+        if self.sharded:  # each process writes its slices; the state file says how many there are
             return folder.checkpoint(
-                at_step, lambda: ({**record, **optimizer_state(opt)[1], "scheduler": sched.state_dict(), "sharded": True},
-                                  None),
-                write_more=lambda d: save_shard(d, acc.process_index, model, opt))
+                step, lambda: ({**record, **optimizer_state(opt)[1], "scheduler": sched.state_dict(), "sharded": True},
+                               None),
+                write_more=lambda d: save_shard(d, self.acc.process_index, self.model, opt))
 
         def contents() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             opt_tensors, opt_record = optimizer_state(opt)
-            weights = {f"model.{k}": v for k, v in acc.unwrap_model(model).state_dict().items()}
+            weights = {f"model.{k}": v for k, v in self.acc.unwrap_model(self.model).state_dict().items()}
             return {**record, **opt_record, "scheduler": sched.state_dict()}, {**weights, **opt_tensors, **rng_state()}
 
-        return folder.checkpoint(at_step, contents)
+        return folder.checkpoint(step, contents)
 
-    # ---- loop ---------------------------------------------------------------------------
-    bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and acc.is_main_process),
-               dynamic_ncols=True)
-    last_losses: dict[str, float] = {}
-    t0 = time.perf_counter()
-    start_step = step
-    try:
-        while step < config.steps:
-            logged = {k: 0.0 for k in ("loss", "ce", "kl", "cos")}  # means over micro-batches
-            for micro in range(config.grad_accum):
-                # Global sample index of this process's micro-batch (data position = step).
-                first = step * per_step + (micro * world + acc.process_index) * config.batch_size
-                ids = blocks[order.indices(first, config.batch_size)].to(acc.device)  # [B, T]
-                mask = torch.ones_like(ids)
-                if sharded:  # reduce-scatter the gradients once, after the last micro-batch
-                    model.set_requires_gradient_sync(micro == config.grad_accum - 1)
-                with acc.accumulate(model):
-                    s_out = forward_states(model, ids, mask, last_layer=s_last)
-                    t_out = None
-                    report_teacher = (step + 1) % config.log_every == 0 or step + 1 == config.steps
-                    if teacher is not None and (need_teacher or report_teacher):
-                        with torch.no_grad(), acc.autocast():
-                            t_out = forward_states(teacher, ids, mask, last_layer=t_last)
-                    terms = distill_loss(s_out, t_out if need_teacher else None, ids, mask,
-                                         mapping, weights)
-                    if not need_teacher and t_out is not None and mapping is not None:
-                        # ce-only: report KL/cosine to the teacher for comparison, not trained on.
-                        with torch.no_grad():
-                            full = distill_loss(s_out, t_out, ids, mask, mapping,
-                                                dataclasses.replace(weights, kl=1.0, cos=1.0))
-                        terms["kl"], terms["cos"] = full["kl"], full["cos"]
-                    acc.backward(terms["loss"])
-                    for k in logged:
-                        logged[k] = logged[k] + terms[k].detach().float() / config.grad_accum
-                    if acc.sync_gradients:
-                        if config.grad_clip > 0:  # torch's clip knows sharded gradients (the norm of the whole)
-                            clip = torch.nn.utils.clip_grad_norm_ if sharded else acc.clip_grad_norm_
-                            clip(model.parameters(), config.grad_clip)
-                        opt.step()
-                        opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            tokens_seen += tokens_per_step
-            elapsed = time.perf_counter() - t0
-            tok_s = (step - start_step) * tokens_per_step / max(elapsed, 1e-9)
-            lr = sched.get_last_lr()[0]
+    # ---- the result -----------------------------------------------------------------------
 
-            val_ppl: dict[str, float] = {}
-            if val_blocks is not None and (step % config.eval_every == 0 or step == config.steps):
-                val_ppl, curve = _validate(acc, model, teacher, mapping, val_blocks, config.batch_size, sharded,
-                                           step, tokens_seen)
-                if curve is not None and acc.is_main_process:
-                    append_curve(out, curve)
-            if step % config.log_every == 0 or step == config.steps or val_ppl:
-                vals = {k: acc.reduce(v.reshape(1), "mean").item() for k, v in logged.items()}
-                last_losses = vals
-                rec = {"step": step, **vals, "lr": lr, "tokens_per_s": round(tok_s, 1),
-                       "tokens": tokens_seen, "world_size": world, "elapsed_s": round(elapsed_before + elapsed, 2)}
-                rec.update({k: round(v, 4) for k, v in val_ppl.items()})
-                folder.log(rec)
-                if acc.is_main_process:
-                    trackers.log(acc, config, rec, step)
-                bar.set_postfix(loss=f"{vals['loss']:.4g}", kl=f"{vals['kl']:.3g}",
-                                cos=f"{vals['cos']:.3g}", refresh=False)
-            bar.update(1)
-
-            stop = folder.stop_now(should_stop)
-            event, ck = "step", None
-            if step % config.save_every == 0 or (stop and step < config.steps):
-                ck = save_checkpoint(step, elapsed_before + elapsed)
-                event = "checkpoint"
-            eta = (config.steps - step) * elapsed / max(1, step - start_step)
-            if progress is not None and acc.is_main_process:
-                progress(progress_event(step, config.steps, last_losses, lr, tok_s, eta,
-                                   elapsed_before + elapsed, event, ck))
-            if stop and step < config.steps:
-                if progress is not None and acc.is_main_process:
-                    progress(progress_event(step, config.steps, last_losses, lr, tok_s, None,
-                                       elapsed_before + elapsed, "stopped", ck))
-                return ck  # type: ignore[return-value]
-    finally:
-        bar.close()
-        folder.close()
-        trackers.finish(acc)
-
-    # ---- final model --------------------------------------------------------------------
-    acc.wait_for_everyone()
-    if sharded:
-        whole = full_state(model)  # collective: every process gathers
-        final_model = None
-        if acc.is_main_process:
-            final_model = AutoModelForCausalLM.from_config(model.config)
-            res = final_model.load_state_dict(whole, strict=False)
-            tied = {"lm_head.weight"} if final_model.config.tie_word_embeddings else set()
-            if res.unexpected_keys or set(res.missing_keys) - tied:
-                raise RuntimeError(f"gathered student state does not fit its config: {res}")
-    else:
-        final_model = acc.unwrap_model(model)
-    if acc.is_main_process:
-        final_model = final_model.to("cpu")
-        if hasattr(final_model.config, "use_cache"):
-            final_model.config.use_cache = True
-        provenance = {"mode": config.mode, "steps": step, "tokens": tokens_seen,
-                      "data": config.data, "seq_len": config.seq_len, "lr": config.lr,
-                      "loss_weights": dataclasses.asdict(weights), "seed": config.seed}
-        if mapping is None:  # pretrained from scratch: an ordinary model folder
-            with atomic_dir(result_dir) as tmp:
-                final_model.save_pretrained(tmp, safe_serialization=True)
-                if tokenizer is not None:
-                    tokenizer.save_pretrained(tmp)
-                (tmp / "training.json").write_text(json.dumps({"pretrain": provenance}, indent=2) + "\n")
+    def finish(self, end: RunEnd) -> Path:
+        """Save the student (``OUT/student``, :func:`boomerang.save_student`) or the pretrained
+        model (``OUT/model``), gathered whole from a sharded run."""
+        acc, config = self.acc, self.config
+        acc.wait_for_everyone()
+        if self.sharded:
+            whole = full_state(self.model)  # collective: every process gathers
+            final_model = None
+            if acc.is_main_process:
+                final_model = AutoModelForCausalLM.from_config(self.model.config)
+                res = final_model.load_state_dict(whole, strict=False)
+                tied = {"lm_head.weight"} if final_model.config.tie_word_embeddings else set()
+                if res.unexpected_keys or set(res.missing_keys) - tied:
+                    raise RuntimeError(f"gathered student state does not fit its config: {res}")
         else:
-            save_student(final_model, mapping, result_dir, tokenizer=tokenizer, teacher=teacher_ref,
-                         extra={"distill": provenance})
-        if progress is not None:
-            progress(progress_event(step, config.steps, last_losses, sched.get_last_lr()[0],
-                               0.0, 0.0, time.perf_counter() - t0 + elapsed_before, "done"))
-    acc.wait_for_everyone()
-    return result_dir
+            final_model = acc.unwrap_model(self.model)
+        if acc.is_main_process:
+            final_model = final_model.to("cpu")
+            if hasattr(final_model.config, "use_cache"):
+                final_model.config.use_cache = True
+            provenance = {"mode": config.mode, "steps": end.step, "tokens": end.tokens,
+                          "data": config.data, "seq_len": config.seq_len, "lr": config.lr,
+                          "loss_weights": dataclasses.asdict(self.weights), "seed": config.seed}
+            if self.mapping is None:  # pretrained from scratch: an ordinary model folder
+                with atomic_dir(self.result_dir) as tmp:
+                    final_model.save_pretrained(tmp, safe_serialization=True)
+                    if self.tokenizer is not None:
+                        self.tokenizer.save_pretrained(tmp)
+                    (tmp / "training.json").write_text(json.dumps({"pretrain": provenance}, indent=2) + "\n")
+            else:
+                save_student(final_model, self.mapping, self.result_dir, tokenizer=self.tokenizer,
+                             teacher=self.teacher_ref, extra={"distill": provenance})
+        acc.wait_for_everyone()
+        return self.result_dir
+
+    def close(self) -> None:
+        trackers.finish(self.acc)

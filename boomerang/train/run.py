@@ -1,21 +1,30 @@
-"""The life of a training run in its output folder, the same for every objective.
+"""The life of a training run, the same for every objective: one step loop around any objective.
 
 Whole-model distillation and pretraining (:mod:`.loop`) and block-local distillation
-(:mod:`.local`) train different weights in different ways, but around their steps a run lives
-the same life, written here once:
+(:mod:`.local`) train different weights in different ways. Each is an :class:`Objective`: it
+owns its models, optimizer and data, makes one optimizer update per :meth:`~Objective.step`,
+and says how its state is checkpointed and restored. Everything around the steps is written
+here once, and :func:`train` does it for every objective:
 
 1. :func:`check_out` refuses an ``--out`` that holds something other than this run, and
    :func:`run_lock` keeps a second process from training into it;
-2. :meth:`RunFolder.begin` starts the folder: on a resume it trims ``log.jsonl`` and
+2. the newest checkpoint that the objective accepts is restored (``resume``), and
+   :meth:`RunFolder.begin` starts the folder: on a resume it trims ``log.jsonl`` and
    ``curves.jsonl`` back to the checkpoint's step, on a fresh start it drops what a run killed
    before its first checkpoint left, and it records the settings in ``config.json``;
-3. :meth:`RunFolder.log` appends one JSON line per logged step;
-4. :meth:`RunFolder.checkpoint` writes a checkpoint in the one format of :mod:`.checkpoints`;
-5. :meth:`RunFolder.stop_now` decides, on every process at once, whether to stop at this step
-   (a stop request or a time limit on the main process stops them all, since a checkpoint is
-   collective).
+3. every ``log_every`` steps (and at the last, at an evaluation, and where a time limit ends
+   the run) one JSON line goes to
+   ``log.jsonl``: the objective's losses of the whole process group, the learning rate, tokens,
+   tokens/s, number of processes, training time, and any validation figures;
+4. every ``save_every`` steps, and when stopped, a checkpoint in the one format of
+   :mod:`.checkpoints` (:meth:`RunFolder.checkpoint`);
+5. a stop request or a time limit on the main process stops every process at the same step
+   (:meth:`RunFolder.stop_now`: a checkpoint is collective);
+6. a :class:`~.events.DistillProgress` event after every step, and the CLI's progress bar;
+7. at the end the objective saves its result.
 
-Only the main process of a multi-process run writes; every method may be called on every process.
+Only the main process of a multi-process run writes and reports; every method may be called on
+every process.
 """
 
 from __future__ import annotations
@@ -23,11 +32,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import BoomerangError
 from ..io import atomic_write
@@ -37,12 +50,14 @@ from .checkpoints import (
     CHECKPOINT_DIR,
     checkpoint_folders,
     checkpoints,
+    read_checkpoint,
     remove_partial_checkpoints,
     save_checkpoint,
     trim_log,
 )
 from .config import RunConfig
 from .curves import CURVES_FILE, trim_curves
+from .events import DistillProgress, Event, progress_event
 from .processes import Peers, process_state
 
 LOG_FILE = "log.jsonl"
@@ -191,3 +206,179 @@ class RunFolder:
         out of its time (collective: all processes call it at the same step)."""
         return self.peers.any(self.peers.main and (stop_requested(should_stop) or over_time))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives and the one step loop
+# ---------------------------------------------------------------------------------------------
+
+
+class StepDone(NamedTuple):
+    """What one optimizer step hands back: its learning rate and this process's loss terms
+    (scalar tensors, not yet combined with the other processes': see :meth:`Objective.reduce`)."""
+
+    lr: float
+    terms: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """Where a run ended, for :meth:`Objective.finish`."""
+
+    step: int  # optimizer steps done
+    tokens: int  # training tokens of the whole process group
+    elapsed_s: float  # training time, over every launch of the run
+    stopped_early: bool  # its time limit ran out before its steps
+
+
+class Objective(ABC):
+    """One kind of training, as :func:`train` drives it.
+
+    An objective holds what it trains (models, optimizer, schedule, data order) and knows how to
+    make one optimizer update, how to combine its losses across processes, and how to write and
+    restore its state. Methods marked collective are called on every process at the same point
+    of the loop. The data order must be a pure function of the step, so that a restored
+    checkpoint continues exactly where the run left off.
+    """
+
+    #: The losses (keys of :meth:`losses`) that the CLI's progress bar shows.
+    bar_fields: tuple[str, ...] = ("loss",)
+
+    @abstractmethod
+    def check(self, ckpt: Path, state: dict[str, Any]) -> None:
+        """Raise :class:`BoomerangError` if this run cannot continue checkpoint ``ckpt``, whose
+        ``trainer_state.json`` is ``state`` (other settings, another student, another batch)."""
+
+    @abstractmethod
+    def load(self, ckpt: Path, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None) -> None:
+        """Restore the weights, optimizer and schedule of a checked checkpoint (its
+        ``state.safetensors`` as ``tensors``: None when it has none)."""
+
+    def begin(self, step: int) -> None:
+        """Called once the run folder is ready, before step ``step`` (0 on a fresh run); collective."""
+
+    @abstractmethod
+    def tokens_after(self, step: int) -> int:
+        """Training tokens the whole process group has seen after the first ``step`` steps."""
+
+    @abstractmethod
+    def step(self, step: int, elapsed_s: float) -> StepDone:
+        """Make optimizer update number ``step`` (0-based), ``elapsed_s`` seconds into training; collective."""
+
+    @abstractmethod
+    def reduce(self, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """A step's loss terms over the whole process group, as the values of a ``log.jsonl``
+        line (called only on logged steps, so a GPU is not synchronised at every step); collective."""
+
+    def losses(self, values: dict[str, Any]) -> dict[str, float]:
+        """The named losses a progress event carries, from :meth:`reduce`'s values (default: its numbers)."""
+        return {k: float(v) for k, v in values.items() if isinstance(v, float)}
+
+    def evaluate(self, step: int, tokens: int) -> dict[str, float]:
+        """Validation figures to log after ``step`` (empty when none are due: the default); collective."""
+        return {}
+
+    def logged(self, record: dict[str, Any]) -> None:
+        """Called on the main process with every line written to ``log.jsonl`` (experiment trackers)."""
+
+    @abstractmethod
+    def checkpoint(self, folder: RunFolder, step: int, record: dict[str, Any]) -> Path:
+        """Write the checkpoint of ``step`` through ``folder.checkpoint``, with ``record`` (tokens,
+        training time) in its state; return its folder. Collective."""
+
+    @abstractmethod
+    def finish(self, end: RunEnd) -> Path:
+        """Save the trained result (main process) and return its folder; collective."""
+
+    def close(self) -> None:
+        """Release what the run held (trackers), whether it finished, stopped or failed."""
+
+
+def train(
+    objective: Objective,
+    config: RunConfig,
+    out: Path,
+    settings: dict[str, Any],
+    progress: Callable[[DistillProgress], None] | None = None,
+    should_stop: StopSignal = None,
+    *,
+    time_limit_s: float | None = None,
+    show_progress_bar: bool = False,
+) -> Path:
+    """Run ``objective`` for ``config.steps`` steps into ``out`` (see the module docstring); return
+    the objective's result folder, or the checkpoint it stopped at.
+
+    ``settings`` is what ``config.json`` records. ``progress`` gets an event after every step and
+    at the end (main process). ``should_stop`` is polled after every step: a checkpoint is written
+    and the run returns it; ``config.resume`` later continues from it. After ``time_limit_s``
+    seconds of training the run ends early and still saves its result. Call it inside
+    :func:`run_lock`, after :func:`check_out`.
+    """
+    peers = Peers()
+    say = progress if peers.main else None
+    folder = RunFolder(out, peers, config.keep_checkpoints)
+    found = read_checkpoint(out, objective.check, objective.load, peers) if config.resume else None
+    step = int(found[1]["step"]) if found is not None else 0
+    before = float(found[1].get("elapsed_s", 0.0)) if found is not None else 0.0  # earlier launches
+    folder.begin(step if found is not None else None, settings)
+
+    bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and say is not None),
+               dynamic_ncols=True)
+    start, t0 = step, time.perf_counter()
+    elapsed, lr, tok_s = 0.0, 0.0, 0.0  # this launch's training time, the last step's lr, its speed
+    last: dict[str, float] = {}  # the losses of the last logged step
+    stopped_early = False
+
+    def event(kind: Event, eta: float | None, ck: Path | None = None) -> None:
+        if say is not None:
+            say(progress_event(step, config.steps, last, lr, tok_s, eta, before + elapsed, kind, ck))
+
+    try:
+        objective.begin(step)
+        t0 = time.perf_counter()  # training time starts after the objective's preparations
+        while step < config.steps:
+            done = objective.step(step, before + time.perf_counter() - t0)
+            step += 1
+            lr, elapsed = done.lr, time.perf_counter() - t0
+            tokens = objective.tokens_after(step)
+            tok_s = (tokens - objective.tokens_after(start)) / max(elapsed, 1e-9)
+            eta = (config.steps - step) * elapsed / max(1, step - start)
+
+            # Collective: every process stops at the same step (the main one's clock and signals).
+            over_time = time_limit_s is not None and step < config.steps and folder.stop_now(
+                None, before + elapsed >= time_limit_s)
+            stop = step < config.steps and folder.stop_now(should_stop)
+
+            validation = objective.evaluate(step, tokens)
+            log_now = step % config.log_every == 0 or step == config.steps or bool(validation) or over_time
+            if log_now or step == start + 1:  # the first step's losses stand until the first log line
+                values = objective.reduce(done.terms)
+                last = objective.losses(values)
+                bar.set_postfix({k: f"{last[k]:.4g}" for k in objective.bar_fields if k in last}, refresh=False)
+            if log_now:
+                record = {"step": step, **values, "lr": lr, "tokens": tokens, "tokens_per_s": round(tok_s, 1),
+                          "world_size": peers.world, "elapsed_s": round(before + elapsed, 2), "eta_s": round(eta, 1),
+                          **{k: round(v, 4) for k, v in validation.items()}}
+                folder.log(record)
+                if peers.main:
+                    objective.logged(record)
+            bar.update(1)
+
+            ck = None
+            if step % config.save_every == 0 or stop:
+                ck = objective.checkpoint(folder, step, {"tokens": tokens, "elapsed_s": before + elapsed})
+            event("checkpoint" if ck is not None else "step", eta, ck)
+            if stop:
+                event("stopped", None, ck)
+                return ck  # type: ignore[return-value]
+            if over_time:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+        folder.close()
+        objective.close()
+
+    result = objective.finish(RunEnd(step, objective.tokens_after(step), before + elapsed, stopped_early))
+    event("done", 0.0)
+    return result
