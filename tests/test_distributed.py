@@ -165,7 +165,8 @@ def test_block_local_distillation_in_two_processes_trains_like_one_and_resumes_a
 
 def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel(tiny, tmp_path, monkeypatch):
     """The shipped FSDP config's CPU twin: each process holds half of every weight, the checkpoint
-    is one shard per process, it resumes sharded, and the student equals plain data parallel's
+    is one shard per process, it resumes sharded, the interpolation curve is measured while it
+    trains, and the student (and its curves) equal plain data parallel's
     (compared with one process at the same global batch, which the test above shows 2 data-parallel
     processes equal within the same tolerance: one launch fewer)."""
     from safetensors.torch import load_file
@@ -174,11 +175,12 @@ def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel
     config = Path(__file__).resolve().parent.parent / "configs" / "accelerate_fsdp_cpu.yaml"
     fsdp_launch = ["accelerate.commands.launch", "--config_file", str(config), "--main_process_port", "0"]
     one = tmp_path / "one"
-    _one_process(tiny, one, steps=2)
+    _one_process(tiny, one, steps=2, eval_every=1, eval_blocks=2)
     # One sharded step with a checkpoint, then resumed sharded to the second (a constant lr). Two
     # micro-batches of one sequence per process: the same 4 sequences per step, one gradient sync.
+    # The interpolation curve is measured at every step, on the student gathered whole.
     fsdp = tmp_path / "fsdp"
-    sharded = ("--batch-size", "1", "--grad-accum", "2")
+    sharded = ("--batch-size", "1", "--grad-accum", "2", "--eval-every", "1", "--eval-blocks", "2")
     r = _launch(fsdp_launch, tiny, *sharded, "--steps", "1", "--save-every", "1", "--out", str(fsdp))
     assert r.returncode == 0, r.stderr[-3000:]
     ck = fsdp / "checkpoints" / "step-00000001"
@@ -198,6 +200,14 @@ def test_an_fsdp_launch_on_cpus_shards_the_student_and_trains_like_data_parallel
     assert sorted(a) == sorted(b)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     assert [x["world_size"] for x in _log(fsdp)] == [2, 2]
+    for ra, rb in zip(_log(fsdp), _log(one), strict=True):
+        assert ra["val_ppl"] == pytest.approx(rb["val_ppl"], rel=1e-4)
+    curves = [json.loads(x) for x in (fsdp / "curves.jsonl").read_text().splitlines()]
+    want = [json.loads(x) for x in (one / "curves.jsonl").read_text().splitlines()]
+    assert [(c["order"], c["step"], c["layers"]) for c in curves] == [(c["order"], c["step"], c["layers"]) for c in want]
+    assert [c["step"] for c in curves] == [0, 0, 1, 2]  # naive pruning and the student at step 0, then each step
+    for a, b in zip(curves, want):
+        assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
     # A shard of the newest checkpoint that one process cannot read: it would fall back to the one
     # before alone, and train out of step with the other; both stop instead, saying why.
     (fsdp / "checkpoints" / "step-00000002" / "shard-1.safetensors").write_bytes(b"torn")

@@ -208,23 +208,23 @@ def patched_sizes(mapping: LayerMapping) -> list[int]:
     return sorted({k for k in (round(n / 3), round(2 * n / 3)) if 0 < k < n})
 
 
-def _validate(acc: Accelerator, model: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
-              val_blocks: torch.Tensor, batch_size: int, sharded: bool, step: int, tokens: int,
+def _validate(acc: Accelerator, student: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
+              val_blocks: torch.Tensor, batch_size: int, step: int, tokens: int,
               ) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """Validation of the student in training: ``({"val_ppl": ..., "val_ppl_k<k>": ...}, curve)``.
+    """Validation of the ``student`` in training (whole, on this process): ``({"val_ppl": ...,
+    "val_ppl_k<k>": ...}, curve)``.
 
     ``val_ppl`` is the student's perplexity; with a teacher, the whole last-to-first curve is
     measured too (see :mod:`.curves`: its line of ``curves.jsonl``, and the patched sizes of
-    :func:`patched_sizes` as ``val_ppl_k<k>``). Not with a sharded student (no whole copy)."""
+    :func:`patched_sizes` as ``val_ppl_k<k>``)."""
     with acc.autocast():
-        out = {"val_ppl": perplexity(model, val_blocks, batch_size=batch_size).perplexity}
-    if teacher is None or mapping is None or sharded:
+        out = {"val_ppl": perplexity(student, val_blocks, batch_size=batch_size).perplexity}
+    if teacher is None or mapping is None:
         return out, None
-    pair = eval_pair(teacher, acc.unwrap_model(model), mapping)
+    pair = eval_pair(teacher, student, mapping)
     per_k = sequential_perplexities(pair, val_blocks, "last-to-first", batch_size)
     out.update({f"val_ppl_k{k}": per_k[k] for k in patched_sizes(mapping)})
     return out, curve_record(pair, per_k, step, tokens)
-
 
 
 def _load_architecture(ref: str) -> tuple[nn.Module, Any]:
@@ -385,16 +385,33 @@ class WholeModel(Objective):
     def begin(self, step: int) -> None:
         """Open the trackers; on a fresh run with validation, record where the boomerang starts:
         the student as initialised and the pruned teacher (``curves.jsonl``)."""
-        acc, teacher, mapping = self.acc, self.teacher, self.mapping
-        trackers.start(acc, self.config)
-        if self.val_blocks is not None and step == 0 and teacher is not None and mapping is not None \
-                and not self.sharded and acc.is_main_process:
-            pair = eval_pair(teacher, acc.unwrap_model(self.model), mapping)
-            bs = self.config.batch_size
-            append_curve(self.out, pruning_record(pair, self.val_blocks, bs))
-            append_curve(self.out, curve_record(
-                pair, sequential_perplexities(pair, self.val_blocks, "last-to-first", bs), 0, 0))
-        acc.wait_for_everyone()
+        trackers.start(self.acc, self.config)
+        if self.val_blocks is not None and step == 0 and self.teacher is not None and self.mapping is not None:
+            student = self._whole_student()
+            if student is not None:
+                pair = eval_pair(self.teacher, student, self.mapping)
+                bs = self.config.batch_size
+                append_curve(self.out, pruning_record(pair, self.val_blocks, bs))
+                append_curve(self.out, curve_record(
+                    pair, sequential_perplexities(pair, self.val_blocks, "last-to-first", bs), 0, 0))
+        self.acc.wait_for_everyone()
+
+    def _whole_student(self) -> nn.Module | None:
+        """The student as one module, on the main process (None on the others): the prepared model
+        unwrapped, or a sharded one gathered whole from every process's slices (collective), on
+        this process's device. So the curve and the final save see the same student however it trains."""
+        acc = self.acc
+        if not self.sharded:
+            return acc.unwrap_model(self.model) if acc.is_main_process else None
+        whole = full_state(self.model)  # collective: every process gathers
+        if not acc.is_main_process:
+            return None
+        student = AutoModelForCausalLM.from_config(self.model.config)
+        res = student.load_state_dict(whole, strict=False)
+        tied = {"lm_head.weight"} if student.config.tie_word_embeddings else set()
+        if res.unexpected_keys or set(res.missing_keys) - tied:
+            raise RuntimeError(f"gathered student state does not fit its config: {res}")
+        return student.to(acc.device)
 
     # ---- one step -------------------------------------------------------------------------
 
@@ -440,16 +457,20 @@ class WholeModel(Objective):
     def reduce(self, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {k: self.acc.reduce(v.reshape(1), "mean").item() for k, v in terms.items()}
 
+    def evaluates(self, step: int) -> bool:
+        return self.val_blocks is not None and (step % self.config.eval_every == 0 or step == self.config.steps)
+
     def evaluate(self, step: int, tokens: int) -> dict[str, float]:
-        """Every ``eval_every`` steps and at the last: the validation perplexities, and the
-        whole last-to-first curve appended to ``curves.jsonl``."""
-        if self.val_blocks is None or not (step % self.config.eval_every == 0 or step == self.config.steps):
+        """The validation perplexities of the student and, with a teacher, its whole last-to-first
+        curve, appended to ``curves.jsonl``: measured by the main process on the whole student."""
+        student = self._whole_student()
+        if student is None:
             return {}
-        val_ppl, curve = _validate(self.acc, self.model, self.teacher, self.mapping, self.val_blocks,
-                                   self.config.batch_size, self.sharded, step, tokens)
-        if curve is not None and self.acc.is_main_process:
+        figures, curve = _validate(self.acc, student, self.teacher, self.mapping, self.val_blocks,
+                                   self.config.batch_size, step, tokens)
+        if curve is not None:
             append_curve(self.out, curve)
-        return val_ppl
+        return figures
 
     def logged(self, record: dict[str, Any]) -> None:
         trackers.log(self.acc, self.config, record, record["step"])
@@ -478,17 +499,7 @@ class WholeModel(Objective):
         model (``OUT/model``), gathered whole from a sharded run."""
         acc, config = self.acc, self.config
         acc.wait_for_everyone()
-        if self.sharded:
-            whole = full_state(self.model)  # collective: every process gathers
-            final_model = None
-            if acc.is_main_process:
-                final_model = AutoModelForCausalLM.from_config(self.model.config)
-                res = final_model.load_state_dict(whole, strict=False)
-                tied = {"lm_head.weight"} if final_model.config.tie_word_embeddings else set()
-                if res.unexpected_keys or set(res.missing_keys) - tied:
-                    raise RuntimeError(f"gathered student state does not fit its config: {res}")
-        else:
-            final_model = acc.unwrap_model(self.model)
+        final_model = self._whole_student()
         if acc.is_main_process:
             final_model = final_model.to("cpu")
             if hasattr(final_model.config, "use_cache"):

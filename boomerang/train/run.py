@@ -274,8 +274,13 @@ class Objective(ABC):
         """The named losses a progress event carries, from :meth:`reduce`'s values (default: its numbers)."""
         return {k: float(v) for k, v in values.items() if isinstance(v, float)}
 
+    def evaluates(self, step: int) -> bool:
+        """Whether validation is due after ``step`` (the same answer on every process; default: never)."""
+        return False
+
     def evaluate(self, step: int, tokens: int) -> dict[str, float]:
-        """Validation figures to log after ``step`` (empty when none are due: the default); collective."""
+        """Validation figures after a step where :meth:`evaluates` (the main process's are
+        logged); collective."""
         return {}
 
     def logged(self, record: dict[str, Any]) -> None:
@@ -349,8 +354,9 @@ def train(
                 None, before + elapsed >= time_limit_s)
             stop = step < config.steps and folder.stop_now(should_stop)
 
-            validation = objective.evaluate(step, tokens)
-            log_now = step % config.log_every == 0 or step == config.steps or bool(validation) or over_time
+            due = objective.evaluates(step)
+            validation = objective.evaluate(step, tokens) if due else {}
+            log_now = step % config.log_every == 0 or step == config.steps or due or over_time
             if log_now or step == start + 1:  # the first step's losses stand until the first log line
                 values = objective.reduce(done.terms)
                 last = objective.losses(values)
