@@ -68,8 +68,7 @@ with st.form("train_config"):
     eval_every = st.number_input(
         "Validation every (steps, 0: never)", 0, 1_000_000, 20 if not on_gpu else 200,
         help="Validation perplexity of the student and of its whole last-to-first curve (every size "
-             "from student to teacher, drawn live), on 32 blocks of the training text's validation split. "
-             "Not in mode local, which trains each layer alone and measures no validation.")
+             "from student to teacher, drawn live), on 32 blocks of the training text's validation split.")
     submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
 
 if submitted:
@@ -85,7 +84,7 @@ if submitted:
                             steps=int(steps), seq_len=int(seq_len), batch_size=int(batch), lr=float(lr),
                             warmup=int(warmup), save_every=int(save_every), log_every=1,
                             max_blocks=int(max_blocks), freeze=tuple(freeze),
-                            eval_every=0 if mode == "local" else int(eval_every))
+                            eval_every=int(eval_every))
         ui.start_training(cfg, device=ctx.device)
         st.session_state["train_out"] = str(out)
     except Exception as e:  # noqa: BLE001

@@ -557,7 +557,7 @@ def test_every_setting_has_a_flag_and_the_cli_defaults_are_pythons():
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"mode": "local", "eval_every": 5}, "Mode local does not use eval_every (set to 5)"),
+    ({"mode": "local", "log_with": ("tensorboard",)}, "Mode local does not use log_with (set to ('tensorboard',))"),
     ({"mode": "local", "grad_accum": 2}, "Mode local does not use grad_accum (set to 2)"),
     ({"mode": "local", "precision": "bf16"}, "Mode local does not use precision (set to 'bf16')"),
     ({"mode": "local", "weights": {"kl": 0.5}}, "Mode local does not use weights.kl (set to 0.5)"),
@@ -809,7 +809,7 @@ def test_validation_during_distillation_watches_the_student_and_patched_sizes(sy
     """--eval-every logs the student's validation perplexity and that of a few last-to-first sizes,
     equal to measuring the saved student's patched models afterwards."""
     from boomerang.eval import perplexity as ppl
-    from boomerang.train.loop import patched_sizes
+    from boomerang.train.curves import patched_sizes
 
     cfg = DistillConfig(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=4, seq_len=16, batch_size=2,
                         warmup=1, log_every=2, eval_every=4)
@@ -827,15 +827,17 @@ def test_validation_during_distillation_watches_the_student_and_patched_sizes(sy
         assert rec[0][f"val_ppl_k{k}"] == pytest.approx(want, rel=1e-4)
 
 
-def test_the_whole_curve_is_measured_while_training_and_again_after_a_resume(synth, tmp_path):
+@pytest.mark.parametrize("mode", ["boomerang", "local"])
+def test_the_whole_curve_is_measured_while_training_and_again_after_a_resume(synth, tmp_path, mode):
     """curves.jsonl: naive pruning and the initial student at step 0, then every size of
-    last-to-first at each evaluation, equal to measuring the models afterwards."""
+    last-to-first at each evaluation, equal to measuring the models afterwards; for whole-model
+    and block-local distillation alike."""
     from boomerang.eval import perplexity as ppl
     from boomerang.train.curves import read_curves
 
     val = synth["held"][:4, :16]
     base = dict(teacher=synth["teacher"], out=str(tmp_path / "r"), steps=4, seq_len=16, batch_size=2,
-                warmup=1, log_every=2, eval_every=2, save_every=2)
+                warmup=1, log_every=2, eval_every=2, save_every=2, mode=mode)
     stop_at_2 = lambda: (tmp_path / "r" / "checkpoints" / "step-00000002").exists()  # noqa: E731
     distill(DistillConfig(**base), blocks=synth["train"], val_blocks=val, should_stop=stop_at_2)
     assert [(c["order"], c["step"]) for c in read_curves(tmp_path / "r")] == [

@@ -79,6 +79,8 @@ class RunConfig:
     save_every: int = setting(500, "steps between checkpoints")
     keep_checkpoints: int = setting(2, "checkpoints kept (the newest)")
     log_every: int = setting(10, "steps between lines of log.jsonl")
+    eval_every: int = setting(0, "steps between validation perplexities and last-to-first curves (0: never)")
+    eval_blocks: int = setting(32, "validation blocks (of the data's validation split) they are measured on")
     resume: bool = setting(False, "continue from the last checkpoint in the output folder")
     seed: int = setting(0, "seed of the data order and initialisation")
     split: str = setting("train", "data split to train on")
@@ -95,12 +97,12 @@ class RunConfig:
     NOUN: ClassVar[str] = "distillation"
     #: Settings a resumed run may change: they do not change what a step computes.
     RESUME_FREE: ClassVar[frozenset[str]] = frozenset({"resume", "out", "save_every", "keep_checkpoints",
-                                                        "log_every", "threads"})
+                                                        "log_every", "eval_every", "eval_blocks", "threads"})
     #: Lowest allowed value of whole-number settings (None: any whole number).
     AT_LEAST: ClassVar[dict[str, int | None]] = {
         "keep_first": 0, "every": 1, "keep_last": 0, "steps": 1, "seq_len": 2, "batch_size": 1,
         "warmup": 0, "save_every": 1, "keep_checkpoints": 1, "log_every": 1, "seed": None, "max_blocks": 1, "threads": 1,
-        "updates_per_batch": 1}
+        "updates_per_batch": 1, "eval_every": 0, "eval_blocks": 1}
 
     def __post_init__(self) -> None:
         for name in ("teacher", "data", "out"):  # paths are welcome; validate() judges the rest
@@ -261,8 +263,6 @@ class DistillConfig(RunConfig):
     weights: LossWeights = setting(default_factory=LossWeights)
     freeze: tuple[str, ...] = setting((), f"parts kept at the teacher's weights, comma-separated: {', '.join(FREEZABLE)}")
     precision: Precision = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16", choices=PRECISIONS)
-    eval_every: int = setting(0, "steps between validation perplexities and last-to-first curves (0: never)")
-    eval_blocks: int = setting(32, "validation blocks (of the data's validation split) they are measured on")
     local_loss: LocalLoss = setting("cosine+mse", "mode local: loss on each student layer's output", choices=LOCAL_LOSSES)
     log_with: tuple[str, ...] = setting((), "experiment trackers through Accelerate, comma-separated: "
                                             "tensorboard, wandb, ... (logs under OUT/trackers)")
@@ -271,13 +271,11 @@ class DistillConfig(RunConfig):
     # processes; the loop checks that the checkpoint's global batch (their product with the
     # number of processes) stays the same.
     RESUME_FREE: ClassVar[frozenset[str]] = RunConfig.RESUME_FREE | {
-        "steps", "precision", "eval_every", "eval_blocks", "log_with", "batch_size",
-        "grad_accum"}
-    AT_LEAST: ClassVar[dict[str, int | None]] = {
-        **RunConfig.AT_LEAST, "grad_accum": 1, "eval_every": 0, "eval_blocks": 1}
+        "steps", "precision", "log_with", "batch_size", "grad_accum"}
+    AT_LEAST: ClassVar[dict[str, int | None]] = {**RunConfig.AT_LEAST, "grad_accum": 1}
     #: Settings only block-local distillation uses, and those it does not (whole-model training's).
     LOCAL_ONLY: ClassVar[tuple[str, ...]] = ("teacher_input_prob", "local_loss", "sink_weight", "updates_per_batch")
-    NOT_LOCAL: ClassVar[tuple[str, ...]] = ("grad_accum", "precision", "eval_every", "eval_blocks", "log_with")
+    NOT_LOCAL: ClassVar[tuple[str, ...]] = ("grad_accum", "precision", "log_with")
     #: Loss weights each mode does not use (see :meth:`effective_weights`; mode local has no such loss).
     UNUSED_WEIGHTS: ClassVar[dict[str, tuple[str, ...]]] = {
         "local": ("ce", "kl", "tau", "cos"), "no-align": ("cos",), "ce-only": ("kl", "tau", "cos"),

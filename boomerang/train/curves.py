@@ -13,6 +13,8 @@ pruned naively to every size (``"order": "naive-pruning"``): the reference a dis
 must beat. Watching the curves of successive steps shows the boomerang forming: at step 0 the
 intermediate sizes are the pruned teacher's; as the student learns, the whole curve drops
 towards a smooth line from student to teacher. The Train page draws them live and replays them.
+Every objective measures them the same way (:func:`starting_curves` when a run starts,
+:func:`validate` at each evaluation): whole-model and block-local distillation alike.
 
 The models are built zero-copy from the student being trained (:meth:`BoomerangPair.build`), so
 a curve costs a few forwards of shared prefixes (:func:`~boomerang.eval.perplexity_many`). Under
@@ -22,8 +24,11 @@ with a bf16 copy of the student, so that every size runs in one dtype.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,8 @@ import torch
 from torch import nn
 
 from ..core import SEQUENTIAL_ORDERS, BoomerangPair, LayerMapping
+from ..data import load_blocks
+from ..errors import BoomerangError
 from ..eval import perplexity, perplexity_many
 from ..io import atomic_write
 from ..orders import prune_teacher, pruning_order
@@ -114,3 +121,55 @@ def trim_curves(out: str | os.PathLike, max_step: int) -> None:
     if path.is_file():
         keep = [r for r in read_curves(out) if int(r["step"]) <= max_step]
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+# ---- what a training run measures ---------------------------------------------------------------
+
+
+def validation_blocks(config: Any, tokenizer: Any, given: torch.Tensor | None) -> torch.Tensor | None:
+    """The blocks a run with ``config.eval_every`` validates on: ``given`` (``[n, T]`` token ids,
+    cut to ``config.seq_len``), else ``config.eval_blocks`` blocks of the data's validation
+    split; None when the run does not validate."""
+    if not config.eval_every:
+        return None
+    if given is not None:
+        return given[:, : config.seq_len].long()
+    if tokenizer is None:
+        raise BoomerangError("--eval-every needs a tokenizer to read the validation text with.")
+    return load_blocks(config.data, tokenizer, config.seq_len, split="validation", max_blocks=config.eval_blocks)
+
+
+def patched_sizes(mapping: LayerMapping) -> list[int]:
+    """The few sizes watched in ``log.jsonl`` during training: ``k`` student layers patched
+    last-to-first at about a third and two thirds of the way from student to teacher
+    (distinct, strictly between)."""
+    n = mapping.num_student_layers
+    return sorted({k for k in (round(n / 3), round(2 * n / 3)) if 0 < k < n})
+
+
+def starting_curves(out: Path, teacher: nn.Module, student: nn.Module, mapping: LayerMapping,
+                    val_blocks: torch.Tensor, batch_size: int) -> None:
+    """Where the boomerang starts, appended to ``curves.jsonl``: the teacher pruned naively to
+    every size and the student as initialised, patched last-to-first (step 0)."""
+    pair = eval_pair(teacher, student, mapping)
+    append_curve(out, pruning_record(pair, val_blocks, batch_size))
+    append_curve(out, curve_record(pair, sequential_perplexities(pair, val_blocks, "last-to-first", batch_size), 0, 0))
+
+
+def validate(out: Path, student: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
+             val_blocks: torch.Tensor, batch_size: int, step: int, tokens: int,
+             autocast: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> dict[str, float]:
+    """Validate the ``student`` in training (whole, on this process) after ``step``.
+
+    Returns ``{"val_ppl": ..., "val_ppl_k<k>": ...}`` for ``log.jsonl``: the student's perplexity
+    (its forward under ``autocast``, as it trains) and, with a teacher, the patched sizes of
+    :func:`patched_sizes`; the whole last-to-first curve goes to ``curves.jsonl``."""
+    with autocast():
+        figures = {"val_ppl": perplexity(student, val_blocks, batch_size=batch_size).perplexity}
+    if teacher is None or mapping is None:
+        return figures
+    pair = eval_pair(teacher, student, mapping)
+    per_k = sequential_perplexities(pair, val_blocks, "last-to-first", batch_size)
+    figures.update({f"val_ppl_k{k}": per_k[k] for k in patched_sizes(mapping)})
+    append_curve(out, curve_record(pair, per_k, step, tokens))
+    return figures

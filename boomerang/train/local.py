@@ -110,6 +110,7 @@ from ..zoo import resolve_teacher
 from .batches import BlockOrder, training_blocks
 from .checkpoints import check_global_batch, load_optimizer_state, optimizer_state
 from .config import LOCAL_LOSSES, DistillConfig, LocalLoss, RunConfig
+from .curves import starting_curves, validate, validation_blocks
 from .events import DistillProgress
 from .processes import Peers, process_state
 from .run import Objective, RunEnd, RunFolder, StepDone, check_out, run_lock, train
@@ -467,6 +468,7 @@ def local_distill(
     should_stop: StopSignal = None,
     *,
     blocks: torch.Tensor | None = None,
+    val_blocks: torch.Tensor | None = None,
     extra: dict[str, Any] | None = None,
     run_config: dict[str, Any] | None = None,
     show_progress_bar: bool = False,
@@ -477,7 +479,9 @@ def local_distill(
     (its ``losses``: the mean and each trained layer's local loss, of the last logged step). ``should_stop`` (a
     callable or ``threading.Event``) is polled after every step: when it fires, a checkpoint is
     written and its folder returned; ``config.resume=True`` continues from it. ``blocks``
-    (``[n, seq_len]`` token ids) replaces ``config.data``. ``extra`` is merged into the
+    (``[n, seq_len]`` token ids) replaces ``config.data``, and ``val_blocks`` its validation split
+    (with ``config.eval_every``: the interpolation curve measured while the layers train, see
+    :mod:`.curves`). ``extra`` is merged into the
     student's provenance record in ``student_config.json``; ``run_config`` (default: ``config``'s
     settings) is what ``OUT/config.json`` records.
     """
@@ -486,7 +490,7 @@ def local_distill(
     out = Path(config.out)
     check_out(config, out, out / "student")
     with run_lock(out):
-        objective = BlockLocal(config, out, blocks, extra)
+        objective = BlockLocal(config, out, blocks, val_blocks, extra)
         return train(objective, config, out, run_config or config.to_dict(), progress, should_stop,
                      time_limit_s=config.time_limit_s, show_progress_bar=show_progress_bar)
 
@@ -501,7 +505,7 @@ class BlockLocal(Objective):
     """
 
     def __init__(self, config: LocalDistillConfig, out: Path, blocks: torch.Tensor | None,
-                 extra: dict[str, Any] | None) -> None:
+                 val_blocks: torch.Tensor | None, extra: dict[str, Any] | None) -> None:
         self.config, self.out, self.extra = config, out, extra
         self.peers = Peers()
 
@@ -527,6 +531,9 @@ class BlockLocal(Objective):
         self.blocks = training_blocks(config.data, self.tokenizer, config.seq_len, config.split, config.max_blocks,
                                       teacher.get_input_embeddings().weight.shape[0], blocks, config.teacher)
         self.order = BlockOrder(len(self.blocks), config.seed)
+        self.val_blocks = validation_blocks(config, self.tokenizer, val_blocks)
+        if self.val_blocks is not None:
+            self.val_blocks = self.val_blocks.to(self.device)
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
                                      weight_decay=config.weight_decay)
         self.per_step = config.batch_size * self.peers.world  # sequences per step, over every process
@@ -552,6 +559,13 @@ class BlockLocal(Objective):
             for name, p in self.weights.items():
                 p.copy_(own[name])
         load_optimizer_state(self.opt, tensors or {}, state)
+
+    def begin(self, step: int) -> None:
+        """On a fresh run with validation, record where the boomerang starts (``curves.jsonl``)."""
+        if self.val_blocks is not None and step == 0 and self.peers.main:
+            starting_curves(self.out, self.teacher, self.student, self.mapping, self.val_blocks,
+                            self.config.batch_size)
+        self.peers.barrier()
 
     # ---- one step -------------------------------------------------------------------------
 
@@ -594,6 +608,16 @@ class BlockLocal(Objective):
 
     def losses(self, values: dict[str, Any]) -> dict[str, float]:
         return {"loss": values["loss"], **{f"layer {i}": v for i, v in values["layer_losses"].items()}}
+
+    def evaluates(self, step: int) -> bool:
+        return self.val_blocks is not None and (step % self.config.eval_every == 0 or step == self.config.steps)
+
+    def evaluate(self, step: int, tokens: int) -> dict[str, float]:
+        """The student's validation perplexities and its whole last-to-first curve (main process)."""
+        if not self.peers.main:
+            return {}
+        return validate(self.out, self.student, self.teacher, self.mapping, self.val_blocks,
+                        self.config.batch_size, step, tokens)
 
     def checkpoint(self, folder: RunFolder, step: int, record: dict[str, Any]) -> Path:
         def contents() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -45,9 +45,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..core import LayerMapping, init_student, load_model, save_student
-from ..data import load_blocks
 from ..errors import BoomerangError
-from ..eval import check_batch_fits, perplexity
+from ..eval import check_batch_fits
 from ..io import atomic_dir
 from ..progress import StopSignal
 from ..threads import configure_threads
@@ -62,13 +61,7 @@ from .checkpoints import (
     rng_state,
 )
 from .config import DistillConfig
-from .curves import (
-    append_curve,
-    curve_record,
-    eval_pair,
-    pruning_record,
-    sequential_perplexities,
-)
+from .curves import starting_curves, validate, validation_blocks
 from .events import DistillProgress
 from .local import from_distill_config, local_distill
 from .loss import (
@@ -193,38 +186,13 @@ def _distill(
     result_dir = out / ("model" if config.mode == "pretrain" else "student")
     if config.mode == "local":  # another objective of the same step loop
         return local_distill(from_distill_config(config), progress, should_stop, blocks=blocks,
-                             run_config=config.to_dict(), show_progress_bar=show_progress_bar)
+                             val_blocks=val_blocks, run_config=config.to_dict(),
+                             show_progress_bar=show_progress_bar)
     check_out(config, out, result_dir)
     with run_lock(out):
         objective = WholeModel(config, out, result_dir, blocks, val_blocks)
         return train(objective, config, out, config.to_dict(), progress, should_stop,
                      show_progress_bar=show_progress_bar)
-
-
-def patched_sizes(mapping: LayerMapping) -> list[int]:
-    """The few sizes watched during training: ``k`` student layers patched last-to-first at about
-    a third and two thirds of the way from student to teacher (distinct, strictly between)."""
-    n = mapping.num_student_layers
-    return sorted({k for k in (round(n / 3), round(2 * n / 3)) if 0 < k < n})
-
-
-def _validate(acc: Accelerator, student: nn.Module, teacher: nn.Module | None, mapping: LayerMapping | None,
-              val_blocks: torch.Tensor, batch_size: int, step: int, tokens: int,
-              ) -> tuple[dict[str, float], dict[str, Any] | None]:
-    """Validation of the ``student`` in training (whole, on this process): ``({"val_ppl": ...,
-    "val_ppl_k<k>": ...}, curve)``.
-
-    ``val_ppl`` is the student's perplexity; with a teacher, the whole last-to-first curve is
-    measured too (see :mod:`.curves`: its line of ``curves.jsonl``, and the patched sizes of
-    :func:`patched_sizes` as ``val_ppl_k<k>``)."""
-    with acc.autocast():
-        out = {"val_ppl": perplexity(student, val_blocks, batch_size=batch_size).perplexity}
-    if teacher is None or mapping is None:
-        return out, None
-    pair = eval_pair(teacher, student, mapping)
-    per_k = sequential_perplexities(pair, val_blocks, "last-to-first", batch_size)
-    out.update({f"val_ppl_k{k}": per_k[k] for k in patched_sizes(mapping)})
-    return out, curve_record(pair, per_k, step, tokens)
 
 
 def _load_architecture(ref: str) -> tuple[nn.Module, Any]:
@@ -290,16 +258,7 @@ class WholeModel(Objective):
         self.blocks = training_blocks(config.data, self.tokenizer, config.seq_len, config.split, config.max_blocks,
                                       student.get_output_embeddings().weight.shape[0], blocks, config.teacher)
         self.order = BlockOrder(len(self.blocks), config.seed)
-        if not config.eval_every:
-            val_blocks = None
-        elif val_blocks is not None:
-            val_blocks = val_blocks[:, : config.seq_len].long()
-        else:
-            if self.tokenizer is None:
-                raise BoomerangError("--eval-every needs a tokenizer to read the validation text with.")
-            val_blocks = load_blocks(config.data, self.tokenizer, config.seq_len, split="validation",
-                                     max_blocks=config.eval_blocks)
-        self.val_blocks = val_blocks
+        self.val_blocks = validation_blocks(config, self.tokenizer, val_blocks)
 
         # ---- sharding, optimizer, schedule, accelerate ---------------------------------------
         # An FSDP launch shards the student here (see .sharding), on CPUs as on GPUs, before the
@@ -389,11 +348,7 @@ class WholeModel(Objective):
         if self.val_blocks is not None and step == 0 and self.teacher is not None and self.mapping is not None:
             student = self._whole_student()
             if student is not None:
-                pair = eval_pair(self.teacher, student, self.mapping)
-                bs = self.config.batch_size
-                append_curve(self.out, pruning_record(pair, self.val_blocks, bs))
-                append_curve(self.out, curve_record(
-                    pair, sequential_perplexities(pair, self.val_blocks, "last-to-first", bs), 0, 0))
+                starting_curves(self.out, self.teacher, student, self.mapping, self.val_blocks, self.config.batch_size)
         self.acc.wait_for_everyone()
 
     def _whole_student(self) -> nn.Module | None:
@@ -466,11 +421,8 @@ class WholeModel(Objective):
         student = self._whole_student()
         if student is None:
             return {}
-        figures, curve = _validate(self.acc, student, self.teacher, self.mapping, self.val_blocks,
-                                   self.config.batch_size, step, tokens)
-        if curve is not None:
-            append_curve(self.out, curve)
-        return figures
+        return validate(self.out, student, self.teacher, self.mapping, self.val_blocks, self.config.batch_size,
+                        step, tokens, self.acc.autocast)
 
     def logged(self, record: dict[str, Any]) -> None:
         trackers.log(self.acc, self.config, record, record["step"])
