@@ -476,14 +476,14 @@ def local_distill(
     """Run block-local distillation as ``config`` says; return ``OUT/student``.
 
     ``progress`` is called after every step with a :class:`~boomerang.train.DistillProgress`
-    (its ``losses``: the mean and each trained layer's local loss, of the last logged step). ``should_stop`` (a
-    callable or ``threading.Event``) is polled after every step: when it fires, a checkpoint is
-    written and its folder returned; ``config.resume=True`` continues from it. ``blocks``
-    (``[n, seq_len]`` token ids) replaces ``config.data``, and ``val_blocks`` its validation split
-    (with ``config.eval_every``: the interpolation curve measured while the layers train, see
-    :mod:`.curves`). ``extra`` is merged into the
-    student's provenance record in ``student_config.json``; ``run_config`` (default: ``config``'s
-    settings) is what ``OUT/config.json`` records.
+    (its ``losses``: the mean and each trained layer's local loss, of the last logged step).
+    ``should_stop`` (a callable or ``threading.Event``) is polled after every step: when it
+    fires, a checkpoint is written and its folder returned; ``config.resume=True`` continues from
+    it. ``blocks`` (``[n, seq_len]`` token ids) replaces ``config.data``, and ``val_blocks`` its
+    validation split (with ``config.eval_every``: the interpolation curve measured while the
+    layers train, see :mod:`.curves`). ``extra`` is merged into the student's provenance record
+    in ``student_config.json``; ``run_config`` (default: ``config``'s settings) is what
+    ``OUT/config.json`` records. ``show_progress_bar`` draws the CLI's bar.
     """
     config.validate()
     configure_threads(config.threads)  # None: the same default as the dashboard and the CLI

@@ -5,10 +5,11 @@ The student (initialised from a subset of the teacher's layers, see
 (:class:`WholeModel`) uses Hugging Face Accelerate, so one code path runs on CPU (fp32), one GPU
 (bf16 autocast) and many GPUs / FSDP via ``accelerate launch`` (see ``configs/``). Its steps run
 in the one step loop every objective shares (:mod:`.run`: the folder's checks and lock, resume,
-the log, checkpoints, stopping, progress), and its checkpoints (:mod:`.checkpoints`: safetensors and JSON, written atomically) hold the student's
-weights, the optimizer and schedule, the RNG state and the step; the data order is a pure
-function of ``(seed, step)``, so resuming after ``kill -9`` continues exactly where the last
-checkpoint left off and ``log.jsonl`` has no duplicate steps.
+the log, checkpoints, stopping, progress), and its checkpoints (:mod:`.checkpoints`: safetensors
+and JSON, written atomically) hold the student's weights, the optimizer and schedule, the RNG
+state and the step; the data order is a pure function of ``(seed, step)``, so resuming after
+``kill -9`` continues exactly where the last checkpoint left off and ``log.jsonl`` has no
+duplicate steps.
 
 Running it::
 
