@@ -125,7 +125,7 @@ def test_block_local_distillation_in_two_processes_trains_like_one_and_resumes_a
     flags = ["--mode", "local", "--teacher-input-prob", "0.5", "--sink-weight", "4", "--steps", "4",
              "--batch-size", "2"]
     ref = tmp_path / "ref"
-    _one_process(tiny, ref, **local)
+    _one_process(tiny, ref, **local, eval_every=2, eval_blocks=2)
     want = _log(ref)
 
     def same(log: list[dict]) -> None:
@@ -139,13 +139,20 @@ def test_block_local_distillation_in_two_processes_trains_like_one_and_resumes_a
         b = load_pair(teacher=tiny["teacher"], student=ref / "student", device="cpu").student.state_dict()
         assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
+    # With the interpolation curve measured by the main process while the other waits.
     two = tmp_path / "two"
-    r = _launch(TORCHRUN, tiny, *flags, "--out", str(two))
+    r = _launch(TORCHRUN, tiny, *flags, "--eval-every", "2", "--eval-blocks", "2", "--out", str(two))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("wrote student to") == 1  # only the main process speaks
     assert [x["world_size"] for x in _log(two)] == [2] * 4
     same(_log(two))
     same_student(two / "student")
+    curves = [json.loads(x) for x in (two / "curves.jsonl").read_text().splitlines()]
+    ref_curves = [json.loads(x) for x in (ref / "curves.jsonl").read_text().splitlines()]
+    assert [(c["order"], c["step"]) for c in curves] == [("naive-pruning", 0), ("last-to-first", 0),
+                                                         ("last-to-first", 2), ("last-to-first", 4)]
+    for a, b in zip(curves, ref_curves, strict=True):
+        assert a["perplexity"] == pytest.approx(b["perplexity"], rel=1e-4)
 
     # One process stops after step 2 (its checkpoint), two processes finish the run.
     one = tmp_path / "one"
