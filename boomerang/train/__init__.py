@@ -1,8 +1,10 @@
-"""Distillation: the config, the boomerang loss, checkpoints, and the Accelerate training loop.
+"""Distillation: the config, the boomerang loss, checkpoints, and the one training step loop.
 
 ``distill(DistillConfig(teacher=..., data=..., out=...))`` trains a boomerang student (or an
-ablation) and returns its folder; see :mod:`.loop` for the loop, :mod:`.loss` for the loss,
-:mod:`.config` for every setting and :mod:`.checkpoints` for the run folder's layout.
+ablation, or block-locally) and returns its folder; see :mod:`.run` for the step loop every
+objective runs in, :mod:`.loop` and :mod:`.local` for the two objectives (whole-model through
+Accelerate, block-local), :mod:`.loss` for the loss, :mod:`.config` for every setting and
+:mod:`.checkpoints` for the run folder's layout.
 """
 
 from .checkpoints import CHECKPOINT_DIR, STATE_FILE, last_checkpoint
