@@ -268,7 +268,8 @@ class Objective(ABC):
     @abstractmethod
     def reduce(self, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
         """A step's loss terms over the whole process group, as the values of a ``log.jsonl``
-        line (called only on logged steps, so a GPU is not synchronised at every step); collective."""
+        line (called on logged steps and a launch's first step only, so a GPU is not synchronised
+        at every step); collective."""
 
     def losses(self, values: dict[str, Any]) -> dict[str, float]:
         """The named losses a progress event carries, from :meth:`reduce`'s values (default: its numbers)."""
