@@ -113,7 +113,7 @@ class LeastSquares:
             def tokens_after(self, step):
                 return 5 * step
 
-            def step(self, step, elapsed_s):
+            def step(self, step, elapsed_s, reported):
                 loss = ((self.w - self.target) ** 2).mean()
                 self.w = self.w - cls.LR * 2 * (self.w - self.target) / 3
                 return StepDone(cls.LR, {"loss": loss})

@@ -41,6 +41,7 @@ from ..errors import BoomerangError
 from ..eval import perplexity, perplexity_many
 from ..io import atomic_write
 from ..orders import prune_teacher, pruning_order
+from .config import RunConfig
 
 CURVES_FILE = "curves.jsonl"
 NAIVE = "naive-pruning"
@@ -126,7 +127,7 @@ def trim_curves(out: str | os.PathLike, max_step: int) -> None:
 # ---- what a training run measures ---------------------------------------------------------------
 
 
-def validation_blocks(config: Any, tokenizer: Any, given: torch.Tensor | None) -> torch.Tensor | None:
+def validation_blocks(config: RunConfig, tokenizer: Any, given: torch.Tensor | None) -> torch.Tensor | None:
     """The blocks a run with ``config.eval_every`` validates on: ``given`` (``[n, T]`` token ids,
     cut to ``config.seq_len``), else ``config.eval_blocks`` blocks of the data's validation
     split; None when the run does not validate."""

@@ -532,8 +532,6 @@ class BlockLocal(Objective):
                                       teacher.get_input_embeddings().weight.shape[0], blocks, config.teacher)
         self.order = BlockOrder(len(self.blocks), config.seed)
         self.val_blocks = validation_blocks(config, self.tokenizer, val_blocks)
-        if self.val_blocks is not None:
-            self.val_blocks = self.val_blocks.to(self.device)
         self.opt = torch.optim.AdamW(self.params, lr=config.lr, betas=config.betas,
                                      weight_decay=config.weight_decay)
         self.per_step = config.batch_size * self.peers.world  # sequences per step, over every process
@@ -572,7 +570,7 @@ class BlockLocal(Objective):
     def tokens_after(self, step: int) -> int:
         return self.config.tokens_after(step) * self.peers.world
 
-    def step(self, step: int, elapsed_s: float) -> StepDone:
+    def step(self, step: int, elapsed_s: float, reported: bool) -> StepDone:
         config, peers = self.config, self.peers
         batch_no = step // config.updates_per_batch
         rows = self.order.indices(batch_no * self.per_step, self.per_step)[peers.rank * config.batch_size:]
@@ -608,9 +606,6 @@ class BlockLocal(Objective):
 
     def losses(self, values: dict[str, Any]) -> dict[str, float]:
         return {"loss": values["loss"], **{f"layer {i}": v for i, v in values["layer_losses"].items()}}
-
-    def evaluates(self, step: int) -> bool:
-        return self.val_blocks is not None and (step % self.config.eval_every == 0 or step == self.config.steps)
 
     def evaluate(self, step: int, tokens: int) -> dict[str, float]:
         """The student's validation perplexities and its whole last-to-first curve (main process)."""

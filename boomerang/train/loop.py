@@ -374,7 +374,7 @@ class WholeModel(Objective):
     def tokens_after(self, step: int) -> int:
         return step * self.per_step * self.config.seq_len
 
-    def step(self, step: int, elapsed_s: float) -> StepDone:
+    def step(self, step: int, elapsed_s: float, reported: bool) -> StepDone:
         config, acc, model, teacher, mapping = self.config, self.acc, self.model, self.teacher, self.mapping
         mean: dict[str, Any] = {}  # the loss terms' means over the micro-batches
         for micro in range(config.grad_accum):
@@ -387,8 +387,7 @@ class WholeModel(Objective):
             with acc.accumulate(model):
                 s_out = forward_states(model, ids, mask, last_layer=self.s_last)
                 t_out = None
-                logged = (step + 1) % config.log_every == 0 or step + 1 == config.steps
-                if teacher is not None and (self.need_teacher or logged):
+                if teacher is not None and (self.need_teacher or reported):
                     with torch.no_grad(), acc.autocast():
                         t_out = forward_states(teacher, ids, mask, last_layer=self.t_last)
                 terms = distill_loss(s_out, t_out if self.need_teacher else None, ids, mask, mapping, self.weights)
@@ -413,12 +412,10 @@ class WholeModel(Objective):
     def reduce(self, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {k: self.acc.reduce(v.reshape(1), "mean").item() for k, v in terms.items()}
 
-    def evaluates(self, step: int) -> bool:
-        return self.val_blocks is not None and (step % self.config.eval_every == 0 or step == self.config.steps)
-
     def evaluate(self, step: int, tokens: int) -> dict[str, float]:
         """The validation perplexities of the student and, with a teacher, its whole last-to-first
-        curve, appended to ``curves.jsonl``: measured by the main process on the whole student."""
+        curve, appended to ``curves.jsonl``: measured by the main process on the whole student.
+        (Only a run with ``eval_every`` is asked, so it has its validation blocks.)"""
         student = self._whole_student()
         if student is None:
             return {}

@@ -207,7 +207,6 @@ class RunFolder:
         return self.peers.any(self.peers.main and (stop_requested(should_stop) or over_time))
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Objectives and the one step loop
 # ---------------------------------------------------------------------------------------------
@@ -262,8 +261,10 @@ class Objective(ABC):
         """Training tokens the whole process group has seen after the first ``step`` steps."""
 
     @abstractmethod
-    def step(self, step: int, elapsed_s: float) -> StepDone:
-        """Make optimizer update number ``step`` (0-based), ``elapsed_s`` seconds into training; collective."""
+    def step(self, step: int, elapsed_s: float, reported: bool) -> StepDone:
+        """Make optimizer update number ``step`` (0-based), ``elapsed_s`` seconds into training;
+        collective. ``reported``: its losses will be logged or shown, so terms the objective only
+        reports (not trains on) are worth computing."""
 
     @abstractmethod
     def reduce(self, terms: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -275,13 +276,9 @@ class Objective(ABC):
         """The named losses a progress event carries, from :meth:`reduce`'s values (default: its numbers)."""
         return {k: float(v) for k, v in values.items() if isinstance(v, float)}
 
-    def evaluates(self, step: int) -> bool:
-        """Whether validation is due after ``step`` (the same answer on every process; default: never)."""
-        return False
-
     def evaluate(self, step: int, tokens: int) -> dict[str, float]:
-        """Validation figures after a step where :meth:`evaluates` (the main process's are
-        logged); collective."""
+        """Validation figures after ``step``, every ``eval_every`` steps and at the last (the main
+        process's are logged); collective."""
         return {}
 
     def logged(self, record: dict[str, Any]) -> None:
@@ -330,10 +327,16 @@ def train(
 
     bar = tqdm(total=config.steps, initial=step, disable=not (show_progress_bar and say is not None),
                dynamic_ncols=True)
-    start, t0 = step, time.perf_counter()
+    start = step
     elapsed, lr, tok_s = 0.0, 0.0, 0.0  # this launch's training time, the last step's lr, its speed
     last: dict[str, float] = {}  # the losses of the last logged step
     stopped_early = False
+
+    def evaluated(s: int) -> bool:  # validation after step s
+        return bool(config.eval_every) and (s % config.eval_every == 0 or s == config.steps)
+
+    def logged(s: int) -> bool:  # a log.jsonl line after step s (a time limit's end adds one)
+        return s % config.log_every == 0 or s == config.steps or evaluated(s)
 
     def event(kind: Event, eta: float | None, ck: Path | None = None) -> None:
         if say is not None:
@@ -343,7 +346,7 @@ def train(
         objective.begin(step)
         t0 = time.perf_counter()  # training time starts after the objective's preparations
         while step < config.steps:
-            done = objective.step(step, before + time.perf_counter() - t0)
+            done = objective.step(step, before + time.perf_counter() - t0, logged(step + 1) or step == start)
             step += 1
             lr, elapsed = done.lr, time.perf_counter() - t0
             tokens = objective.tokens_after(step)
@@ -355,9 +358,8 @@ def train(
                 None, before + elapsed >= time_limit_s)
             stop = step < config.steps and folder.stop_now(should_stop)
 
-            due = objective.evaluates(step)
-            validation = objective.evaluate(step, tokens) if due else {}
-            log_now = step % config.log_every == 0 or step == config.steps or due or over_time
+            validation = objective.evaluate(step, tokens) if evaluated(step) else {}
+            log_now = logged(step) or over_time
             if log_now or step == start + 1:  # the first step's losses stand until the first log line
                 values = objective.reduce(done.terms)
                 last = objective.losses(values)
