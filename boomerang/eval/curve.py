@@ -113,8 +113,8 @@ class Curve:
         the first reached of that size."""
         lo, hi = self.ends
         pool = self.intermediate() if any(self.is_intermediate()) else self
-        best = min(pool.by_size(), key=lambda n: (abs(n - (lo + hi) / 2), n))
-        return pool.by_size()[best]
+        sizes = pool.by_size()
+        return sizes[min(sizes, key=lambda n: (abs(n - (lo + hi) / 2), n))]
 
 
 def mean_ratio(curve: Curve, reference: Curve, metric: str = "perplexity") -> float | None:

@@ -152,17 +152,15 @@ def checkpoint_folders(out: Path, step: int) -> tuple[Path, Path]:
 
 
 def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int,
-                    tensors: dict[str, torch.Tensor] | None = None,
-                    write_more: Callable[[Path], None] | None = None) -> Path:
+                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``checkpoints/step-<step>`` of run folder ``out`` (main process only): ``tensors``
-    to :data:`TENSORS_FILE`, ``write_more(folder)`` for anything else (a sharded state), then
-    ``state`` (with ``step``) to :data:`STATE_FILE`; keep the newest ``keep`` checkpoints."""
+    to :data:`TENSORS_FILE`, then ``state`` (with ``step``) to :data:`STATE_FILE`, beside
+    whatever the processes already wrote into its temporary folder (their shards, see
+    :meth:`.run.RunFolder.checkpoint`); keep the newest ``keep`` checkpoints."""
     final, tmp = checkpoint_folders(out, step)
     tmp.mkdir(parents=True, exist_ok=True)
     if tensors is not None:
         write_tensors(tmp / TENSORS_FILE, tensors)
-    if write_more is not None:
-        write_more(tmp)
     (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2) + "\n", encoding="utf-8")
     replace_dir(tmp, final)  # a checkpoint is complete or absent
     for _, old in checkpoints(out)[:-keep]:

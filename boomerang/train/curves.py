@@ -38,7 +38,7 @@ from torch import nn
 from ..core import SEQUENTIAL_ORDERS, BoomerangPair, LayerMapping
 from ..data import load_blocks
 from ..errors import BoomerangError
-from ..eval import perplexity, perplexity_many
+from ..eval import Curve, perplexity, perplexity_many
 from ..io import atomic_write
 from ..orders import prune_teacher, pruning_order
 from .config import RunConfig
@@ -76,12 +76,11 @@ def curve_record(pair: BoomerangPair, per_k: list[float], step: int, tokens: int
                  order: str = "last-to-first") -> dict[str, Any]:
     """The ``curves.jsonl`` line of ``step`` from :func:`sequential_perplexities`: one point per
     size (several ``k`` reach one size when frozen one-to-one layers are patched: the first)."""
-    by_size: dict[int, float] = {}
-    for k, p in enumerate(per_k):
-        by_size.setdefault(pair.mapping.patched_layers(pair.sequential(order, k)), p)
+    by_size = Curve({"layers": pair.mapping.patched_layers(pair.sequential(order, k)), "perplexity": p}
+                    for k, p in enumerate(per_k)).by_size()
     sizes = sorted(by_size)
     return {"step": step, "tokens": tokens, "order": order, "layers": sizes,
-            "perplexity": [round(by_size[L], 4) for L in sizes]}
+            "perplexity": [round(by_size[L]["perplexity"], 4) for L in sizes]}
 
 
 @torch.no_grad()
